@@ -1,0 +1,194 @@
+//! What a simulator instance is: its accounts, zones, durations, products and faults.
+//!
+//! Every duration is configurable so that a test can live through a multi-year order in seconds
+//! (`month = 10s`, `cert_validity = 30s`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One API account: HTTP Basic user and password plus the `X-Domainrobot-Context` it lives in.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Account {
+    pub user: String,
+    pub password: String,
+    pub context: i32,
+}
+
+impl Account {
+    /// The account served when none is configured: `demo` / `demo-password`, context 4.
+    pub fn demo() -> Self {
+        Self {
+            user: "demo".into(),
+            password: "demo-password".into(),
+            context: 4,
+        }
+    }
+}
+
+/// How a simulated order unfolds in time.
+#[derive(Clone, Debug)]
+pub struct Durations {
+    /// The length of one month of order term (default 30 days).
+    pub month: Duration,
+    /// The longest validity of one issued certificate (default 199 days); never past the term.
+    pub cert_validity: Duration,
+    /// How long a provisioned DNS record takes to become visible (default 0).
+    pub propagation_delay: Duration,
+    /// The least time a job stays RUNNING (default 0); FILE and EMAIL jobs complete after it.
+    pub job_delay: Duration,
+    /// How long a job waits for its DNS record before it fails (default 10 min).
+    pub dcv_timeout: Duration,
+    /// How often a waiting job queries DNS (default 200 ms).
+    pub dcv_interval: Duration,
+    /// How long a "hang" fault holds a request before dropping it (default 60 s).
+    pub hang: Duration,
+}
+
+impl Default for Durations {
+    fn default() -> Self {
+        Self {
+            month: Duration::from_secs(30 * 86_400),
+            cert_validity: Duration::from_secs(199 * 86_400),
+            propagation_delay: Duration::ZERO,
+            job_delay: Duration::ZERO,
+            dcv_timeout: Duration::from_secs(600),
+            dcv_interval: Duration::from_millis(200),
+            hang: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything `Sim::start` needs.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Where the JSON API listens (port 0 picks a free port).
+    pub api_listen: SocketAddr,
+    /// Where the DNS server listens, UDP and TCP (port 0 picks a free port).
+    pub dns_listen: SocketAddr,
+    /// Serve the API over TLS with a certificate from the simulator's own CA (default true).
+    pub tls: bool,
+    pub accounts: Vec<Account>,
+    /// Zones the DNS server is authoritative for.
+    pub zones: Vec<String>,
+    /// The nameserver domain control is checked against; `None` means the simulator's own.
+    pub dcv_nameserver: Option<SocketAddr>,
+    pub durations: Durations,
+    pub faults: crate::faults::Faults,
+    /// Seed for every random choice (tokens, serials, faults), so that a run can be repeated.
+    pub seed: u64,
+    /// Where the root CA certificate is written; `None` writes it into a temporary file.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            dns_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: true,
+            accounts: vec![Account::demo()],
+            zones: vec!["example.com".into(), "example.net".into(), "example.org".into()],
+            dcv_nameserver: None,
+            durations: Durations::default(),
+            faults: crate::faults::Faults::default(),
+            seed: 1,
+            ca_file: None,
+        }
+    }
+}
+
+/// What a product allows.
+#[derive(Clone, Debug)]
+pub struct Product {
+    pub name: &'static str,
+    /// `FQDN` (server certificates) or `MAIL` (S/MIME).
+    pub certificate_type: &'static str,
+    /// Authentication methods, in the order prepareOrder lists them.
+    pub methods: &'static [&'static str],
+    /// Allowed order terms in months.
+    pub lifetimes: &'static [i64],
+    /// How many names (common name included) one certificate may carry.
+    pub max_names: usize,
+    pub wildcard: bool,
+}
+
+/// The products the simulator sells.
+pub const PRODUCTS: &[Product] = &[
+    Product {
+        name: "QUICKSSLPREMIUM",
+        certificate_type: "FQDN",
+        methods: &["EMAIL", "DNS", "FILE"],
+        lifetimes: &[12, 24],
+        max_names: 5,
+        wildcard: false,
+    },
+    Product {
+        name: "SSL123",
+        certificate_type: "FQDN",
+        methods: &["EMAIL", "DNS", "FILE"],
+        lifetimes: &[12, 24],
+        max_names: 25,
+        wildcard: false,
+    },
+    Product {
+        name: "GLOBALSIGN_PERSONALSIGN_1",
+        certificate_type: "MAIL",
+        methods: &["EMAIL"],
+        lifetimes: &[12, 24],
+        max_names: 1,
+        wildcard: false,
+    },
+];
+
+/// Looks a product up by its API name.
+pub fn product(name: &str) -> Option<&'static Product> {
+    PRODUCTS.iter().find(|p| p.name == name)
+}
+
+/// Parses a duration such as `250ms`, `10s`, `5m`, `2h`, `30d` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration such as 10s or 30d"))?;
+    let secs = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86_400.0,
+        other => return Err(format!("unknown unit '{other}' in '{s}' (use ms, s, m, h or d)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("'{s}' is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_the_units_an_operator_would_write() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86_400));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("10 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn every_product_is_found_by_name_and_unknown_ones_are_not() {
+        for p in PRODUCTS {
+            assert_eq!(product(p.name).unwrap().name, p.name);
+        }
+        assert!(product("FREESSL").is_none());
+    }
+}

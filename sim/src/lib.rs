@@ -1,0 +1,199 @@
+//! autodns-sim: a faithful, fault-injecting stand-in for the InterNetX AutoDNS SSL Manager JSON
+//! API, with its own test CA and authoritative DNS server. It is to certkeeper what Pebble is to
+//! ACME clients: everything is proven against it, and users can rehearse a configuration before
+//! it spends money.
+//!
+//! Start one in-process with [`Sim::start`]; it stops when the [`RunningSim`] is dropped.
+
+mod api;
+pub mod ca;
+pub mod config;
+pub mod csr;
+pub mod dns;
+pub mod faults;
+mod jobs;
+mod server;
+mod state;
+pub mod time;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+pub use api::ROUTE_KEYS;
+pub use config::{Account, Durations, SimConfig};
+pub use faults::{FaultKind, Faults, JobOutcome, Mutation};
+pub use state::{LedgerEntry, RequestEntry};
+
+/// The entry point: `Sim::start(config)`.
+#[derive(Debug)]
+pub struct Sim;
+
+impl Sim {
+    /// Starts the API, the DNS server and the job runner, and writes the root CA file.
+    pub async fn start(config: SimConfig) -> anyhow::Result<RunningSim> {
+        config.faults.validate().map_err(anyhow::Error::msg)?;
+        let zones = Arc::new(dns::ZoneStore::new(&config.zones).map_err(anyhow::Error::msg)?);
+        let dns = dns::DnsServer::start(config.dns_listen, zones.clone()).await?;
+        let dns_addr = dns.addr;
+        let ca = ca::TestCa::new()?;
+        let ca_pem = ca.root_pem().to_string();
+        let (ca_file, owned_ca_dir) = match &config.ca_file {
+            Some(path) => (path.clone(), None),
+            None => {
+                let dir = std::env::temp_dir().join(format!("autodns-sim-{}-{}", std::process::id(), unique()));
+                std::fs::create_dir_all(&dir)?;
+                (dir.join("root.pem"), Some(dir))
+            }
+        };
+        std::fs::write(&ca_file, &ca_pem)
+            .map_err(|e| anyhow::anyhow!("writing the root CA to {}: {e}", ca_file.display()))?;
+        let tls = if config.tls {
+            let (chain, key) = ca.server_identity()?;
+            Some(server::tls_config(chain, key)?)
+        } else {
+            None
+        };
+        let state = state::State::new(config.faults.clone(), config.seed);
+        let shared = Arc::new(api::Shared::new(
+            state,
+            ca,
+            zones,
+            config.durations.clone(),
+            config.accounts.clone(),
+        ));
+        let listener = tokio::net::TcpListener::bind(config.api_listen).await?;
+        let api_addr = listener.local_addr()?;
+        let scheme = if config.tls { "https" } else { "http" };
+        let api_url = format!("{scheme}://{api_addr}/v1");
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(server::serve(listener, tls, api::router(shared.clone()))));
+        tasks.push(tokio::spawn(jobs::run(
+            shared.clone(),
+            config.dcv_nameserver.unwrap_or(dns_addr),
+        )));
+        let dns_task = tokio::spawn(async move {
+            // Keep the server alive until this task is aborted.
+            let _dns = dns;
+            std::future::pending::<()>().await;
+        });
+        tasks.push(dns_task);
+        Ok(RunningSim {
+            api_url,
+            api_addr,
+            dns_addr,
+            ca_pem,
+            ca_file,
+            owned_ca_dir,
+            control: Control { shared },
+            tasks,
+        })
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A running simulator. Dropping it stops every task and removes its temporary files.
+#[derive(Debug)]
+pub struct RunningSim {
+    /// The API base URL, e.g. `https://127.0.0.1:PORT/v1`.
+    pub api_url: String,
+    pub api_addr: SocketAddr,
+    /// The DNS server's address (UDP and TCP).
+    pub dns_addr: SocketAddr,
+    /// The root CA certificate, PEM.
+    pub ca_pem: String,
+    /// Where the root CA certificate was written.
+    pub ca_file: PathBuf,
+    owned_ca_dir: Option<PathBuf>,
+    control: Control,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningSim {
+    /// The control handle: faults, ledger, request log, DNS records, jobs.
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// The management API's base URL, e.g. `https://127.0.0.1:PORT/_sim`.
+    pub fn sim_url(&self) -> String {
+        self.api_url.trim_end_matches("/v1").to_string() + "/_sim"
+    }
+
+    /// Stops the simulator (the same as dropping it).
+    pub fn stop(self) {}
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(dir) = &self.owned_ca_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// In-process access to what the management API offers.
+#[derive(Clone)]
+pub struct Control {
+    shared: Arc<api::Shared>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control").finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    /// Replaces the fault settings.
+    pub fn set_faults(&self, faults: Faults) -> Result<(), String> {
+        faults.validate()?;
+        self.shared.lock().faults = faults;
+        Ok(())
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.shared.lock().faults.clone()
+    }
+
+    /// Every create, renew and reissue so far.
+    pub fn ledger(&self) -> Vec<LedgerEntry> {
+        self.shared.lock().ledger.clone()
+    }
+
+    /// Every API request so far.
+    pub fn requests(&self) -> Vec<RequestEntry> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Sets a TXT record (replacing the set at that name).
+    pub fn set_txt(&self, name: &str, value: &str) -> Result<(), String> {
+        self.shared
+            .zones
+            .clear(name, Some(hickory_proto::rr::RecordType::TXT))?;
+        self.shared
+            .zones
+            .add(name, dns::Value::Txt(value.into()), 300, std::time::Duration::ZERO)
+    }
+
+    /// Removes every record at `name`.
+    pub fn clear_dns(&self, name: &str) -> Result<usize, String> {
+        self.shared.zones.clear(name, None)
+    }
+
+    /// The DNS records the simulator serves.
+    pub fn dns_records(&self) -> Vec<dns::RecordView> {
+        self.shared.zones.list()
+    }
+}

@@ -1,0 +1,208 @@
+//! The `autodns-sim` binary: the simulator as a process. It prints one JSON line with its
+//! addresses on stdout when ready, logs to stderr, and stops on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use autodns_sim::config::parse_duration;
+use autodns_sim::{Account, Durations, Faults, JobOutcome, Mutation, Sim, SimConfig};
+use clap::Parser;
+
+/// A fault-injecting stand-in for the InterNetX AutoDNS SSL Manager API, with a test CA and an
+/// authoritative DNS server. With no flags it listens on free loopback ports with TLS and serves
+/// the account demo / demo-password in context 4.
+///
+/// Every option can also be given in the environment variable named in its help.
+#[derive(Debug, Parser)]
+#[command(name = "autodns-sim", version)]
+struct Args {
+    /// Address of the JSON API (port 0: a free port).
+    #[arg(long, env = "AUTODNS_SIM_LISTEN", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Address of the DNS server, UDP and TCP (port 0: a free port).
+    #[arg(long, env = "AUTODNS_SIM_DNS_LISTEN", default_value = "127.0.0.1:0")]
+    dns_listen: SocketAddr,
+    /// Serve plain HTTP instead of TLS.
+    #[arg(long, env = "AUTODNS_SIM_PLAIN_HTTP")]
+    plain_http: bool,
+    /// An account as USER:PASSWORD:CONTEXT; repeat for several. Default: demo:demo-password:4.
+    #[arg(long = "account", env = "AUTODNS_SIM_ACCOUNTS", value_delimiter = ',')]
+    accounts: Vec<String>,
+    /// A JSON file with accounts: [{"user": ..., "password": ..., "context": 4}].
+    #[arg(long, env = "AUTODNS_SIM_ACCOUNTS_FILE")]
+    accounts_file: Option<PathBuf>,
+    /// A zone the DNS server is authoritative for; repeat for several.
+    /// Default: example.com, example.net, example.org.
+    #[arg(long = "zone", env = "AUTODNS_SIM_ZONES", value_delimiter = ',')]
+    zones: Vec<String>,
+    /// Check domain control against this nameserver (e.g. a BIND9) instead of our own.
+    #[arg(long, env = "AUTODNS_SIM_DCV_NAMESERVER")]
+    dcv_nameserver: Option<SocketAddr>,
+    /// Length of one month of order term, e.g. 30d or 10s.
+    #[arg(long, env = "AUTODNS_SIM_MONTH", default_value = "30d", value_parser = parse_duration)]
+    month: Duration,
+    /// Longest validity of one certificate (never past the order term).
+    #[arg(long, env = "AUTODNS_SIM_CERT_VALIDITY", default_value = "199d", value_parser = parse_duration)]
+    cert_validity: Duration,
+    /// Delay before a record the simulator provisions becomes visible in DNS.
+    #[arg(long, env = "AUTODNS_SIM_PROPAGATION_DELAY", default_value = "0s", value_parser = parse_duration)]
+    propagation_delay: Duration,
+    /// Least time a job stays RUNNING; FILE and EMAIL jobs complete after it.
+    #[arg(long, env = "AUTODNS_SIM_JOB_DELAY", default_value = "0s", value_parser = parse_duration)]
+    job_delay: Duration,
+    /// How long a job waits for its DNS record before it fails.
+    #[arg(long, env = "AUTODNS_SIM_DCV_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    dcv_timeout: Duration,
+    /// How long the hang fault holds a request before dropping it.
+    #[arg(long, env = "AUTODNS_SIM_HANG", default_value = "60s", value_parser = parse_duration)]
+    hang: Duration,
+    /// Seed for tokens and faults, so that a run can be repeated.
+    #[arg(long, env = "AUTODNS_SIM_SEED", default_value_t = 1)]
+    seed: u64,
+    /// Where to write the root CA certificate (default: a temporary file).
+    #[arg(long, env = "AUTODNS_SIM_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Fault settings as JSON, the same as POST /_sim/faults takes (see sim/README.md).
+    #[arg(long, env = "AUTODNS_SIM_FAULTS")]
+    faults: Option<String>,
+    /// Share of requests that fail (0.0 to 1.0), on every route.
+    #[arg(long, env = "AUTODNS_SIM_FAULT_RATE")]
+    fault_rate: Option<f64>,
+    /// Client requests allowed per second per account (0: no limit).
+    #[arg(long, env = "AUTODNS_SIM_RATE_LIMIT")]
+    rate_limit: Option<f64>,
+    /// How new jobs end: normal, fail or stuck.
+    #[arg(long, env = "AUTODNS_SIM_JOB_OUTCOME", value_parser = parse_enum::<JobOutcome>)]
+    job_outcome: Option<JobOutcome>,
+    /// Spoil delivered certificates: wrong_key, missing_san, expired, not_yet_valid,
+    /// chain_out_of_order or missing_intermediate.
+    #[arg(long, env = "AUTODNS_SIM_MUTATION", value_parser = parse_enum::<Mutation>)]
+    mutation: Option<Mutation>,
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| e.to_string())
+}
+
+fn config(args: Args) -> Result<SimConfig, String> {
+    let mut accounts = Vec::new();
+    for a in &args.accounts {
+        let mut parts = a.rsplitn(2, ':');
+        let context = parts.next().and_then(|c| c.parse::<i32>().ok());
+        let rest = parts.next();
+        match (rest.and_then(|r| r.split_once(':')), context) {
+            (Some((user, password)), Some(context)) if !user.is_empty() => accounts.push(Account {
+                user: user.into(),
+                password: password.into(),
+                context,
+            }),
+            _ => {
+                return Err(format!(
+                    "--account '{}' is not USER:PASSWORD:CONTEXT",
+                    a.split(':').next().unwrap_or("")
+                ));
+            }
+        }
+    }
+    if let Some(path) = &args.accounts_file {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let more: Vec<Account> = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        accounts.extend(more);
+    }
+    if accounts.is_empty() {
+        accounts.push(Account::demo());
+    }
+    let mut faults: Faults = match &args.faults {
+        Some(json) => serde_json::from_str(json).map_err(|e| format!("--faults: {e}"))?,
+        None => Faults::default(),
+    };
+    if let Some(rate) = args.fault_rate {
+        faults.rate = rate;
+    }
+    if let Some(limit) = args.rate_limit {
+        faults.rate_limit = limit;
+    }
+    if let Some(outcome) = args.job_outcome {
+        faults.job_outcome = outcome;
+    }
+    if args.mutation.is_some() {
+        faults.mutation = args.mutation;
+    }
+    faults.validate()?;
+    let mut config = SimConfig {
+        api_listen: args.listen,
+        dns_listen: args.dns_listen,
+        tls: !args.plain_http,
+        accounts,
+        dcv_nameserver: args.dcv_nameserver,
+        durations: Durations {
+            month: args.month,
+            cert_validity: args.cert_validity,
+            propagation_delay: args.propagation_delay,
+            job_delay: args.job_delay,
+            dcv_timeout: args.dcv_timeout,
+            hang: args.hang,
+            ..Durations::default()
+        },
+        faults,
+        seed: args.seed,
+        ca_file: args.ca_file,
+        ..SimConfig::default()
+    };
+    if !args.zones.is_empty() {
+        config.zones = args.zones;
+    }
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AUTODNS_SIM_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = match config(Args::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("autodns-sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let sim = match Sim::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("autodns-sim: cannot start: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ready = serde_json::json!({
+        "api": sim.api_url,
+        "dns": sim.dns_addr.to_string(),
+        "ca_file": sim.ca_file,
+        "sim": sim.sim_url(),
+        "pid": std::process::id(),
+    });
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{ready}");
+    }
+    tracing::info!(api = %sim.api_url, dns = %sim.dns_addr, "autodns-sim is ready");
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("autodns-sim: cannot watch SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping");
+    drop(sim);
+    ExitCode::SUCCESS
+}
