@@ -1,0 +1,960 @@
+//! The configuration file: a strict TOML model (unknown keys are refused) turned into a
+//! validated [`Config`]. Every error names the file, the line and the field.
+//!
+//! Reading (`read`) is separate from parsing (`parse`), so that tests and `check` can parse text.
+//! The API password never comes from the file itself: it is read from `password_file` (refused
+//! when group- or world-readable) or from `CERTKEEPER_API_PASSWORD`.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The environment variable that may hold the API password.
+pub const PASSWORD_ENV: &str = "CERTKEEPER_API_PASSWORD";
+
+/// One configuration error, located in its file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// The dotted field name, e.g. `certificate[2].key`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}: {}", self.file.display(), line, self.field, self.message),
+            None => write!(f, "{}: {}: {}", self.file.display(), self.field, self.message),
+        }
+    }
+}
+
+/// All errors found in one configuration file.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub api: ApiConfig,
+    pub store: StoreConfig,
+    pub dns: DnsConfig,
+    pub order: OrderConfig,
+    pub certificates: Vec<CertConfig>,
+}
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub url: String,
+    pub user: String,
+    pub context: i32,
+    pub password: Secret,
+    /// Extra trust roots (PEM), e.g. the simulator's.
+    pub ca_pem: Option<String>,
+    pub timeout: Duration,
+    /// Requests per second at most, for all certificates together.
+    pub rate_limit: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub state_dir: PathBuf,
+    pub live_dir: PathBuf,
+    /// How many generations to keep per certificate, the live one included.
+    pub keep_generations: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct DnsConfig {
+    /// Resolvers used to find a zone's authoritative servers; empty: the system's.
+    pub resolvers: Vec<std::net::SocketAddr>,
+    /// Query these instead of the discovered authoritative servers.
+    pub nameservers: Vec<std::net::SocketAddr>,
+    /// The port authoritative servers are queried on.
+    pub nameserver_port: u16,
+    pub propagation_timeout: Duration,
+    pub check_interval: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct OrderConfig {
+    /// How long to wait for a job before giving up for this run.
+    pub job_timeout: Duration,
+    /// First and longest pause between two looks at a running job.
+    pub poll_interval: Duration,
+    pub poll_interval_max: Duration,
+    /// How long a paid request with a lost answer is searched for before it counts as not made.
+    pub reconcile_grace: Duration,
+    /// How many certificates are worked on at once.
+    pub concurrency: usize,
+}
+
+/// How the DCV record gets published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsMode {
+    /// AutoDNS provisions it (`provisioning: true`).
+    Autodns,
+    /// The `dns_hook` command does.
+    Hook,
+}
+
+/// The private key type for new keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    EcdsaP256,
+    EcdsaP384,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+}
+
+impl KeyKind {
+    const NAMES: &[(&str, KeyKind)] = &[
+        ("ecdsa-p256", KeyKind::EcdsaP256),
+        ("ecdsa-p384", KeyKind::EcdsaP384),
+        ("rsa-2048", KeyKind::Rsa2048),
+        ("rsa-3072", KeyKind::Rsa3072),
+        ("rsa-4096", KeyKind::Rsa4096),
+    ];
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::NAMES.iter().find(|(n, _)| *n == s).map(|(_, k)| *k)
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
+    }
+}
+
+/// When to reissue: when this share of the validity is left, or this long before expiry.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RenewBefore {
+    Share(f64),
+    Before(Duration),
+}
+
+/// A contact: an existing id, or details to create it once.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ContactSpec {
+    Id(i64),
+    Details(ContactDetails),
+}
+
+/// Contact details, as `POST /sslcontact` takes them.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct ContactDetails {
+    pub fname: String,
+    pub lname: String,
+    pub email: String,
+    pub phone: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub organization: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub pcode: Option<String>,
+    #[serde(default)]
+    pub city: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+}
+
+/// One managed certificate, with every default applied.
+#[derive(Clone, Debug)]
+pub struct CertConfig {
+    pub name: String,
+    pub alt_names: Vec<String>,
+    pub product: String,
+    pub lifetime_months: u32,
+    pub software: String,
+    pub key: KeyKind,
+    pub admin_contact: ContactSpec,
+    pub technical_contact: ContactSpec,
+    pub dns: DnsMode,
+    pub dns_hook: Vec<String>,
+    pub reload: Vec<String>,
+    pub renew_before: RenewBefore,
+    pub renew_term: bool,
+    pub max_paid_orders: u32,
+    pub hook_timeout: Duration,
+}
+
+impl CertConfig {
+    /// The common name first, then every other name, without duplicates.
+    pub fn all_names(&self) -> Vec<String> {
+        let mut names = vec![self.name.clone()];
+        for n in &self.alt_names {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        names
+    }
+}
+
+// ----- the file model ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    api: Spanned<RawApi>,
+    store: Spanned<RawStore>,
+    #[serde(default)]
+    dns: Option<Spanned<RawDns>>,
+    #[serde(default)]
+    order: Option<Spanned<RawOrder>>,
+    #[serde(default)]
+    defaults: Option<Spanned<RawSettings>>,
+    #[serde(default)]
+    certificate: Vec<Spanned<RawSettings>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    url: Spanned<String>,
+    user: Spanned<String>,
+    context: Spanned<i64>,
+    password_file: Option<Spanned<PathBuf>>,
+    ca_file: Option<Spanned<PathBuf>>,
+    timeout: Option<Spanned<String>>,
+    rate_limit: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    state_dir: Spanned<PathBuf>,
+    live_dir: Spanned<PathBuf>,
+    keep_generations: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    resolvers: Option<Spanned<Vec<String>>>,
+    nameservers: Option<Spanned<Vec<String>>>,
+    nameserver_port: Option<Spanned<i64>>,
+    propagation_timeout: Option<Spanned<String>>,
+    check_interval: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOrder {
+    job_timeout: Option<Spanned<String>>,
+    poll_interval: Option<Spanned<String>>,
+    poll_interval_max: Option<Spanned<String>>,
+    reconcile_grace: Option<Spanned<String>>,
+    concurrency: Option<Spanned<i64>>,
+}
+
+/// `[defaults]` and each `[[certificate]]`: the same keys, `name` and `alt_names` only in the latter.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    name: Option<Spanned<String>>,
+    alt_names: Option<Spanned<Vec<String>>>,
+    product: Option<Spanned<String>>,
+    lifetime_months: Option<Spanned<i64>>,
+    software: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    admin_contact: Option<Spanned<ContactSpec>>,
+    technical_contact: Option<Spanned<ContactSpec>>,
+    dns: Option<Spanned<String>>,
+    dns_hook: Option<Spanned<Vec<String>>>,
+    reload: Option<Spanned<Vec<String>>>,
+    renew_before: Option<Spanned<String>>,
+    renew_term: Option<Spanned<bool>>,
+    max_paid_orders: Option<Spanned<i64>>,
+    hook_timeout: Option<Spanned<String>>,
+}
+
+const PRODUCTS: &[&str] = &[
+    "QUICKSSLPREMIUM",
+    "SSL123",
+    "RAPID_SSL",
+    "BASIC_SSL",
+    "SSLWEB",
+    "DEMOSSL",
+];
+const SOFTWARE: &[&str] = &["IIS4", "IIS5", "APACHE2", "APACHESSL", "PLESK", "TOMCAT", "NOT_SET"];
+
+/// Reads and validates the file at `path`.
+pub fn read(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            field: "(file)".into(),
+            message: format!("cannot read the configuration: {e}"),
+        }])
+    })?;
+    parse(&text, path, &|k| std::env::var(k).ok())
+}
+
+/// Parses and validates configuration text; `path` is used in messages and to resolve relative
+/// paths, `env` to look up `CERTKEEPER_API_PASSWORD`.
+pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let mut v = Validator {
+        text,
+        file: path.to_path_buf(),
+        errors: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let line = e.span().map(|s| v.line(s.start));
+            let message = e.message().trim().to_string();
+            let field = field_from_toml_error(text, e.span()).unwrap_or_else(|| "(syntax)".into());
+            return Err(ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line,
+                field,
+                message,
+            }]));
+        }
+    };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let api = v.api(raw.api.into_inner(), &base, env);
+    let store = v.store(raw.store, &base);
+    let dns = v.dns(raw.dns.map(Spanned::into_inner).unwrap_or_default());
+    let order = v.order(raw.order.map(Spanned::into_inner).unwrap_or_default());
+    let defaults = raw.defaults.map(|d| {
+        let d = d.into_inner();
+        if let Some(n) = &d.name {
+            v.err(
+                n.span(),
+                "defaults.name",
+                "name belongs in a [[certificate]] table, not in [defaults]",
+            );
+        }
+        if let Some(n) = &d.alt_names {
+            v.err(
+                n.span(),
+                "defaults.alt_names",
+                "alt_names belongs in a [[certificate]] table, not in [defaults]",
+            );
+        }
+        d
+    });
+    let defaults = defaults.unwrap_or_default();
+    let mut certificates = Vec::new();
+    for (i, c) in raw.certificate.into_iter().enumerate() {
+        let span = c.span();
+        if let Some(cert) = v.certificate(i, span.clone(), c.into_inner(), &defaults, &base) {
+            if certificates.iter().any(|o: &CertConfig| o.name == cert.name) {
+                v.err(
+                    span,
+                    &format!("certificate[{i}].name"),
+                    &format!("{} is configured twice", cert.name),
+                );
+            } else {
+                certificates.push(cert);
+            }
+        }
+    }
+    match (api, store, v.errors.is_empty()) {
+        (Some(api), Some(store), true) => Ok(Config {
+            path: path.to_path_buf(),
+            api,
+            store,
+            dns,
+            order,
+            certificates,
+        }),
+        _ => Err(ConfigErrors(v.errors)),
+    }
+}
+
+/// Finds the key an error from the TOML parser points at, for the `field` part of the message.
+fn field_from_toml_error(text: &str, span: Option<Range<usize>>) -> Option<String> {
+    let span = span?;
+    let start = span.start.min(text.len());
+    let snippet = text.get(start..span.end.min(text.len()))?.trim();
+    let key: String = snippet
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    if !key.is_empty() {
+        return Some(key);
+    }
+    let line_start = text[..start].rfind('\n').map(|p| p + 1).unwrap_or(0);
+    let line = text[line_start..].lines().next()?;
+    let key: String = line
+        .trim()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    (!key.is_empty()).then_some(key)
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    file: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+    }
+
+    fn err(&mut self, span: Range<usize>, field: &str, message: &str) {
+        let line = Some(self.line(span.start));
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, v: &Option<Spanned<String>>, field: &str, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => match parse_duration(s.get_ref()) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    self.err(s.span(), field, "must be longer than zero");
+                    default
+                }
+                Err(e) => {
+                    self.err(s.span(), field, &e);
+                    default
+                }
+            },
+        }
+    }
+
+    fn path(&mut self, p: &Spanned<PathBuf>, base: &Path) -> PathBuf {
+        let p = p.get_ref();
+        if p.is_absolute() { p.clone() } else { base.join(p) }
+    }
+
+    fn api(&mut self, raw: RawApi, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Option<ApiConfig> {
+        let url = raw.url.get_ref().trim_end_matches('/').to_string();
+        if !(url.starts_with("https://")
+            || url.starts_with("http://127.0.0.1")
+            || url.starts_with("http://[::1]")
+            || url.starts_with("http://localhost"))
+        {
+            self.err(
+                raw.url.span(),
+                "api.url",
+                "must be an https:// URL (plain http is allowed only on loopback)",
+            );
+        }
+        if raw.user.get_ref().is_empty() {
+            self.err(raw.user.span(), "api.user", "must not be empty");
+        }
+        let context = i32::try_from(*raw.context.get_ref()).unwrap_or(-1);
+        if context < 1 {
+            self.err(raw.context.span(), "api.context", "must be a positive number, e.g. 4");
+        }
+        let password = match (&raw.password_file, env(PASSWORD_ENV)) {
+            (Some(pf), _) => {
+                let path = self.path(pf, base);
+                match read_password_file(&path) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        self.err(pf.span(), "api.password_file", &e);
+                        None
+                    }
+                }
+            }
+            (None, Some(p)) if !p.is_empty() => Some(p),
+            (None, _) => {
+                self.err(
+                    0..0,
+                    "api.password_file",
+                    &format!("no API password: set password_file or the environment variable {PASSWORD_ENV}"),
+                );
+                None
+            }
+        };
+        let ca_pem = match &raw.ca_file {
+            None => None,
+            Some(f) => {
+                let path = self.path(f, base);
+                match std::fs::read_to_string(&path) {
+                    Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(pem),
+                    Ok(_) => {
+                        self.err(
+                            f.span(),
+                            "api.ca_file",
+                            &format!("{} holds no PEM certificate", path.display()),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.err(f.span(), "api.ca_file", &format!("cannot read {}: {e}", path.display()));
+                        None
+                    }
+                }
+            }
+        };
+        let timeout = self.duration(&raw.timeout, "api.timeout", Duration::from_secs(30));
+        let rate_limit = match &raw.rate_limit {
+            None => 3.0,
+            Some(r) if *r.get_ref() > 0.0 && r.get_ref().is_finite() => *r.get_ref(),
+            Some(r) => {
+                self.err(
+                    r.span(),
+                    "api.rate_limit",
+                    "must be a number of requests per second above zero",
+                );
+                3.0
+            }
+        };
+        Some(ApiConfig {
+            url,
+            user: raw.user.into_inner(),
+            context,
+            password: Secret(password?),
+            ca_pem,
+            timeout,
+            rate_limit,
+        })
+    }
+
+    fn store(&mut self, raw: Spanned<RawStore>, base: &Path) -> Option<StoreConfig> {
+        let raw = raw.into_inner();
+        let state_dir = self.path(&raw.state_dir, base);
+        let live_dir = self.path(&raw.live_dir, base);
+        if state_dir == live_dir {
+            self.err(
+                raw.live_dir.span(),
+                "store.live_dir",
+                "must differ from store.state_dir",
+            );
+        }
+        let keep = match &raw.keep_generations {
+            None => 3,
+            Some(k) if (2..=100).contains(k.get_ref()) => *k.get_ref() as usize,
+            Some(k) => {
+                self.err(
+                    k.span(),
+                    "store.keep_generations",
+                    "must be between 2 and 100 (the previous generation is kept for rollback)",
+                );
+                3
+            }
+        };
+        Some(StoreConfig {
+            state_dir,
+            live_dir,
+            keep_generations: keep,
+        })
+    }
+
+    fn addrs(&mut self, v: &Option<Spanned<Vec<String>>>, field: &str, default_port: u16) -> Vec<std::net::SocketAddr> {
+        let Some(list) = v else { return Vec::new() };
+        let mut out = Vec::new();
+        for a in list.get_ref() {
+            let parsed = a
+                .parse::<std::net::SocketAddr>()
+                .or_else(|_| a.parse::<std::net::IpAddr>().map(|ip| (ip, default_port).into()));
+            match parsed {
+                Ok(addr) => out.push(addr),
+                Err(_) => self.err(
+                    list.span(),
+                    field,
+                    &format!("'{a}' is not an address such as 192.0.2.53 or 127.0.0.1:5353"),
+                ),
+            }
+        }
+        out
+    }
+
+    fn dns(&mut self, raw: RawDns) -> DnsConfig {
+        let port = match &raw.nameserver_port {
+            None => 53,
+            Some(p) => match u16::try_from(*p.get_ref()) {
+                Ok(p) if p > 0 => p,
+                _ => {
+                    self.err(p.span(), "dns.nameserver_port", "must be a port number from 1 to 65535");
+                    53
+                }
+            },
+        };
+        DnsConfig {
+            resolvers: self.addrs(&raw.resolvers, "dns.resolvers", 53),
+            nameservers: self.addrs(&raw.nameservers, "dns.nameservers", port),
+            nameserver_port: port,
+            propagation_timeout: self.duration(
+                &raw.propagation_timeout,
+                "dns.propagation_timeout",
+                Duration::from_secs(600),
+            ),
+            check_interval: self.duration(&raw.check_interval, "dns.check_interval", Duration::from_secs(2)),
+        }
+    }
+
+    fn order(&mut self, raw: RawOrder) -> OrderConfig {
+        let concurrency = match &raw.concurrency {
+            None => 8,
+            Some(c) if (1..=256).contains(c.get_ref()) => *c.get_ref() as usize,
+            Some(c) => {
+                self.err(c.span(), "order.concurrency", "must be between 1 and 256");
+                8
+            }
+        };
+        OrderConfig {
+            job_timeout: self.duration(&raw.job_timeout, "order.job_timeout", Duration::from_secs(3600)),
+            poll_interval: self.duration(&raw.poll_interval, "order.poll_interval", Duration::from_secs(2)),
+            poll_interval_max: self.duration(
+                &raw.poll_interval_max,
+                "order.poll_interval_max",
+                Duration::from_secs(60),
+            ),
+            reconcile_grace: self.duration(&raw.reconcile_grace, "order.reconcile_grace", Duration::from_secs(1800)),
+            concurrency,
+        }
+    }
+
+    fn certificate(
+        &mut self,
+        i: usize,
+        span: Range<usize>,
+        c: RawSettings,
+        d: &RawSettings,
+        base: &Path,
+    ) -> Option<CertConfig> {
+        let f = |name: &str| format!("certificate[{i}].{name}");
+        let before = self.errors.len();
+        let Some(name) = c.name.clone() else {
+            self.err(span, &f("name"), "every [[certificate]] needs a name");
+            return None;
+        };
+        let name_span = name.span();
+        let name = name.into_inner().to_ascii_lowercase();
+        if !is_hostname(&name) {
+            self.err(
+                name_span.clone(),
+                &f("name"),
+                &format!("'{name}' is not a host name such as www.example.com"),
+            );
+        }
+        let mut alt_names = Vec::new();
+        if let Some(alts) = &c.alt_names {
+            for a in alts.get_ref() {
+                let a = a.to_ascii_lowercase();
+                if !is_hostname(&a) {
+                    self.err(alts.span(), &f("alt_names"), &format!("'{a}' is not a host name"));
+                } else if a != name && !alt_names.contains(&a) {
+                    alt_names.push(a);
+                }
+            }
+        }
+        // Each setting: the certificate's own value, else the default.
+        macro_rules! pick {
+            ($field:ident) => {
+                c.$field.clone().map(|v| (v, f(stringify!($field)))).or_else(|| {
+                    d.$field
+                        .clone()
+                        .map(|v| (v, format!("defaults.{}", stringify!($field))))
+                })
+            };
+        }
+        let product = match pick!(product) {
+            Some((p, field)) => {
+                let v = p.get_ref().to_ascii_uppercase();
+                if !PRODUCTS.contains(&v.as_str()) {
+                    self.err(
+                        p.span(),
+                        &field,
+                        &format!("unknown product '{}' (known: {})", p.get_ref(), PRODUCTS.join(", ")),
+                    );
+                }
+                v
+            }
+            None => "QUICKSSLPREMIUM".into(),
+        };
+        let lifetime_months = match pick!(lifetime_months) {
+            Some((m, field)) => match *m.get_ref() {
+                12 | 24 => *m.get_ref() as u32,
+                other => {
+                    self.err(
+                        m.span(),
+                        &field,
+                        &format!("{other} is not an order term; use 12 or 24 (months)"),
+                    );
+                    12
+                }
+            },
+            None => 12,
+        };
+        let software = match pick!(software) {
+            Some((s, field)) => {
+                if !SOFTWARE.contains(&s.get_ref().as_str()) {
+                    self.err(
+                        s.span(),
+                        &field,
+                        &format!(
+                            "unknown software '{}' (use one of {})",
+                            s.get_ref(),
+                            SOFTWARE.join(", ")
+                        ),
+                    );
+                }
+                s.into_inner()
+            }
+            None => "APACHESSL".into(),
+        };
+        let key = match pick!(key) {
+            Some((k, field)) => KeyKind::parse(k.get_ref()).unwrap_or_else(|| {
+                let names: Vec<&str> = KeyKind::NAMES.iter().map(|(n, _)| *n).collect();
+                self.err(
+                    k.span(),
+                    &field,
+                    &format!("unknown key type '{}' (use one of {})", k.get_ref(), names.join(", ")),
+                );
+                KeyKind::EcdsaP256
+            }),
+            None => KeyKind::EcdsaP256,
+        };
+        let mut contact = |which: Option<(Spanned<ContactSpec>, String)>, what: &str| match which {
+            Some((c, field)) => {
+                if let ContactSpec::Id(id) = c.get_ref() {
+                    if *id <= 0 {
+                        self.err(c.span(), &field, "a contact id must be a positive number");
+                    }
+                }
+                Some(c.into_inner())
+            }
+            None => {
+                self.err(
+                    span.clone(),
+                    &f(what),
+                    &format!("no {what}: set it in [defaults] or here (an id, or a table of contact details)"),
+                );
+                None
+            }
+        };
+        let admin_contact = contact(pick!(admin_contact), "admin_contact");
+        let technical_contact = contact(pick!(technical_contact), "technical_contact");
+        let dns = match pick!(dns) {
+            Some((m, field)) => match m.get_ref().as_str() {
+                "autodns" => DnsMode::Autodns,
+                "hook" => DnsMode::Hook,
+                other => {
+                    self.err(
+                        m.span(),
+                        &field,
+                        &format!("'{other}' is not a DNS mode; use \"autodns\" or \"hook\""),
+                    );
+                    DnsMode::Autodns
+                }
+            },
+            None => DnsMode::Autodns,
+        };
+        let dns_hook = match pick!(dns_hook) {
+            Some((h, field)) => self.command(h, &field, base),
+            None => Vec::new(),
+        };
+        if dns == DnsMode::Hook && dns_hook.is_empty() {
+            self.err(span.clone(), &f("dns_hook"), "dns = \"hook\" needs a dns_hook command");
+        }
+        let reload = match pick!(reload) {
+            Some((h, field)) => self.command(h, &field, base),
+            None => Vec::new(),
+        };
+        let renew_before = match pick!(renew_before) {
+            Some((r, field)) => match parse_renew_before(r.get_ref()) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.err(r.span(), &field, &e);
+                    RenewBefore::Share(1.0 / 3.0)
+                }
+            },
+            None => RenewBefore::Share(1.0 / 3.0),
+        };
+        let renew_term = pick!(renew_term).map(|(b, _)| *b.get_ref()).unwrap_or(false);
+        let max_paid_orders = match pick!(max_paid_orders) {
+            Some((m, field)) => match u32::try_from(*m.get_ref()) {
+                Ok(v) if (1..=10).contains(&v) => v,
+                _ => {
+                    self.err(m.span(), &field, "must be between 1 and 10");
+                    1
+                }
+            },
+            None => 1,
+        };
+        let hook_timeout = match pick!(hook_timeout) {
+            Some((t, field)) => self.duration(&Some(t), &field, Duration::from_secs(60)),
+            None => Duration::from_secs(60),
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(CertConfig {
+            name,
+            alt_names,
+            product,
+            lifetime_months,
+            software,
+            key,
+            admin_contact: admin_contact?,
+            technical_contact: technical_contact?,
+            dns,
+            dns_hook,
+            reload,
+            renew_before,
+            renew_term,
+            max_paid_orders,
+            hook_timeout,
+        })
+    }
+
+    /// Checks a hook command: a non-empty argv whose program is an absolute or config-relative path
+    /// or a bare command name looked up in PATH.
+    fn command(&mut self, h: Spanned<Vec<String>>, field: &str, base: &Path) -> Vec<String> {
+        let mut argv = h.get_ref().clone();
+        match argv.first() {
+            None => {
+                self.err(
+                    h.span(),
+                    field,
+                    "must name a program, e.g. [\"systemctl\", \"reload\", \"nginx\"]",
+                );
+            }
+            Some(p) if p.trim().is_empty() => self.err(h.span(), field, "the program name is empty"),
+            Some(p) if p.contains('/') && !Path::new(p).is_absolute() => {
+                argv[0] = base.join(p).to_string_lossy().into_owned();
+            }
+            Some(_) => {}
+        }
+        if argv.iter().any(|a| a.contains('\0')) {
+            self.err(h.span(), field, "arguments must not contain NUL bytes");
+        }
+        argv
+    }
+}
+
+/// Reads the password file, refusing one that others can read.
+fn read_password_file(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is readable by group or others (mode {:o}); run chmod 600 on it",
+            path.display(),
+            mode & 0o777
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let password = text.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(password)
+}
+
+/// Whether `n` is a host name a public certificate can carry (no wildcard, no IP address).
+pub fn is_hostname(n: &str) -> bool {
+    let labels: Vec<&str> = n.split('.').collect();
+    n.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+        && !labels.last().is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Parses `250ms`, `10s`, `5m`, `2h`, `30d` (or a bare number of seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration such as 30s, 10m or 2d"))?;
+    let secs = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86_400.0,
+        other => return Err(format!("unknown unit '{other}' in '{s}' (use ms, s, m, h or d)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a duration"))
+}
+
+/// Parses `renew_before`: a share such as `33%` or a duration such as `30d`.
+pub fn parse_renew_before(s: &str) -> Result<RenewBefore, String> {
+    if let Some(p) = s.trim().strip_suffix('%') {
+        let v: f64 = p
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not a share such as 33%"))?;
+        if !(v > 0.0 && v < 100.0) {
+            return Err(format!("'{s}': the share must lie between 0% and 100%"));
+        }
+        return Ok(RenewBefore::Share(v / 100.0));
+    }
+    parse_duration(s)
+        .map(RenewBefore::Before)
+        .map_err(|_| format!("'{s}' is neither a share such as 33% nor a duration such as 30d"))
+}
+
+#[cfg(test)]
+mod tests;
