@@ -184,7 +184,7 @@ pub enum RenewBefore {
 #[serde(untagged)]
 pub enum ContactSpec {
     Id(i64),
-    Details(ContactDetails),
+    Details(Box<ContactDetails>),
 }
 
 /// Contact details, as `POST /sslcontact` takes them.
