@@ -3,6 +3,10 @@
 //!
 //! See ARCHITECTURE.md for the map of modules and the invariants they keep.
 
+pub mod api;
 pub mod config;
+pub mod dns;
+pub mod hooks;
 pub mod keys;
+pub mod store;
 pub mod x509;

@@ -1,0 +1,477 @@
+//! The AutoDNS JSON API client (reqwest with rustls).
+//!
+//! Basic auth plus `X-Domainrobot-Context`, a User-Agent, a timeout on every request, one rate
+//! limiter shared by all certificates, and retries with backoff only for requests that are safe
+//! to repeat (reads, prepareOrder). Paid requests (create, reissue, renew) are sent once; an
+//! answer that is lost comes back as an error whose `outcome_unknown()` is true, and the caller
+//! reconciles. Responses become errors in exactly one function, [`Client::check`].
+
+pub mod error;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+pub use error::Error;
+use wire::*;
+
+use crate::config::{ApiConfig, ContactDetails, Secret};
+
+/// How safe requests are retried.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 6,
+            first_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Spaces requests so that no more than `rate` leave per second, across all tasks.
+#[derive(Debug)]
+pub struct RateLimiter {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    pub fn new(rate: f64) -> Self {
+        Self {
+            interval: Duration::from_secs_f64(1.0 / rate.max(0.001)),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for this request's slot.
+    pub async fn acquire(&self) {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+
+    /// Pushes every later slot back, after the API asked to slow down.
+    pub async fn pause(&self, d: Duration) {
+        let mut next = self.next.lock().await;
+        *next = (*next).max(Instant::now() + d);
+    }
+}
+
+/// What prepareOrder found: the names and, for DNS validation, one zone-file line per name.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub dns_lines: Vec<(String, String)>,
+}
+
+/// A connected API client. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    user: String,
+    password: Secret,
+    context: i32,
+    timeout: Duration,
+    limiter: Arc<RateLimiter>,
+    retry: RetryPolicy,
+}
+
+const USER_AGENT: &str = concat!("certkeeper/", env!("CARGO_PKG_VERSION"));
+
+impl Client {
+    pub fn new(cfg: &ApiConfig) -> Result<Self, Error> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout);
+        if let Some(pem) = &cfg.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| Error::Connect(format!("api.ca_file: {e}")))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder.build().map_err(|e| Error::Connect(e.to_string()))?;
+        Ok(Self {
+            http,
+            base: cfg.url.trim_end_matches('/').to_string(),
+            user: cfg.user.clone(),
+            password: cfg.password.clone(),
+            context: cfg.context,
+            timeout: cfg.timeout,
+            limiter: Arc::new(RateLimiter::new(cfg.rate_limit)),
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    /// Uses another retry policy (tests shorten it).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sends one request, once.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        ctid: Option<&str>,
+    ) -> Result<Envelope, Error> {
+        self.limiter.acquire().await;
+        let url = format!("{}{}", self.base, path);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .basic_auth(&self.user, Some(self.password.expose()))
+            .header("X-Domainrobot-Context", self.context.to_string())
+            .header("Accept", "application/json");
+        if let Some(ctid) = ctid {
+            req = req.header("X-Domainrobot-Ctid", ctid);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let started = std::time::Instant::now();
+        let result = req.send().await;
+        let response = match result {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return Err(Error::Timeout(self.timeout)),
+            Err(e) if e.is_connect() => return Err(Error::Connect(error_chain(&e))),
+            Err(e) => return Err(Error::Transport(error_chain(&e))),
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) if e.is_timeout() => return Err(Error::Timeout(self.timeout)),
+            Err(e) => return Err(Error::Transport(error_chain(&e))),
+        };
+        tracing::debug!(%method, path, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "api request");
+        let checked = Self::check(status, retry_after, &bytes);
+        if let Err(Error::RateLimited { retry_after }) = &checked {
+            self.limiter.pause(retry_after.unwrap_or(Duration::from_secs(1))).await;
+        }
+        checked
+    }
+
+    /// The one place where an HTTP answer becomes a success or a typed error.
+    pub fn check(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Result<Envelope, Error> {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(Error::RateLimited { retry_after });
+        }
+        let snippet = || String::from_utf8_lossy(&body[..body.len().min(120)]).replace('\n', " ");
+        let env: Envelope = match serde_json::from_slice(body) {
+            Ok(e) => e,
+            Err(e) => {
+                return Err(Error::Garbled {
+                    http: status.as_u16(),
+                    detail: format!("{e}: {}", snippet()),
+                });
+            }
+        };
+        let messages: Vec<String> = env
+            .messages
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {}",
+                    m.code.as_deref().unwrap_or(""),
+                    m.text.as_deref().unwrap_or("")
+                )
+                .trim()
+                .to_string()
+            })
+            .collect();
+        let ok_type = matches!(env.status.kind.as_str(), "SUCCESS" | "NOTIFY");
+        if status.is_success() && ok_type {
+            return Ok(env);
+        }
+        let (code, text) = (env.status.code.clone(), env.status.text.clone());
+        if status.is_server_error() {
+            return Err(Error::Server {
+                http: status.as_u16(),
+                code,
+                text,
+            });
+        }
+        if status.is_client_error() || env.status.kind == "ERROR" {
+            return Err(Error::Refused {
+                http: status.as_u16(),
+                code,
+                text,
+                messages,
+            });
+        }
+        Err(Error::Garbled {
+            http: status.as_u16(),
+            detail: format!("unexpected status type '{}'", env.status.kind),
+        })
+    }
+
+    /// Sends a request that is safe to repeat, retrying transient failures with backoff.
+    async fn safe(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Envelope, Error> {
+        let mut delay = self.retry.first_delay;
+        let mut attempt = 1;
+        loop {
+            match self.send(method.clone(), path, body, None).await {
+                Ok(env) => return Ok(env),
+                Err(e) if e.is_retryable() && attempt < self.retry.attempts => {
+                    let wait = e.retry_after().unwrap_or(delay).min(Duration::from_secs(60));
+                    tracing::debug!(path, attempt, error = %e, ?wait, "retrying");
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(self.retry.max_delay);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends a paid request. Only a rate-limit refusal (which proves nothing was done) is retried.
+    async fn paid(&self, method: Method, path: &str, body: &Value, ctid: &str) -> Result<Envelope, Error> {
+        let mut attempt = 1;
+        loop {
+            match self.send(method.clone(), path, Some(body), Some(ctid)).await {
+                Err(Error::RateLimited { retry_after }) if attempt < self.retry.attempts => {
+                    tokio::time::sleep(retry_after.unwrap_or(Duration::from_secs(1))).await;
+                    attempt += 1;
+                }
+                Err(Error::Connect(_)) if attempt < self.retry.attempts => {
+                    tokio::time::sleep(self.retry.first_delay * attempt).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn first<T: DeserializeOwned>(env: &Envelope, what: &str) -> Result<T, Error> {
+        let v = env
+            .data
+            .as_ref()
+            .and_then(|d| d.first())
+            .ok_or_else(|| Error::Garbled {
+                http: 200,
+                detail: format!("no {what} in data[]"),
+            })?;
+        serde_json::from_value(v.clone()).map_err(|e| Error::Garbled {
+            http: 200,
+            detail: format!("{what}: {e}"),
+        })
+    }
+
+    fn all<T: DeserializeOwned>(env: &Envelope, what: &str) -> Result<Vec<T>, Error> {
+        env.data
+            .iter()
+            .flatten()
+            .map(|v| {
+                serde_json::from_value(v.clone()).map_err(|e| Error::Garbled {
+                    http: 200,
+                    detail: format!("{what}: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    /// `GET /hello`: checks URL, credentials and context.
+    pub async fn hello(&self) -> Result<(), Error> {
+        self.safe(Method::GET, "/hello", None).await.map(|_| ())
+    }
+
+    /// `POST /sslcontact`. Not paid, but not idempotent either: sent once.
+    pub async fn create_contact(&self, details: &ContactDetails) -> Result<i64, Error> {
+        let mut body = serde_json::to_value(details).unwrap_or(Value::Null);
+        if let Some(obj) = body.as_object_mut() {
+            obj.retain(|_, v| !v.is_null());
+        }
+        let env = self.send(Method::POST, "/sslcontact", Some(&body), None).await?;
+        let v: Value = Self::first(&env, "contact")?;
+        v.get("id").and_then(Value::as_i64).ok_or_else(|| Error::Garbled {
+            http: 200,
+            detail: "the new contact has no id".into(),
+        })
+    }
+
+    /// `POST /certificate/_prepareOrder`: checks the CSR and returns the DNS validation lines.
+    pub async fn prepare_order(
+        &self,
+        csr: &str,
+        product: &str,
+        business_case: &str,
+        certificate_id: Option<i64>,
+    ) -> Result<Prepared, Error> {
+        let mut body = json!({ "plain": csr, "product": product, "businessCase": business_case });
+        if let Some(id) = certificate_id {
+            body["certificate"] = json!({ "id": id });
+        }
+        let env = self
+            .safe(Method::POST, "/certificate/_prepareOrder", Some(&body))
+            .await?;
+        let data: CertificateData = Self::first(&env, "CertificateData")?;
+        let dns_lines = data
+            .authentication
+            .iter()
+            .filter(|a| a.method.as_deref() == Some("DNS"))
+            .filter_map(|a| Some((a.name.clone().or_else(|| data.name.clone())?, a.dns.clone()?)))
+            .collect();
+        Ok(Prepared { dns_lines })
+    }
+
+    /// `POST /certificate`: orders (pays). Returns the job id.
+    pub async fn create(&self, order: &OrderRequest, ctid: &str) -> Result<i64, Error> {
+        let body = serde_json::to_value(order).unwrap_or(Value::Null);
+        let env = self.paid(Method::POST, "/certificate", &body, ctid).await?;
+        Self::job_id(&env)
+    }
+
+    /// `PUT /certificate/{id}`: reissues within the term (free). Returns the job id.
+    pub async fn reissue(&self, id: i64, order: &OrderRequest, ctid: &str) -> Result<i64, Error> {
+        let body = serde_json::to_value(order).unwrap_or(Value::Null);
+        let env = self
+            .paid(Method::PUT, &format!("/certificate/{id}"), &body, ctid)
+            .await?;
+        Self::job_id(&env)
+    }
+
+    /// `PUT /certificate/{id}/_renew`: buys the next term (pays). Returns the job id.
+    pub async fn renew(&self, id: i64, order: &OrderRequest, ctid: &str) -> Result<i64, Error> {
+        let body = serde_json::to_value(order).unwrap_or(Value::Null);
+        let env = self
+            .paid(Method::PUT, &format!("/certificate/{id}/_renew"), &body, ctid)
+            .await?;
+        Self::job_id(&env)
+    }
+
+    fn job_id(env: &Envelope) -> Result<i64, Error> {
+        let v: Value = Self::first(env, "job")?;
+        v.get("id").and_then(Value::as_i64).ok_or_else(|| Error::Garbled {
+            http: 200,
+            detail: "the job has no id".into(),
+        })
+    }
+
+    /// `GET /certificate/{id}`.
+    pub async fn certificate(&self, id: i64) -> Result<Certificate, Error> {
+        let env = self.safe(Method::GET, &format!("/certificate/{id}"), None).await?;
+        Self::first(&env, "Certificate")
+    }
+
+    /// `POST /certificate/_search` for one name.
+    pub async fn search_certificates(&self, name: &str) -> Result<Vec<Certificate>, Error> {
+        let body = json!({ "filters": [{ "key": "name", "value": name, "operator": "EQUAL" }] });
+        let env = self.safe(Method::POST, "/certificate/_search", Some(&body)).await?;
+        Self::all(&env, "Certificate")
+    }
+
+    /// `GET /job/{id}`.
+    pub async fn job(&self, id: i64) -> Result<ObjectJob, Error> {
+        let env = self.safe(Method::GET, &format!("/job/{id}"), None).await?;
+        Self::first(&env, "ObjectJob")
+    }
+
+    /// `POST /job/_search`: jobs about `name` created since `since`.
+    pub async fn search_jobs(&self, name: &str, since: time::OffsetDateTime) -> Result<Vec<ObjectJob>, Error> {
+        let body = json!({ "filters": [
+            { "key": "object", "value": name, "operator": "EQUAL" },
+            { "key": "created", "value": format_time(since), "operator": "GREATER_EQUAL", "link": "AND" }
+        ]});
+        let env = self.safe(Method::POST, "/job/_search", Some(&body)).await?;
+        Self::all(&env, "ObjectJob")
+    }
+
+    /// `GET /poll`: the oldest unconfirmed message, if any.
+    pub async fn poll(&self) -> Result<Option<PollMessage>, Error> {
+        let env = self.safe(Method::GET, "/poll", None).await?;
+        match env.data.as_ref().and_then(|d| d.first()) {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| Error::Garbled {
+                http: 200,
+                detail: format!("PollMessage: {e}"),
+            }),
+        }
+    }
+
+    /// `PUT /poll/{id}`: confirms a message. Confirming twice is harmless (a 404 is ignored).
+    pub async fn confirm(&self, id: i64) -> Result<(), Error> {
+        match self.safe(Method::PUT, &format!("/poll/{id}"), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_classified_by_what_they_mean_for_a_paid_request() {
+        let ok = br#"{"status":{"code":"N400101","text":"started","type":"NOTIFY"},"data":[{"id":4297000000}]}"#;
+        assert!(Client::check(StatusCode::OK, None, ok).is_ok());
+        let refused = br#"{"status":{"code":"E400101","text":"invalid","type":"ERROR"},"messages":[{"code":"EF1","text":"csr is required"}]}"#;
+        let e = Client::check(StatusCode::BAD_REQUEST, None, refused).unwrap_err();
+        assert!(!e.outcome_unknown() && !e.is_retryable());
+        assert!(e.to_string().contains("csr is required"), "{e}");
+        let e = Client::check(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            br#"{"status":{"code":"E0500","text":"x","type":"ERROR"}}"#,
+        )
+        .unwrap_err();
+        assert!(e.outcome_unknown() && e.is_retryable());
+        let e = Client::check(StatusCode::BAD_GATEWAY, None, b"<html>bad gateway</html>").unwrap_err();
+        assert!(matches!(e, Error::Garbled { http: 502, .. }) && e.outcome_unknown());
+        let e = Client::check(StatusCode::OK, None, br#"{"stid":"1","status":{"code":"S0"#).unwrap_err();
+        assert!(matches!(e, Error::Garbled { .. }));
+        let e = Client::check(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(2)), b"").unwrap_err();
+        assert!(!e.outcome_unknown() && e.retry_after() == Some(Duration::from_secs(2)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limiter_spaces_requests() {
+        let limiter = RateLimiter::new(3.0);
+        let start = Instant::now();
+        for _ in 0..7 {
+            limiter.acquire().await;
+        }
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(1990) && elapsed < Duration::from_millis(2100),
+            "{elapsed:?}"
+        );
+    }
+}

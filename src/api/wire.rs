@@ -1,0 +1,239 @@
+//! certkeeper's own serde types for the AutoDNS JSON API, written from `domainrobot.json`.
+//! They are lenient: every field is optional, unknown fields and enum values are tolerated, ids
+//! are 64-bit, and dates are parsed from the API's own format.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::FormatItem;
+use time::macros::format_description;
+
+/// The envelope of every answer.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Envelope {
+    #[serde(default)]
+    pub stid: Option<String>,
+    #[serde(default)]
+    pub ctid: Option<String>,
+    pub status: Status,
+    #[serde(default)]
+    pub object: Option<ResponseObject>,
+    #[serde(default)]
+    pub data: Option<Vec<Value>>,
+    #[serde(default)]
+    pub messages: Vec<Message>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Status {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub text: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ResponseObject {
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub summary: Option<i64>,
+    #[serde(default)]
+    pub data: Option<Value>,
+}
+
+/// One entry of `messages[]`; nested messages are kept as raw JSON (sources disagree on them).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Message {
+    #[serde(default, alias = "messageCode", alias = "resultCode")]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// `CertAuthentication` as prepareOrder answers it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertAuthentication {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub dns: Option<String>,
+}
+
+/// `CertificateData`: prepareOrder's answer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateData {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub authentication: Vec<CertAuthentication>,
+}
+
+/// `CaCertificate`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaCertificate {
+    #[serde(default)]
+    pub ca_type: Option<String>,
+    #[serde(default)]
+    pub ca_certificate: Option<String>,
+}
+
+/// `Certificate` as info and search answer it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Certificate {
+    pub id: i64,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub server: Option<String>,
+    #[serde(default)]
+    pub certification_authority: Vec<CaCertificate>,
+    #[serde(default)]
+    pub serial_number: Option<String>,
+    #[serde(default)]
+    pub expire: Option<String>,
+    #[serde(default)]
+    pub payable: Option<String>,
+    #[serde(default)]
+    pub created: Option<String>,
+    #[serde(default)]
+    pub reissue_required: Option<bool>,
+}
+
+/// `WorkflowEvent`, which carries the ctid of the request that started a job.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowEvent {
+    #[serde(default)]
+    pub ctid: Option<String>,
+}
+
+/// `Job`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    pub id: i64,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub created: Option<String>,
+    #[serde(default)]
+    pub events: Vec<WorkflowEvent>,
+}
+
+/// `ObjectJob`: a job and the object it works on.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ObjectJob {
+    pub job: Job,
+    #[serde(default)]
+    pub object: Option<ResponseObject>,
+}
+
+/// `PollMessage`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PollMessage {
+    pub id: i64,
+    #[serde(default)]
+    pub job: Option<Job>,
+    #[serde(default)]
+    pub ctid: Option<String>,
+    #[serde(default)]
+    pub object: Option<ResponseObject>,
+    #[serde(default)]
+    pub messages: Vec<Message>,
+}
+
+/// The certificate id inside a job's or poll message's `object.data`.
+pub fn object_certificate_id(object: &Option<ResponseObject>) -> Option<i64> {
+    object.as_ref()?.data.as_ref()?.get("id")?.as_i64()
+}
+
+/// A contact reference: `{ "id": N }`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ContactRef {
+    pub id: i64,
+}
+
+/// `TimePeriod`.
+#[derive(Clone, Debug, Serialize)]
+pub struct TimePeriod {
+    pub unit: &'static str,
+    pub period: u32,
+}
+
+/// The `authentication` of an order.
+#[derive(Clone, Debug, Serialize)]
+pub struct OrderAuthentication {
+    pub method: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
+    pub provisioning: bool,
+}
+
+/// The body of create, reissue and renew.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    pub name: String,
+    pub product: String,
+    pub lifetime: TimePeriod,
+    pub software: String,
+    pub csr: String,
+    pub admin_contact: ContactRef,
+    pub technical_contact: ContactRef,
+    pub authentication: OrderAuthentication,
+}
+
+const API_FORMAT: &[FormatItem<'static>] = format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3][offset_hour sign:mandatory][offset_minute]"
+);
+
+/// Parses the API's timestamps (`2018-12-12T11:05:25.000+0100`), falling back to RFC 3339.
+pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, API_FORMAT)
+        .ok()
+        .or_else(|| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok())
+}
+
+/// Formats a time in the API's format, for search filters.
+pub fn format_time(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC).format(API_FORMAT).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_dates_parse_with_their_colonless_offset() {
+        let t = parse_time("2018-12-12T11:05:25.000+0100").unwrap();
+        assert_eq!(t, time::macros::datetime!(2018-12-12 10:05:25 UTC));
+        assert_eq!(parse_time(&format_time(t)), Some(t));
+        assert!(parse_time("12/12/2018").is_none());
+    }
+
+    #[test]
+    fn the_documented_info_reply_parses_and_ids_beyond_i32_fit() {
+        let body = r#"{"stid":"x","status":{"code":"S400104","text":"ok","type":"SUCCESS"},
+            "data":[{"id":4297939738,"name":"example.com","serialNumber":"750C","expire":"2019-09-26T12:00:00.000+0200",
+            "certificationAuthority":[{"caType":"ICA1","caCertificate":"PEM"}],"software":"NEW_ENUM_VALUE"}]}"#;
+        let env: Envelope = serde_json::from_str(body).unwrap();
+        let cert: Certificate = serde_json::from_value(env.data.unwrap()[0].clone()).unwrap();
+        assert_eq!(cert.id, 4_297_939_738);
+        assert_eq!(cert.certification_authority.len(), 1);
+    }
+}
