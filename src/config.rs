@@ -768,10 +768,10 @@ impl Validator<'_> {
         };
         let mut contact = |which: Option<(Spanned<ContactSpec>, String)>, what: &str| match which {
             Some((c, field)) => {
-                if let ContactSpec::Id(id) = c.get_ref() {
-                    if *id <= 0 {
-                        self.err(c.span(), &field, "a contact id must be a positive number");
-                    }
+                if let ContactSpec::Id(id) = c.get_ref()
+                    && *id <= 0
+                {
+                    self.err(c.span(), &field, "a contact id must be a positive number");
                 }
                 Some(c.into_inner())
             }

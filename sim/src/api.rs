@@ -581,10 +581,10 @@ fn error(s: &Shared, ctid: &Option<String>, e: ApiError) -> Response {
     };
     let status = StatusCode::from_u16(e.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = (status, axum::Json(env)).into_response();
-    if let Some(secs) = e.retry_after {
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
+    if let Some(secs) = e.retry_after
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+    {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
     }
     r
 }
@@ -670,10 +670,10 @@ async fn dns_set(AxState(s): AxState<Arc<Shared>>, bytes: Bytes) -> Response {
         "CNAME" => hickory_proto::rr::RecordType::CNAME,
         other => return bad(format!("type {other} is not supported (use TXT or CNAME)")),
     };
-    if change.action == "set" || change.action == "clear" {
-        if let Err(e) = s.zones.clear(&change.name, Some(kind)) {
-            return bad(e);
-        }
+    if (change.action == "set" || change.action == "clear")
+        && let Err(e) = s.zones.clear(&change.name, Some(kind))
+    {
+        return bad(e);
     }
     if change.action == "set" || change.action == "add" {
         let Some(value) = change.value else {

@@ -336,14 +336,14 @@ impl State {
                 return Err(ApiError::field("400201", field, format!("{field} is required")));
             }
         }
-        if let Some(country) = &c.country {
-            if country.len() != 2 || !country.chars().all(|ch| ch.is_ascii_alphabetic()) {
-                return Err(ApiError::field(
-                    "400201",
-                    "country",
-                    "country must be an ISO 3166 two-letter code",
-                ));
-            }
+        if let Some(country) = &c.country
+            && (country.len() != 2 || !country.chars().all(|ch| ch.is_ascii_alphabetic()))
+        {
+            return Err(ApiError::field(
+                "400201",
+                "country",
+                "country must be an ISO 3166 two-letter code",
+            ));
         }
         let id = self.next_contact;
         self.next_contact += 1;
@@ -435,10 +435,10 @@ impl State {
             }
             if bc != "CREATE" {
                 let id = body.certificate.as_ref().and_then(|c| c.id);
-                if let Some(id) = id {
-                    if !self.certs.contains_key(&id) {
-                        return Err(ApiError::not_found(T, "certificate", id));
-                    }
+                if let Some(id) = id
+                    && !self.certs.contains_key(&id)
+                {
+                    return Err(ApiError::not_found(T, "certificate", id));
                 }
             }
         }
@@ -650,14 +650,14 @@ impl State {
                 "adminContact is missing or not a contact of this account",
             ));
         }
-        if let Some(sw) = body.software.as_deref() {
-            if !SOFTWARE.contains(&sw) {
-                return Err(ApiError::field(
-                    task,
-                    "software",
-                    format!("unknown software '{sw}' (use one of {})", SOFTWARE.join(", ")),
-                ));
-            }
+        if let Some(sw) = body.software.as_deref()
+            && !SOFTWARE.contains(&sw)
+        {
+            return Err(ApiError::field(
+                task,
+                "software",
+                format!("unknown software '{sw}' (use one of {})", SOFTWARE.join(", ")),
+            ));
         }
         Ok(Pending {
             names,
@@ -718,11 +718,12 @@ impl State {
             Some(_) => Some("WF_FILE_AUTH"),
             None => None,
         };
-        if let Some(p) = &pending {
-            if p.auth.method == "DNS" && p.auth.provisioning {
-                for n in &p.names {
-                    let _ = zones.add(n, DnsValue::Txt(p.auth.token.clone()), 300, durations.propagation_delay);
-                }
+        if let Some(p) = &pending
+            && p.auth.method == "DNS"
+            && p.auth.provisioning
+        {
+            for n in &p.names {
+                let _ = zones.add(n, DnsValue::Txt(p.auth.token.clone()), 300, durations.propagation_delay);
             }
         }
         let t = now();
@@ -841,14 +842,14 @@ impl State {
     }
 
     fn not_busy(&self, task: &str, cert: &Cert) -> Result<()> {
-        if let Some(job) = cert.busy_job {
-            if self.jobs.get(&job).is_some_and(|j| j.status == "RUNNING") {
-                return Err(ApiError::refused(
-                    task,
-                    "EF4001020",
-                    format!("job {job} is still running for certificate {}", cert.id),
-                ));
-            }
+        if let Some(job) = cert.busy_job
+            && self.jobs.get(&job).is_some_and(|j| j.status == "RUNNING")
+        {
+            return Err(ApiError::refused(
+                task,
+                "EF4001020",
+                format!("job {job} is still running for certificate {}", cert.id),
+            ));
         }
         Ok(())
     }
@@ -877,14 +878,14 @@ impl State {
                 ),
             ));
         }
-        if let Some(p) = body.product.as_deref() {
-            if p != cert.product.name {
-                return Err(ApiError::field(
-                    T,
-                    "product",
-                    "the product cannot be changed by a reissue",
-                ));
-            }
+        if let Some(p) = body.product.as_deref()
+            && p != cert.product.name
+        {
+            return Err(ApiError::field(
+                T,
+                "product",
+                "the product cannot be changed by a reissue",
+            ));
         }
         let mut body = body;
         body.name.get_or_insert_with(|| cert.name.clone());
@@ -910,17 +911,17 @@ impl State {
                 ..Default::default()
             });
         }
-        if let Some(m) = body.authentication.as_ref().and_then(|a| a.method.as_deref()) {
-            if m != cert.auth.method {
-                return Err(ApiError::field(
-                    T,
-                    "authentication.method",
-                    format!(
-                        "the authentication method cannot be changed by a reissue (it is {})",
-                        cert.auth.method
-                    ),
-                ));
-            }
+        if let Some(m) = body.authentication.as_ref().and_then(|a| a.method.as_deref())
+            && m != cert.auth.method
+        {
+            return Err(ApiError::field(
+                T,
+                "authentication.method",
+                format!(
+                    "the authentication method cannot be changed by a reissue (it is {})",
+                    cert.auth.method
+                ),
+            ));
         }
         if cert.product.certificate_type == "MAIL" {
             body.password.get_or_insert_with(|| "unchanged".into());
@@ -1302,10 +1303,10 @@ impl State {
                 }
             }
         }
-        if let Some(c) = self.certs.get_mut(&j.cert_id) {
-            if c.busy_job == Some(job_id) {
-                c.busy_job = None;
-            }
+        if let Some(c) = self.certs.get_mut(&j.cert_id)
+            && c.busy_job == Some(job_id)
+        {
+            c.busy_job = None;
         }
         self.jobs.insert(job_id, j.clone());
         if self.faults.foreign_poll {
