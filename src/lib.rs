@@ -4,9 +4,12 @@
 //! See ARCHITECTURE.md for the map of modules and the invariants they keep.
 
 pub mod api;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod dns;
 pub mod hooks;
 pub mod keys;
+pub mod order;
 pub mod store;
 pub mod x509;

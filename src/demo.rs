@@ -1,0 +1,185 @@
+//! `certkeeper demo`: the main job on an embedded autodns-sim, with no network and no
+//! credentials. It writes a real configuration under the demo directory, issues two
+//! certificates (one validated through AutoDNS provisioning, one through a DNS hook), reissues
+//! one, and shows the status and the files.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use autodns_sim::{Sim, SimConfig};
+
+use crate::cli::{self, EXIT_ERROR, EXIT_OK};
+use crate::config;
+use crate::order::Agent;
+
+#[allow(clippy::print_stdout)]
+fn say(s: &str) {
+    println!("{s}");
+}
+
+/// Runs the demo in `dir`.
+pub async fn run(dir: &Path) -> u8 {
+    match run_inner(dir).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("certkeeper demo: {e:#}");
+            EXIT_ERROR
+        }
+    }
+}
+
+async fn run_inner(dir: &Path) -> anyhow::Result<u8> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    let dir = dir.canonicalize()?;
+    for sub in ["state", "live"] {
+        let _ = std::fs::remove_dir_all(dir.join(sub));
+    }
+    let ca_file = dir.join("root.pem");
+    let sim = Sim::start(SimConfig {
+        ca_file: Some(ca_file.clone()),
+        ..SimConfig::default()
+    })
+    .await?;
+    say(&format!(
+        "Started the embedded AutoDNS simulator: API {}, DNS {}",
+        sim.api_url, sim.dns_addr
+    ));
+
+    let password = dir.join("api-password");
+    let _ = std::fs::remove_file(&password);
+    std::fs::write(&password, "demo-password\n")?;
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600))?;
+    let exe = std::env::current_exe()?;
+    let config_path = dir.join("certkeeper.toml");
+    let text = format!(
+        r#"# Written by `certkeeper demo` for its embedded simulator.
+[api]
+url = "{api}"
+user = "demo"
+context = 4
+password_file = "api-password"
+ca_file = "root.pem"
+
+[store]
+state_dir = "state"
+live_dir = "live"
+
+[dns]
+resolvers = ["{dns}"]
+nameserver_port = {port}
+check_interval = "200ms"
+propagation_timeout = "30s"
+
+[order]
+poll_interval = "100ms"
+poll_interval_max = "1s"
+job_timeout = "2m"
+
+[defaults]
+product = "QUICKSSLPREMIUM"
+lifetime_months = 12
+admin_contact = {{ fname = "Demo", lname = "Admin", email = "admin@example.com", phone = "+49-941-1234560", country = "DE" }}
+technical_contact = {{ fname = "Demo", lname = "Admin", email = "admin@example.com", phone = "+49-941-1234560", country = "DE" }}
+
+# AutoDNS publishes the validation record itself.
+[[certificate]]
+name = "www.example.com"
+alt_names = ["example.com"]
+dns = "autodns"
+
+# A hook publishes the validation record; certkeeper checks every authoritative nameserver.
+[[certificate]]
+name = "shop.example.net"
+key = "rsa-2048"
+dns = "hook"
+dns_hook = ["{exe}", "demo-dns-hook", "{sim}", "{ca}"]
+"#,
+        api = sim.api_url,
+        dns = sim.dns_addr,
+        port = sim.dns_addr.port(),
+        exe = exe.display(),
+        sim = sim.sim_url(),
+        ca = ca_file.display(),
+    );
+    std::fs::write(&config_path, text)?;
+    say(&format!("Wrote {}", config_path.display()));
+
+    let config = config::read(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let agent = Arc::new(Agent::new(config.clone())?);
+    agent.store.prepare()?;
+    let _lock = agent.store.lock().map_err(anyhow::Error::msg)?;
+
+    say("\n== Issuing both certificates ==");
+    let code = cli::run_all(&agent, None).await;
+    if code != EXIT_OK {
+        anyhow::bail!("issuing failed (exit code {code}); see the log above");
+    }
+    say("\n== Reissuing www.example.com (free within the order term) ==");
+    let code = cli::run_all(&agent, Some(&["www.example.com".to_string()])).await;
+    if code != EXIT_OK {
+        anyhow::bail!("reissuing failed (exit code {code}); see the log above");
+    }
+
+    say("\n== Status ==");
+    say(&cli::status_table(&cli::status_rows(&config)));
+    say("== Files ==");
+    for c in &config.certificates {
+        for f in ["cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"] {
+            say(&format!("  {}", config.store.live_dir.join(&c.name).join(f).display()));
+        }
+    }
+    let ledger = sim.control().ledger();
+    say("\n== What the simulated SSL Manager recorded ==");
+    for l in &ledger {
+        say(&format!(
+            "  {:<8} {:<18} charged: {:<5} ctid {}",
+            l.kind,
+            l.name,
+            l.charged,
+            l.ctid.as_deref().unwrap_or("-")
+        ));
+    }
+    say(&format!(
+        "\n{} paid order(s), {} free reissue(s). Check a certificate yourself:\n  openssl verify -CAfile {} -untrusted {} {}",
+        ledger.iter().filter(|l| l.charged).count(),
+        ledger.iter().filter(|l| !l.charged).count(),
+        ca_file.display(),
+        config.store.live_dir.join("www.example.com/chain.pem").display(),
+        config.store.live_dir.join("www.example.com/cert.pem").display(),
+    ));
+    Ok(EXIT_OK)
+}
+
+/// The demo's DNS hook: `certkeeper demo-dns-hook SIM_URL CA_FILE present|cleanup`, with the
+/// record in `CERTKEEPER_RECORD_*`.
+pub async fn dns_hook(sim_url: &str, ca_file: &Path, action: &str) -> u8 {
+    let name = std::env::var("CERTKEEPER_RECORD_NAME").unwrap_or_default();
+    let kind = std::env::var("CERTKEEPER_RECORD_TYPE").unwrap_or_else(|_| "TXT".into());
+    let value = std::env::var("CERTKEEPER_RECORD_VALUE").unwrap_or_default();
+    let body = match action {
+        "present" => serde_json::json!({ "action": "add", "name": name, "type": kind, "value": value }),
+        "cleanup" => serde_json::json!({ "action": "clear", "name": name, "type": kind }),
+        other => {
+            eprintln!("demo-dns-hook: unknown action {other}");
+            return EXIT_ERROR;
+        }
+    };
+    let result = async {
+        let pem = std::fs::read(ca_file)?;
+        let client = reqwest::Client::builder()
+            .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem)?)
+            .build()?;
+        let r = client.post(format!("{sim_url}/dns")).json(&body).send().await?;
+        anyhow::ensure!(r.status().is_success(), "the simulator answered {}", r.status());
+        anyhow::Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("demo-dns-hook: {e:#}");
+            EXIT_ERROR
+        }
+    }
+}

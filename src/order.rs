@@ -1,0 +1,734 @@
+//! One certificate's order, end to end, as a journaled state machine.
+//!
+//! Each step is written durably to the certificate's state file before the side effect it enables
+//! (see `store::Step`), so that a run killed at any instant resumes where it stopped. A paid
+//! request whose answer was lost is never simply sent again: the agent first searches the API's
+//! jobs for its ctid and adopts what it finds; only when nothing appears within the grace period
+//! does the request count as never made. A spend guard caps paid requests per term. Nothing is
+//! installed before the delivery is verified, and a failed reload rolls the symlink back.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::api::wire::{ContactRef, OrderAuthentication, OrderRequest, TimePeriod, object_certificate_id, parse_time};
+use crate::api::{self, Client};
+use crate::config::{CertConfig, Config, ContactSpec, DnsMode, RenewBefore};
+use crate::dns::{self, DcvRecord};
+use crate::hooks;
+use crate::keys::PrivateKey;
+use crate::store::{CertState, OrderJournal, OrderKind, PaidRequest, Step, Store};
+use crate::x509;
+
+/// The environment variable that makes certkeeper stop (and wait to be killed) right after the
+/// journal reached the named step. For crash tests only.
+pub const PAUSE_ENV: &str = "CERTKEEPER_TEST_PAUSE_AT";
+
+/// What one run did for one certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing was due.
+    NothingDue,
+    /// A new certificate is live and the reload hook accepted it.
+    Deployed { serial: String, generation: u32 },
+    /// A new certificate was issued, but the reload hook failed: the old one stays live.
+    NotDeployed { serial: String, error: String },
+}
+
+/// Shared by every certificate of one run.
+pub struct Agent {
+    pub config: Config,
+    pub client: Client,
+    pub store: Store,
+    finished_jobs: std::sync::Mutex<HashSet<i64>>,
+    contacts: tokio::sync::Mutex<()>,
+}
+
+impl Agent {
+    pub fn new(config: Config) -> anyhow::Result<Self> {
+        let client = Client::new(&config.api).context("setting up the API client")?;
+        let store = Store::new(
+            &config.store.state_dir,
+            &config.store.live_dir,
+            config.store.keep_generations,
+        );
+        Ok(Self {
+            config,
+            client,
+            store,
+            finished_jobs: Default::default(),
+            contacts: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Brings one certificate up to date: resumes its order in flight, retries a pending deploy,
+    /// or starts a new order when one is due (`force`: reissue now).
+    pub async fn ensure(&self, cert: &CertConfig, force: bool) -> anyhow::Result<Outcome> {
+        let mut st = self
+            .store
+            .load(&cert.name)
+            .with_context(|| format!("reading the state of {}", cert.name))?;
+        let result = self.ensure_inner(cert, force, &mut st).await;
+        if let Err(e) = &result {
+            st.last_error = Some(format!("{e:#}"));
+            st.failures += 1;
+            let _ = self.store.save(&st);
+        }
+        result
+    }
+
+    async fn ensure_inner(&self, cert: &CertConfig, force: bool, st: &mut CertState) -> anyhow::Result<Outcome> {
+        if let Some(generation) = st.pending_deploy
+            && st.order.is_none()
+        {
+            tracing::info!(cert = %cert.name, generation, "retrying the deploy of an issued certificate");
+            return self.deploy(cert, st, generation).await;
+        }
+        if st.order.is_none() {
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let Some(kind) = decide(st, cert, now, force)? else {
+                return Ok(Outcome::NothingDue);
+            };
+            tracing::info!(cert = %cert.name, ?kind, "starting an order");
+            st.order = Some(OrderJournal {
+                id: format!("{}-{}", now, random_hex(4)),
+                kind,
+                step: Step::Planned,
+                started_at: now,
+                spki_sha256: None,
+                csr: None,
+                records: Vec::new(),
+                ctid: None,
+                sent_at: None,
+                job_id: None,
+                certificate_id: None,
+                leaf: None,
+                chain: Vec::new(),
+                generation: None,
+                term_end: None,
+            });
+            self.commit(st, Step::Planned)?;
+        } else {
+            let j = st.order.as_ref().map(|j| (j.kind, j.step));
+            tracing::info!(cert = %cert.name, ?j, "resuming the order in flight");
+        }
+        self.drive(cert, st).await
+    }
+
+    /// Saves the state and honours the crash-test pause.
+    fn commit(&self, st: &CertState, step: Step) -> anyhow::Result<()> {
+        self.store
+            .save(st)
+            .with_context(|| format!("writing the journal of {}", st.name))?;
+        if std::env::var(PAUSE_ENV).is_ok_and(|v| v == step.name()) {
+            eprintln!("certkeeper: paused at {} for {}", step.name(), st.name);
+            std::thread::sleep(Duration::from_secs(120));
+            std::process::exit(99);
+        }
+        Ok(())
+    }
+
+    fn journal(st: &mut CertState) -> anyhow::Result<&mut OrderJournal> {
+        st.order.as_mut().ok_or_else(|| anyhow!("no order in flight"))
+    }
+
+    async fn drive(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<Outcome> {
+        let name = cert.name.clone();
+        for _ in 0..32 {
+            let j = Self::journal(st)?.clone();
+            match j.step {
+                Step::Planned => {
+                    let key = PrivateKey::generate(cert.key).context("generating a key")?;
+                    self.store
+                        .write_order_key(&name, &j.id, key.pem())
+                        .context("writing the new key")?;
+                    let csr = key.csr(&cert.all_names()).context("building the CSR")?;
+                    let spki = key.public_key_der().context("reading the new key")?;
+                    let jm = Self::journal(st)?;
+                    jm.spki_sha256 = Some(hex(&Sha256::digest(&spki)));
+                    jm.csr = Some(csr.single_line());
+                    jm.step = Step::Keyed;
+                    self.commit(st, Step::Keyed)?;
+                }
+                Step::Keyed => {
+                    let csr = j.csr.clone().ok_or_else(|| anyhow!("the journal lost the CSR"))?;
+                    let case = match j.kind {
+                        OrderKind::Create => "CREATE",
+                        OrderKind::Reissue => "REISSUE",
+                        OrderKind::Renew => "RENEW",
+                    };
+                    let prepared = self
+                        .client
+                        .prepare_order(
+                            &csr,
+                            &cert.product,
+                            case,
+                            st.certificate_id.filter(|_| j.kind != OrderKind::Create),
+                        )
+                        .await
+                        .context("prepareOrder")?;
+                    let records = prepared
+                        .dns_lines
+                        .iter()
+                        .map(|(_, line)| dns::parse_zone_line(line))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if records.is_empty() {
+                        bail!("prepareOrder offered no DNS validation for {} {}", cert.product, name);
+                    }
+                    let jm = Self::journal(st)?;
+                    jm.records = records;
+                    jm.step = Step::Prepared;
+                    self.commit(st, Step::Prepared)?;
+                }
+                Step::Prepared => {
+                    if cert.dns == DnsMode::Hook {
+                        for rec in &j.records {
+                            hooks::run(
+                                &dns_hook_argv(cert, "present"),
+                                &record_env(&name, rec),
+                                cert.hook_timeout,
+                            )
+                            .await
+                            .with_context(|| format!("the DNS hook could not publish {} {}", rec.name, rec.kind))?;
+                        }
+                    }
+                    Self::journal(st)?.step = Step::DnsPublished;
+                    self.commit(st, Step::DnsPublished)?;
+                }
+                Step::DnsPublished => {
+                    if cert.dns == DnsMode::Hook {
+                        dns::wait_until_served(&j.records, &self.config.dns, self.config.dns.propagation_timeout)
+                            .await?;
+                    }
+                    Self::journal(st)?.step = Step::DnsVerified;
+                    self.commit(st, Step::DnsVerified)?;
+                }
+                Step::DnsVerified => {
+                    self.send(cert, st).await?;
+                }
+                Step::Sending => {
+                    self.reconcile(cert, st).await?;
+                }
+                Step::Accepted => {
+                    self.wait_for_job(cert, st).await?;
+                }
+                Step::JobDone => {
+                    let id = j
+                        .certificate_id
+                        .or(st.certificate_id)
+                        .ok_or_else(|| anyhow!("the job named no certificate id"))?;
+                    let c = self
+                        .client
+                        .certificate(id)
+                        .await
+                        .with_context(|| format!("fetching certificate {id}"))?;
+                    let leaf = c
+                        .server
+                        .clone()
+                        .filter(|s| s.contains("BEGIN CERTIFICATE"))
+                        .ok_or_else(|| anyhow!("certificate {id} holds no issued certificate yet"))?;
+                    let chain: Vec<String> = c
+                        .certification_authority
+                        .iter()
+                        .filter_map(|ca| ca.ca_certificate.clone())
+                        .collect();
+                    let jm = Self::journal(st)?;
+                    jm.leaf = Some(leaf);
+                    jm.chain = chain;
+                    jm.term_end = c.payable.as_deref().and_then(parse_time).map(|t| t.unix_timestamp());
+                    st.certificate_id = Some(id);
+                    if let Some(t) = st.order.as_ref().and_then(|j| j.term_end) {
+                        st.term_end = Some(t);
+                    }
+                    Self::journal(st)?.step = Step::Downloaded;
+                    self.commit(st, Step::Downloaded)?;
+                }
+                Step::Downloaded => {
+                    let key = PrivateKey::from_pem(
+                        &self
+                            .store
+                            .read_order_key(&name, &j.id)
+                            .context("reading the order's key")?,
+                    )?;
+                    let spki = key.public_key_der()?;
+                    let leaf = j.leaf.clone().unwrap_or_default();
+                    match x509::verify(&leaf, &j.chain, &spki, &cert.all_names(), OffsetDateTime::now_utc()) {
+                        Ok(info) => {
+                            // chain.pem holds the intermediates; the root is left out, as servers expect.
+                            let intermediates = &j.chain[..j.chain.len().saturating_sub(1)];
+                            let generation = self
+                                .store
+                                .write_generation(&name, key.pem(), &leaf, intermediates)
+                                .context("writing the new generation")?;
+                            tracing::info!(cert = %name, serial = %info.serial, not_after = %info.not_after, generation = generation.number, "certificate verified and written");
+                            st.serial = Some(info.serial);
+                            st.not_before = Some(info.not_before.unix_timestamp());
+                            st.not_after = Some(info.not_after.unix_timestamp());
+                            let jm = Self::journal(st)?;
+                            jm.generation = Some(generation.number);
+                            jm.step = Step::Installed;
+                            self.commit(st, Step::Installed)?;
+                        }
+                        Err(e) => {
+                            self.end_order(cert, st).await;
+                            self.store.save(st)?;
+                            bail!(
+                                "refused the delivered certificate for {name}: {e}; the installed files were left as they were"
+                            );
+                        }
+                    }
+                }
+                Step::Installed => {
+                    let generation = j.generation.ok_or_else(|| anyhow!("the journal lost the generation"))?;
+                    self.end_order(cert, st).await;
+                    st.pending_deploy = Some(generation);
+                    self.store.save(st)?;
+                    return self.deploy(cert, st, generation).await;
+                }
+            }
+        }
+        bail!("the order of {name} did not finish within its step bound")
+    }
+
+    /// Sends the create, reissue or renew request once, journaled first.
+    async fn send(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<()> {
+        let j = Self::journal(st)?.clone();
+        let term = if j.kind == OrderKind::Renew {
+            st.term_end.unwrap_or(0)
+        } else {
+            0
+        };
+        if j.kind.is_paid() {
+            let spent = st
+                .paid
+                .iter()
+                .filter(|p| p.kind == j.kind && p.term == term && p.status != "not_made")
+                .count();
+            if spent >= cert.max_paid_orders as usize {
+                let kind = j.kind;
+                st.order = None;
+                self.store.save(st)?;
+                bail!(
+                    "spend guard: {spent} paid {kind:?} request(s) for {} in this term already; raise max_paid_orders to allow another",
+                    cert.name
+                );
+            }
+        }
+        let ctid = format!("certkeeper-{}", random_hex(12));
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if j.kind.is_paid() {
+            st.paid.push(PaidRequest {
+                kind: j.kind,
+                ctid: ctid.clone(),
+                sent_at: now,
+                term,
+                status: "sent".into(),
+                job_id: None,
+            });
+        }
+        let jm = Self::journal(st)?;
+        jm.ctid = Some(ctid.clone());
+        jm.sent_at = Some(now);
+        jm.step = Step::Sending;
+        self.commit(st, Step::Sending)?;
+
+        let body = self.order_body(cert, st).await?;
+        let id = st.certificate_id;
+        let result = match (j.kind, id) {
+            (OrderKind::Create, _) => self.client.create(&body, &ctid).await,
+            (OrderKind::Reissue, Some(id)) => self.client.reissue(id, &body, &ctid).await,
+            (OrderKind::Renew, Some(id)) => self.client.renew(id, &body, &ctid).await,
+            (_, None) => Err(api::Error::Refused {
+                http: 0,
+                code: "local".into(),
+                text: "no certificate id to reissue or renew".into(),
+                messages: vec![],
+            }),
+        };
+        match result {
+            Ok(job_id) => self.accept(st, job_id),
+            Err(e) if e.outcome_unknown() => {
+                tracing::warn!(cert = %cert.name, %ctid, error = %e, "the answer to the order was lost; reconciling before anything else");
+                self.reconcile(cert, st).await
+            }
+            Err(e) => {
+                if let Some(p) = st.paid.iter_mut().find(|p| p.ctid == ctid) {
+                    p.status = "not_made".into();
+                }
+                self.end_order(cert, st).await;
+                self.store.save(st)?;
+                Err(anyhow!(e).context(format!("ordering {}", cert.name)))
+            }
+        }
+    }
+
+    fn accept(&self, st: &mut CertState, job_id: i64) -> anyhow::Result<()> {
+        let ctid = Self::journal(st)?.ctid.clone();
+        if let Some(p) = st.paid.iter_mut().find(|p| Some(&p.ctid) == ctid.as_ref()) {
+            p.status = "accepted".into();
+            p.job_id = Some(job_id);
+        }
+        let jm = Self::journal(st)?;
+        jm.job_id = Some(job_id);
+        jm.step = Step::Accepted;
+        tracing::info!(cert = %st.name, job_id, "order accepted");
+        self.commit(st, Step::Accepted)
+    }
+
+    /// Finds the job a request with a lost answer started, by its ctid. Gives up after the
+    /// grace period, and only then lets the request count as never made.
+    async fn reconcile(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<()> {
+        let j = Self::journal(st)?.clone();
+        let ctid = j.ctid.clone().ok_or_else(|| anyhow!("the journal lost the ctid"))?;
+        let sent_at = j.sent_at.unwrap_or(j.started_at);
+        let since = OffsetDateTime::from_unix_timestamp(sent_at - 120).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let grace = self.config.order.reconcile_grace;
+        let mut pause = self.config.order.poll_interval;
+        for round in 0u32.. {
+            match self.client.search_jobs(&cert.name, since).await {
+                Ok(jobs) => {
+                    if let Some(found) = jobs
+                        .iter()
+                        .find(|oj| oj.job.events.iter().any(|e| e.ctid.as_deref() == Some(ctid.as_str())))
+                    {
+                        tracing::info!(cert = %cert.name, %ctid, job_id = found.job.id, "found the order the lost answer belonged to");
+                        if let Some(id) = object_certificate_id(&found.object) {
+                            st.certificate_id.get_or_insert(id);
+                        }
+                        return self.accept(st, found.job.id);
+                    }
+                }
+                Err(e) => tracing::warn!(cert = %cert.name, error = %e, "searching for the order failed"),
+            }
+            let waited = OffsetDateTime::now_utc().unix_timestamp() - sent_at;
+            if waited as f64 >= grace.as_secs_f64() {
+                tracing::warn!(cert = %cert.name, %ctid, waited, "no trace of the order after the grace period: it never arrived");
+                if let Some(p) = st.paid.iter_mut().find(|p| p.ctid == ctid) {
+                    p.status = "not_made".into();
+                }
+                let jm = Self::journal(st)?;
+                jm.ctid = None;
+                jm.sent_at = None;
+                jm.step = Step::DnsVerified;
+                return self.commit(st, Step::DnsVerified);
+            }
+            if round > 10_000 {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.config.order.poll_interval_max);
+        }
+        bail!("reconciliation of {} did not end", cert.name)
+    }
+
+    /// Waits for the job through the poll queue, falling back to `GET /job/{id}` so that messages
+    /// about other jobs never block. A message is confirmed only after our state is on disk.
+    async fn wait_for_job(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<()> {
+        let job_id = Self::journal(st)?
+            .job_id
+            .ok_or_else(|| anyhow!("the journal lost the job id"))?;
+        let deadline = tokio::time::Instant::now() + self.config.order.job_timeout;
+        let mut pause = self.config.order.poll_interval;
+        loop {
+            tokio::time::sleep(pause).await;
+            let mut status: Option<(String, Option<i64>, String)> = None;
+            let mut confirm = None;
+            match self.client.poll().await {
+                Ok(Some(msg)) => {
+                    let about = msg.job.as_ref().map(|j| j.id);
+                    if about == Some(job_id) {
+                        let s = msg.job.as_ref().and_then(|j| j.status.clone()).unwrap_or_default();
+                        let reason = msg
+                            .messages
+                            .iter()
+                            .filter_map(|m| m.text.clone())
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        status = Some((s, object_certificate_id(&msg.object), reason));
+                        confirm = Some(msg.id);
+                    } else if about.is_some_and(|id| self.finished_jobs.lock().is_ok_and(|f| f.contains(&id))) {
+                        // A leftover message about one of our finished jobs.
+                        let _ = self.client.confirm(msg.id).await;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "poll failed"),
+            }
+            if status.is_none() {
+                match self.client.job(job_id).await {
+                    Ok(oj) => {
+                        let s = oj.job.status.clone().unwrap_or_default();
+                        status = Some((s, object_certificate_id(&oj.object), String::new()));
+                    }
+                    Err(e) => tracing::debug!(job_id, error = %e, "job info failed"),
+                }
+            }
+            match status {
+                Some((s, cert_id, _)) if s == "SUCCESS" => {
+                    let jm = Self::journal(st)?;
+                    jm.certificate_id = cert_id.or(jm.certificate_id);
+                    jm.step = Step::JobDone;
+                    if let Some(id) = cert_id {
+                        st.certificate_id = Some(id);
+                    }
+                    self.commit(st, Step::JobDone)?;
+                    if let Ok(mut f) = self.finished_jobs.lock() {
+                        f.insert(job_id);
+                    }
+                    if let Some(m) = confirm {
+                        let _ = self.client.confirm(m).await;
+                    }
+                    return Ok(());
+                }
+                Some((s, cert_id, reason)) if matches!(s.as_str(), "FAILED" | "CANCELED") => {
+                    if let Some(id) = cert_id {
+                        st.certificate_id.get_or_insert(id);
+                    }
+                    self.end_order(cert, st).await;
+                    self.store.save(st)?;
+                    if let Ok(mut f) = self.finished_jobs.lock() {
+                        f.insert(job_id);
+                    }
+                    if let Some(m) = confirm {
+                        let _ = self.client.confirm(m).await;
+                    }
+                    let reason = if reason.is_empty() {
+                        String::from("no reason given")
+                    } else {
+                        reason
+                    };
+                    bail!("job {job_id} for {} ended {s}: {reason}", cert.name);
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "job {job_id} for {} is still running after {:?}; the next run picks it up",
+                    cert.name,
+                    self.config.order.job_timeout
+                );
+            }
+            pause = (pause * 2).min(self.config.order.poll_interval_max);
+        }
+    }
+
+    /// Ends the order in flight: DNS cleanup, key and journal removed.
+    async fn end_order(&self, cert: &CertConfig, st: &mut CertState) {
+        let Some(j) = st.order.take() else { return };
+        if cert.dns == DnsMode::Hook && j.step >= Step::Prepared {
+            for rec in &j.records {
+                if let Err(e) = hooks::run(
+                    &dns_hook_argv(cert, "cleanup"),
+                    &record_env(&cert.name, rec),
+                    cert.hook_timeout,
+                )
+                .await
+                {
+                    tracing::warn!(cert = %cert.name, record = %rec.name, error = %e, "DNS cleanup failed");
+                }
+            }
+        }
+        if let Err(e) = self.store.remove_order(&cert.name, &j.id) {
+            tracing::warn!(cert = %cert.name, error = %e, "cannot remove the finished order's files");
+        }
+    }
+
+    /// Switches the live symlink to `generation` and runs the reload hook; on failure switches
+    /// back and runs the hook again, so the server keeps a working pair.
+    async fn deploy(&self, cert: &CertConfig, st: &mut CertState, generation: u32) -> anyhow::Result<Outcome> {
+        let name = &cert.name;
+        let previous = self.store.live_generation(name).filter(|g| *g != generation);
+        self.store
+            .switch(name, generation)
+            .context("switching the live symlink")?;
+        let serial = st.serial.clone().unwrap_or_default();
+        let result = if cert.reload.is_empty() {
+            Ok(())
+        } else {
+            hooks::run(&cert.reload, &self.reload_env(cert, st), cert.hook_timeout).await
+        };
+        match result {
+            Ok(()) => {
+                st.generation = Some(generation);
+                st.deployed = true;
+                st.pending_deploy = None;
+                st.last_error = None;
+                st.failures = 0;
+                st.last_success = Some(OffsetDateTime::now_utc().unix_timestamp());
+                self.store.save(st)?;
+                let protect: Vec<u32> = [Some(generation), previous].into_iter().flatten().collect();
+                if let Err(e) = self.store.prune(name, &protect) {
+                    tracing::warn!(cert = %name, error = %e, "cannot remove old generations");
+                }
+                tracing::info!(cert = %name, %serial, generation, "certificate deployed");
+                Ok(Outcome::Deployed { serial, generation })
+            }
+            Err(e) => {
+                let error = format!("the reload hook failed: {e}");
+                tracing::error!(cert = %name, %error, ?previous, "rolling back to the previous certificate");
+                if let Some(p) = previous {
+                    self.store.switch(name, p).context("switching the live symlink back")?;
+                    if let Err(e2) = hooks::run(&cert.reload, &self.reload_env(cert, st), cert.hook_timeout).await {
+                        tracing::error!(cert = %name, error = %e2, "the reload hook failed again after the rollback");
+                    }
+                }
+                st.generation = previous;
+                st.deployed = false;
+                st.pending_deploy = Some(generation);
+                st.last_error = Some(error.clone());
+                self.store.save(st)?;
+                Ok(Outcome::NotDeployed { serial, error })
+            }
+        }
+    }
+
+    fn reload_env(&self, cert: &CertConfig, st: &CertState) -> BTreeMap<String, String> {
+        let live = self.store.live_dir.join(&cert.name);
+        let p = |f: &str| live.join(f).to_string_lossy().into_owned();
+        let not_after = st
+            .not_after
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default();
+        BTreeMap::from([
+            ("CERTKEEPER_NAME".into(), cert.name.clone()),
+            ("CERTKEEPER_CERT".into(), p("cert.pem")),
+            ("CERTKEEPER_KEY".into(), p("privkey.pem")),
+            ("CERTKEEPER_CHAIN".into(), p("chain.pem")),
+            ("CERTKEEPER_FULLCHAIN".into(), p("fullchain.pem")),
+            ("CERTKEEPER_SERIAL".into(), st.serial.clone().unwrap_or_default()),
+            ("CERTKEEPER_NOT_AFTER".into(), not_after),
+        ])
+    }
+
+    async fn order_body(&self, cert: &CertConfig, st: &CertState) -> anyhow::Result<OrderRequest> {
+        let j = st.order.as_ref().ok_or_else(|| anyhow!("no order in flight"))?;
+        let dns_line = j
+            .records
+            .iter()
+            .find(|r| r.name.trim_end_matches('.') == cert.name)
+            .or(j.records.first())
+            .map(|r| r.zone_line.clone());
+        Ok(OrderRequest {
+            id: if j.kind == OrderKind::Create {
+                None
+            } else {
+                st.certificate_id
+            },
+            name: cert.name.clone(),
+            product: cert.product.clone(),
+            lifetime: TimePeriod {
+                unit: "MONTH",
+                period: cert.lifetime_months,
+            },
+            software: cert.software.clone(),
+            csr: j.csr.clone().unwrap_or_default(),
+            admin_contact: ContactRef {
+                id: self.contact_id(&cert.admin_contact).await?,
+            },
+            technical_contact: ContactRef {
+                id: self.contact_id(&cert.technical_contact).await?,
+            },
+            authentication: OrderAuthentication {
+                method: "DNS",
+                dns: dns_line,
+                provisioning: cert.dns == DnsMode::Autodns,
+            },
+        })
+    }
+
+    /// A contact's id: given, or created once from details and remembered in the state directory.
+    async fn contact_id(&self, spec: &ContactSpec) -> anyhow::Result<i64> {
+        let details = match spec {
+            ContactSpec::Id(id) => return Ok(*id),
+            ContactSpec::Details(d) => d,
+        };
+        let _guard = self.contacts.lock().await;
+        let key = hex(&Sha256::digest(serde_json::to_vec(details.as_ref())?));
+        let path = self.store.contacts_path();
+        let mut known: BTreeMap<String, i64> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if let Some(id) = known.get(&key) {
+            return Ok(*id);
+        }
+        let id = self
+            .client
+            .create_contact(details)
+            .await
+            .context("creating an SSL contact")?;
+        known.insert(key, id);
+        self.store.write_contacts(&serde_json::to_vec_pretty(&known)?)?;
+        tracing::info!(contact = id, "created an SSL contact from the configured details");
+        Ok(id)
+    }
+}
+
+/// What to do now for one certificate, if anything.
+pub fn decide(st: &CertState, cert: &CertConfig, now: i64, force: bool) -> anyhow::Result<Option<OrderKind>> {
+    if st.certificate_id.is_none() {
+        return Ok(Some(OrderKind::Create));
+    }
+    let term_over = st.term_end.is_some_and(|t| now >= t);
+    if term_over {
+        if cert.renew_term {
+            return Ok(Some(OrderKind::Renew));
+        }
+        bail!(
+            "the order term of {} has ended; set renew_term = true to buy the next term (paid), or renew it in the SSL Manager",
+            cert.name
+        );
+    }
+    let never_installed = st.generation.is_none() && st.pending_deploy.is_none();
+    let due = force
+        || never_installed
+        || st.not_after.is_none_or(|na| {
+            let lifetime = na - st.not_before.unwrap_or(na);
+            let before = match cert.renew_before {
+                RenewBefore::Share(s) => (lifetime as f64 * s) as i64,
+                RenewBefore::Before(d) => d.as_secs() as i64,
+            };
+            now >= na - before
+        });
+    if !due {
+        return Ok(None);
+    }
+    // A reissue cannot outlive the term; close to its end, renewing is what helps.
+    if cert.renew_term
+        && let (Some(term_end), Some(na), Some(nb)) = (st.term_end, st.not_after, st.not_before)
+        && term_end - now <= (na - nb) / 3
+    {
+        return Ok(Some(OrderKind::Renew));
+    }
+    Ok(Some(OrderKind::Reissue))
+}
+
+fn dns_hook_argv(cert: &CertConfig, action: &str) -> Vec<String> {
+    let mut argv = cert.dns_hook.clone();
+    argv.push(action.to_string());
+    argv
+}
+
+fn record_env(name: &str, rec: &DcvRecord) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("CERTKEEPER_NAME".into(), name.to_string()),
+        ("CERTKEEPER_RECORD_NAME".into(), rec.name.clone()),
+        ("CERTKEEPER_RECORD_TYPE".into(), rec.kind.clone()),
+        ("CERTKEEPER_RECORD_VALUE".into(), rec.value.clone()),
+        ("CERTKEEPER_RECORD_TTL".into(), rec.ttl.to_string()),
+        ("CERTKEEPER_RECORD_ZONE_LINE".into(), rec.zone_line.clone()),
+    ])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_hex(n: usize) -> String {
+    let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
+    hex(&bytes)
+}
