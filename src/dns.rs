@@ -99,6 +99,7 @@ fn resolver(servers: &[SocketAddr], recursion: bool, timeout: Duration) -> Resol
     let mut opts = ResolverOpts::default();
     opts.cache_size = 0;
     opts.recursion_desired = recursion;
+    opts.edns0 = true;
     opts.timeout = timeout;
     opts.attempts = 1;
     Resolver::builder_with_config(config, TokioConnectionProvider::default())

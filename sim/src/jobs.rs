@@ -24,6 +24,7 @@ pub fn dcv_resolver(nameserver: SocketAddr) -> Resolver<TokioConnectionProvider>
     opts.timeout = Duration::from_secs(1);
     opts.attempts = 1;
     opts.recursion_desired = false;
+    opts.edns0 = true;
     Resolver::builder_with_config(config, TokioConnectionProvider::default())
         .with_options(opts)
         .build()
@@ -42,6 +43,11 @@ pub async fn run(shared: Arc<Shared>, nameserver: SocketAddr) {
 }
 
 async fn tick(shared: &Arc<Shared>, resolver: &Arc<Resolver<TokioConnectionProvider>>, nameserver: SocketAddr) {
+    // AutoDNS removes the records it provisioned once the job has ended.
+    let stale = std::mem::take(&mut shared.lock().stale_records);
+    for (name, token) in stale {
+        let _ = shared.zones.remove(&name, &crate::dns::Value::Txt(token));
+    }
     let (checks, ready) = shared.lock().due_jobs(&shared.durations);
     for id in ready {
         shared.lock().complete_job(id, &shared.ca, &shared.durations);

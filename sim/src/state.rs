@@ -263,6 +263,8 @@ pub struct State {
     poll: Vec<PollRec>,
     pub ledger: Vec<LedgerEntry>,
     pub requests: Vec<RequestEntry>,
+    /// Records provisioned for jobs that have ended, to be removed from the zones.
+    pub stale_records: Vec<(String, String)>,
     prepared: BTreeMap<String, Prepared>,
     next_contact: i64,
     next_cert: i64,
@@ -284,6 +286,7 @@ impl State {
             poll: Vec::new(),
             ledger: Vec::new(),
             requests: Vec::new(),
+            stale_records: Vec::new(),
             prepared: BTreeMap::new(),
             next_contact: 100,
             next_cert: 1_000_000,
@@ -1275,6 +1278,14 @@ impl State {
         }
         let t = now();
         j.updated = t;
+        if let Some(p) = j
+            .pending
+            .as_ref()
+            .filter(|p| p.auth.method == "DNS" && p.auth.provisioning)
+        {
+            self.stale_records
+                .extend(p.names.iter().map(|n| (n.clone(), p.auth.token.clone())));
+        }
         if let Some(reason) = failure {
             j.status = "FAILED";
             j.messages.push(Message {

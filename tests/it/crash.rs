@@ -1,0 +1,167 @@
+use std::time::Duration;
+
+use autodns_sim::{FaultKind, Faults};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::*;
+
+const STEPS: [&str; 10] = [
+    "planned",
+    "keyed",
+    "prepared",
+    "dns_published",
+    "dns_verified",
+    "sending",
+    "accepted",
+    "job_done",
+    "downloaded",
+    "installed",
+];
+
+/// Starts certkeeper paused at `step`, waits until it says so, and kills it with SIGKILL by PID.
+async fn kill_at(env: &TestEnv, args: &[&str], step: &str) {
+    let mut child = tokio::process::Command::new(BIN)
+        .args(args)
+        .env("CERTKEEPER_CONFIG", env.config_path())
+        .env("CERTKEEPER_TEST_PAUSE_AT", step)
+        .env("CERTKEEPER_LOG", "warn")
+        .current_dir(&env.dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let paused = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains(&format!("paused at {step} ")) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(paused, "certkeeper {args:?} never reached step {step}");
+    // SIGKILL, by the PID we started.
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.code().is_none(), "certkeeper {pid} was not killed: {exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_every_journal_step_it_resumes_and_never_pays_twice() {
+    let env = TestEnv::start("crash").await;
+    for (i, step) in STEPS.iter().enumerate() {
+        let name = format!("c{i}.example.com");
+        env.write_config(&[Cert::hook(&name)], "");
+
+        // A new order, killed at this step, then resumed by the next run.
+        kill_at(&env, &["run", "--once"], step).await;
+        env.run_ok(&["run", "--once"]).await;
+        env.assert_installed(&name);
+        assert_eq!(
+            env.paid(&name),
+            1,
+            "create killed at {step}: {:?}",
+            env.sim.control().ledger()
+        );
+        let first = env.serial(&name);
+
+        // A reissue, killed at this step, then resumed.
+        kill_at(&env, &["--renew-now", &name], step).await;
+        env.run_ok(&["run", "--once"]).await;
+        env.assert_installed(&name);
+        assert_eq!(
+            env.reissues(&name),
+            1,
+            "reissue killed at {step}: {:?}",
+            env.sim.control().ledger()
+        );
+        assert_eq!(env.paid(&name), 1);
+        assert_ne!(
+            env.serial(&name),
+            first,
+            "reissue killed at {step} did not install a new certificate"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ghost_commits_on_create_and_reissue_are_adopted_not_repeated() {
+    let env = TestEnv::start("ghost").await;
+    env.write_config(&[Cert::autodns("www.example.com"), Cert::hook("shop.example.net")], "");
+    let ghost = |route: &str| Faults {
+        rate_limit: 0.0,
+        routes: [(route.to_string(), 1.0)].into(),
+        kinds: vec![FaultKind::Ghost],
+        ..Faults::default()
+    };
+    env.sim.control().set_faults(ghost("POST /certificate")).unwrap();
+    env.run_ok(&["run", "--once"]).await;
+    for name in ["www.example.com", "shop.example.net"] {
+        env.assert_installed(name);
+        assert_eq!(env.paid(name), 1, "{:?}", env.sim.control().ledger());
+    }
+    assert!(
+        env.sim
+            .control()
+            .requests()
+            .iter()
+            .any(|r| r.fault.as_deref() == Some("ghost")),
+        "no ghost was injected"
+    );
+
+    env.sim.control().set_faults(ghost("PUT /certificate/{id}")).unwrap();
+    env.run_ok(&["--renew-now"]).await;
+    for name in ["www.example.com", "shop.example.net"] {
+        env.assert_installed(name);
+        assert_eq!(env.reissues(name), 1, "{:?}", env.sim.control().ledger());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_fault_kind_on_every_route_each_certificate_is_paid_once() {
+    let faults = Faults {
+        rate: 0.25,
+        rate_limit: 0.0,
+        ..Faults::default()
+    };
+    let env = TestEnv::start_with("chaos", faults).await;
+    let names = ["a.example.com", "b.example.net", "c.example.org", "d.example.com"];
+    let certs: Vec<Cert<'_>> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| if i % 2 == 0 { Cert::autodns(n) } else { Cert::hook(n) })
+        .collect();
+    env.write_config(&certs, "");
+    let mut ok = false;
+    for _ in 0..15 {
+        let out = env.run(&["run", "--once"], &[]).await;
+        if out.status.code() == Some(0) && names.iter().all(|n| env.live(n).join("cert.pem").exists()) {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "not every certificate was issued within 15 runs");
+    for n in names {
+        env.assert_installed(n);
+        assert_eq!(env.paid(n), 1, "{n}: {:?}", env.sim.control().ledger());
+    }
+    let faulted = env
+        .sim
+        .control()
+        .requests()
+        .iter()
+        .filter(|r| r.fault.is_some())
+        .count();
+    assert!(faulted >= 5, "only {faulted} faults were injected");
+}

@@ -1,0 +1,115 @@
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_issued_and_reissued_through_autodns_and_a_hook_with_ecdsa_and_rsa() {
+    let env = TestEnv::start("issue").await;
+    let certs = [
+        Cert {
+            alt: &["example.com"],
+            ..Cert::autodns("www.example.com")
+        },
+        Cert {
+            key: "rsa-2048",
+            ..Cert::hook("shop.example.net")
+        },
+        Cert {
+            key: "rsa-3072",
+            ..Cert::autodns("api.example.org")
+        },
+        Cert {
+            key: "ecdsa-p384",
+            ..Cert::hook("mail.example.org")
+        },
+    ];
+    env.write_config(&certs, "");
+    env.run_ok(&["run", "--once"]).await;
+    let mut serials = Vec::new();
+    for c in &certs {
+        env.assert_installed(c.name);
+        assert_eq!(env.paid(c.name), 1, "{}", c.name);
+        serials.push(env.serial(c.name));
+    }
+    // The hook's records were cleaned up after the jobs ended.
+    assert!(
+        env.sim
+            .control()
+            .dns_records()
+            .iter()
+            .all(|r| !r.name.starts_with("shop.example.net")),
+        "{:?}",
+        env.sim.control().dns_records()
+    );
+
+    // Nothing is due: a second run orders nothing.
+    env.run_ok(&["run", "--once"]).await;
+    assert_eq!(env.sim.control().ledger().len(), 4);
+
+    // --renew-now reissues every certificate for free, with new keys.
+    let old_key = std::fs::read_to_string(env.live("www.example.com").join("privkey.pem")).unwrap();
+    env.run_ok(&["--renew-now"]).await;
+    for (c, old) in certs.iter().zip(&serials) {
+        env.assert_installed(c.name);
+        assert_ne!(&env.serial(c.name), old, "{} was not reissued", c.name);
+        assert_eq!(env.paid(c.name), 1);
+        assert_eq!(env.reissues(c.name), 1);
+    }
+    assert_ne!(
+        std::fs::read_to_string(env.live("www.example.com").join("privkey.pem")).unwrap(),
+        old_key
+    );
+
+    // Only the named certificate is reissued.
+    env.run_ok(&["run", "--renew-now", "www.example.com"]).await;
+    assert_eq!(env.reissues("www.example.com"), 2);
+    assert_eq!(env.reissues("shop.example.net"), 1);
+
+    // status shows what is installed.
+    let out = env.run_ok(&["status", "--json"]).await;
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 4);
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "deployed" && r["days_left"].as_f64().unwrap() > 190.0),
+        "{rows}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reload_hook_gets_the_documented_environment() {
+    let env = TestEnv::start("reload-env").await;
+    let script = env.dir.join("reload.sh");
+    let out = env.dir.join("reload.out");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nenv | grep '^CERTKEEPER_' | sort > {}\n", out.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.write_config(
+        &[Cert::autodns("www.example.com")],
+        &format!("reload = [\"{}\"]", script.display()),
+    );
+    env.run_ok(&["run", "--once"]).await;
+    let seen = std::fs::read_to_string(&out).unwrap();
+    let live = env.live("www.example.com");
+    for line in [
+        "CERTKEEPER_NAME=www.example.com".to_string(),
+        format!("CERTKEEPER_CERT={}", live.join("cert.pem").display()),
+        format!("CERTKEEPER_KEY={}", live.join("privkey.pem").display()),
+        format!("CERTKEEPER_CHAIN={}", live.join("chain.pem").display()),
+        format!("CERTKEEPER_FULLCHAIN={}", live.join("fullchain.pem").display()),
+    ] {
+        assert!(seen.lines().any(|l| l == line), "missing {line} in:\n{seen}");
+    }
+    let serial = env.serial("www.example.com");
+    assert!(
+        seen.contains(&format!("CERTKEEPER_SERIAL={}", serial.trim_start_matches("serial="))),
+        "{seen}"
+    );
+    assert!(seen.contains("CERTKEEPER_NOT_AFTER=20"), "{seen}");
+    // The API password never reaches a hook.
+    assert!(!seen.contains("demo-password"));
+}

@@ -1,0 +1,12 @@
+//! certkeeper's integration tests, against an in-process autodns-sim.
+
+mod support;
+
+/// Configuration errors, the lock, the demo.
+mod cli;
+/// Killed at every journal step, ghost commits: never a second paid order.
+mod crash;
+/// Issue, reissue, both DNS modes, both key families, files checked by openssl.
+mod issue;
+/// Spoiled deliveries are refused; reload failures roll back.
+mod refuse;

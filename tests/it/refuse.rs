@@ -1,0 +1,115 @@
+use autodns_sim::{Faults, Mutation};
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_spoiled_delivery_is_refused_and_the_old_files_stay() {
+    let env = TestEnv::start("mutation").await;
+    env.write_config(
+        &[Cert {
+            alt: &["example.com"],
+            ..Cert::autodns("www.example.com")
+        }],
+        "",
+    );
+    env.run_ok(&["run", "--once"]).await;
+    let live = env.live("www.example.com");
+    let before: Vec<String> = ["cert.pem", "privkey.pem", "chain.pem"]
+        .iter()
+        .map(|f| std::fs::read_to_string(live.join(f)).unwrap())
+        .collect();
+    for mutation in [
+        Mutation::WrongKey,
+        Mutation::MissingSan,
+        Mutation::Expired,
+        Mutation::NotYetValid,
+        Mutation::ChainOutOfOrder,
+        Mutation::MissingIntermediate,
+    ] {
+        env.sim
+            .control()
+            .set_faults(Faults {
+                rate_limit: 0.0,
+                mutation: Some(mutation),
+                ..Faults::default()
+            })
+            .unwrap();
+        let out = env.run(&["--renew-now"], &[]).await;
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{mutation:?} was not refused: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("refused the delivered certificate"),
+            "{mutation:?}: {}",
+            stderr(&out)
+        );
+        let after: Vec<String> = ["cert.pem", "privkey.pem", "chain.pem"]
+            .iter()
+            .map(|f| std::fs::read_to_string(live.join(f)).unwrap())
+            .collect();
+        assert_eq!(before, after, "{mutation:?} changed the installed files");
+        env.assert_installed("www.example.com");
+    }
+    // A good delivery is installed again, and nothing was paid twice.
+    env.sim
+        .control()
+        .set_faults(Faults {
+            rate_limit: 0.0,
+            ..Faults::default()
+        })
+        .unwrap();
+    env.run_ok(&["--renew-now"]).await;
+    env.assert_installed("www.example.com");
+    assert_ne!(std::fs::read_to_string(live.join("cert.pem")).unwrap(), before[0]);
+    assert_eq!(env.paid("www.example.com"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reload_rolls_back_and_the_next_run_deploys() {
+    let env = TestEnv::start("rollback").await;
+    let flag = env.dir.join("broken");
+    let script = env.dir.join("reload.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ ! -e {} ] || {{ echo 'config test failed' >&2; exit 1; }}\n",
+            flag.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.write_config(
+        &[Cert::autodns("www.example.com")],
+        &format!("reload = [\"{}\"]", script.display()),
+    );
+    env.run_ok(&["run", "--once"]).await;
+    let s1 = env.serial("www.example.com");
+
+    std::fs::write(&flag, "").unwrap();
+    let out = env.run(&["--renew-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(
+        env.serial("www.example.com"),
+        s1,
+        "the live symlink was not rolled back"
+    );
+    env.assert_installed("www.example.com");
+    let status = env.run_ok(&["status", "--json"]).await;
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(rows[0]["state"], "issued, not deployed", "{rows}");
+    assert!(
+        rows[0]["last_error"].as_str().unwrap().contains("reload hook failed"),
+        "{rows}"
+    );
+
+    // Fixing the server and running again deploys the issued certificate without a new order.
+    std::fs::remove_file(&flag).unwrap();
+    env.run_ok(&["run", "--once"]).await;
+    assert_ne!(env.serial("www.example.com"), s1);
+    env.assert_installed("www.example.com");
+    assert_eq!(env.reissues("www.example.com"), 1);
+}

@@ -1,0 +1,260 @@
+//! `TestEnv`: an in-process simulator, a temporary directory with a config, and the certkeeper
+//! binary run as a child process (stopped by its PID when a test ends).
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use autodns_sim::{Durations, Faults, RunningSim, Sim, SimConfig};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_certkeeper");
+
+pub struct TestEnv {
+    pub sim: RunningSim,
+    pub dir: PathBuf,
+}
+
+/// One certificate in a test config.
+pub struct Cert<'a> {
+    pub name: &'a str,
+    pub alt: &'a [&'a str],
+    pub key: &'a str,
+    pub hook: bool,
+}
+
+impl<'a> Cert<'a> {
+    pub fn autodns(name: &'a str) -> Self {
+        Self {
+            name,
+            alt: &[],
+            key: "ecdsa-p256",
+            hook: false,
+        }
+    }
+
+    pub fn hook(name: &'a str) -> Self {
+        Self {
+            name,
+            alt: &[],
+            key: "ecdsa-p256",
+            hook: true,
+        }
+    }
+}
+
+impl TestEnv {
+    pub async fn start(tag: &str) -> Self {
+        Self::start_with(
+            tag,
+            Faults {
+                rate_limit: 0.0,
+                ..Faults::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn start_with(tag: &str, faults: Faults) -> Self {
+        let dir = std::env::temp_dir().join(format!("certkeeper-it-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sim = Sim::start(SimConfig {
+            ca_file: Some(dir.join("root.pem")),
+            durations: Durations {
+                dcv_interval: Duration::from_millis(50),
+                ..Durations::default()
+            },
+            faults,
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        let pw = dir.join("api-password");
+        std::fs::write(&pw, "demo-password\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Self { sim, dir }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("certkeeper.toml")
+    }
+
+    pub fn live(&self, name: &str) -> PathBuf {
+        self.dir.join("live").join(name)
+    }
+
+    /// Writes a config for `certs`, with `extra` appended to `[defaults]`.
+    pub fn write_config(&self, certs: &[Cert<'_>], extra: &str) {
+        let mut text = format!(
+            r#"[api]
+url = "{api}"
+user = "demo"
+context = 4
+password_file = "api-password"
+ca_file = "root.pem"
+timeout = "3s"
+
+[store]
+state_dir = "state"
+live_dir = "live"
+
+[dns]
+resolvers = ["{dns}"]
+nameserver_port = {port}
+check_interval = "100ms"
+propagation_timeout = "20s"
+
+[order]
+poll_interval = "50ms"
+poll_interval_max = "500ms"
+job_timeout = "60s"
+reconcile_grace = "2s"
+
+[defaults]
+admin_contact = {{ fname = "Jo", lname = "Doe", email = "jo@example.com", phone = "+49-941-1234560" }}
+technical_contact = {{ fname = "Jo", lname = "Doe", email = "jo@example.com", phone = "+49-941-1234560" }}
+{extra}
+"#,
+            api = self.sim.api_url,
+            dns = self.sim.dns_addr,
+            port = self.sim.dns_addr.port(),
+        );
+        for c in certs {
+            let alts: Vec<String> = c.alt.iter().map(|a| format!("\"{a}\"")).collect();
+            text.push_str(&format!(
+                "\n[[certificate]]\nname = \"{}\"\nalt_names = [{}]\nkey = \"{}\"\n",
+                c.name,
+                alts.join(", "),
+                c.key
+            ));
+            if c.hook {
+                text.push_str(&format!(
+                    "dns = \"hook\"\ndns_hook = [\"{BIN}\", \"demo-dns-hook\", \"{}\", \"{}\"]\n",
+                    self.sim.sim_url(),
+                    self.dir.join("root.pem").display()
+                ));
+            }
+        }
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    /// Runs certkeeper with `args` (and extra environment) to the end, at most 120 s.
+    pub async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.args(args)
+            .env("CERTKEEPER_CONFIG", self.config_path())
+            .env("CERTKEEPER_LOG", "info")
+            .env_remove("CERTKEEPER_API_PASSWORD")
+            .envs(env.iter().copied())
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+            .await
+            .expect("certkeeper did not finish within 120 s")
+            .unwrap();
+        out
+    }
+
+    /// `run --once`, asserting success.
+    pub async fn run_ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args, &[]).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "certkeeper {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn paid(&self, name: &str) -> usize {
+        self.sim
+            .control()
+            .ledger()
+            .iter()
+            .filter(|l| l.name == name && l.charged)
+            .count()
+    }
+
+    pub fn reissues(&self, name: &str) -> usize {
+        self.sim
+            .control()
+            .ledger()
+            .iter()
+            .filter(|l| l.name == name && l.kind == "reissue")
+            .count()
+    }
+
+    pub fn serial(&self, name: &str) -> String {
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-serial", "-in"])
+            .arg(self.live(name).join("cert.pem"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Checks the installed files with openssl: the chain verifies to the simulator's root, the
+    /// key matches the certificate, and the key is 0600.
+    #[track_caller]
+    pub fn assert_installed(&self, name: &str) {
+        let live = self.live(name);
+        let verify = std::process::Command::new("openssl")
+            .args(["verify", "-CAfile"])
+            .arg(self.dir.join("root.pem"))
+            .arg("-untrusted")
+            .arg(live.join("chain.pem"))
+            .arg(live.join("cert.pem"))
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success(),
+            "openssl verify for {name}: {}{}",
+            String::from_utf8_lossy(&verify.stdout),
+            String::from_utf8_lossy(&verify.stderr)
+        );
+        assert_eq!(
+            pubkey(&["x509", "-noout", "-pubkey", "-in"], &live.join("cert.pem")),
+            pubkey(&["pkey", "-pubout", "-in"], &live.join("privkey.pem")),
+            "key and certificate of {name} differ"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(live.join("privkey.pem"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "privkey.pem of {name}");
+        let full = std::fs::read_to_string(live.join("fullchain.pem")).unwrap();
+        assert!(full.starts_with(&std::fs::read_to_string(live.join("cert.pem")).unwrap()));
+    }
+}
+
+fn pubkey(args: &[&str], file: &Path) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?} {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
