@@ -150,11 +150,10 @@ technical_contact = {{ fname = "Jo", lname = "Doe", email = "jo@example.com", ph
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        tokio::time::timeout(Duration::from_secs(120), cmd.output())
             .await
             .expect("certkeeper did not finish within 120 s")
-            .unwrap();
-        out
+            .unwrap()
     }
 
     /// `run --once`, asserting success.
