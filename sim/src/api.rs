@@ -215,7 +215,15 @@ async fn api(AxState(s): AxState<Arc<Shared>>, ConnectInfo(_peer): ConnectInfo<S
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| query_param(query.as_deref(), "ctid"));
-    let bytes = to_bytes(body, MAX_BODY).await;
+    // Read oversize bodies to the end (up to a hard cap) so that the client gets the 413
+    // envelope instead of a broken pipe.
+    let bytes = to_bytes(body, 64 * MAX_BODY).await.and_then(|b| {
+        if b.len() > MAX_BODY {
+            Err(axum::Error::new(std::io::Error::other("body too large")))
+        } else {
+            Ok(b)
+        }
+    });
     let body_log = match &bytes {
         Ok(b) if b.is_empty() => None,
         Ok(b) => Some(
@@ -235,6 +243,7 @@ async fn api(AxState(s): AxState<Arc<Shared>>, ConnectInfo(_peer): ConnectInfo<S
         status: 0,
         fault: None,
         time: crate::time::format(crate::time::now()),
+        logged: false,
     };
     let response = handle(
         &s,
@@ -310,11 +319,16 @@ async fn handle(
         return error(s, &ctid, e);
     }
     let fault = s.lock().dice.roll(&faults, route.key());
-    log.fault = fault.map(|f| format!("{f:?}").to_lowercase());
+    log.fault = fault
+        .and_then(|f| serde_json::to_value(f).ok())
+        .and_then(|v| v.as_str().map(str::to_owned));
     match fault {
         None | Some(FaultKind::Ghost) => {}
         Some(FaultKind::Reset) => return drop_connection(),
         Some(FaultKind::Hang) => {
+            // The client gives up first and this future is dropped, so log now.
+            s.lock().requests.push(log.clone());
+            log.logged = true;
             tokio::time::sleep(s.durations.hang).await;
             return drop_connection();
         }

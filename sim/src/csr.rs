@@ -62,7 +62,6 @@ pub fn parse(text: &str) -> Result<CsrInfo, CsrError> {
     if !rest.is_empty() {
         return Err(CsrError::Unparseable("trailing bytes after the request".into()));
     }
-    csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
     let info = &csr.certification_request_info;
     let subject = &info.subject;
     let first = |it: &mut dyn Iterator<Item = &AttributeTypeAndValue>| {
@@ -88,6 +87,8 @@ pub fn parse(text: &str) -> Result<CsrInfo, CsrError> {
         }
         Err(e) => return Err(CsrError::UnsupportedKey(e.to_string())),
     };
+    // The key is judged first: a short RSA key deserves that answer, not "bad signature".
+    csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
     let mut alt_names = Vec::new();
     if let Some(exts) = csr.requested_extensions() {
         for ext in exts {

@@ -167,6 +167,9 @@ pub struct RequestEntry {
     /// The fault injected into this request, if any.
     pub fault: Option<String>,
     pub time: String,
+    /// Already in the log (a hanging request logs itself before it hangs).
+    #[serde(skip)]
+    pub logged: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -509,7 +512,8 @@ impl State {
             product: product.name.into(),
             business_case: body.business_case.clone(),
             authentication,
-            algorithm: info.algorithm.into(),
+            algorithm: curve(&info),
+            ec_curve: curve(&info),
             signature_hash_algorithm: "SHA256".into(),
             valid_signature: true,
         };
@@ -1496,6 +1500,15 @@ fn cert_view(c: &Cert) -> CertificateOut {
         owner: c.owner.clone(),
         created: ts(c.created),
         updated: ts(c.updated),
+    }
+}
+
+/// The spec's `CsrHashAlgorithmConstants` value for an EC key.
+fn curve(info: &CsrInfo) -> Option<String> {
+    match (info.algorithm, info.key_size) {
+        ("ECC", 256) => Some("PRIME_256_V1".into()),
+        ("ECC", 384) => Some("SECP_384_R1".into()),
+        _ => None,
     }
 }
 

@@ -201,7 +201,11 @@ pub struct CertificateDataOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub business_case: Option<String>,
     pub authentication: Vec<CertAuthenticationOut>,
-    pub algorithm: String,
+    /// `CsrHashAlgorithmConstants`: the spec knows only EC curves, so RSA keys leave it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ec_curve: Option<String>,
     pub signature_hash_algorithm: String,
     pub valid_signature: bool,
 }

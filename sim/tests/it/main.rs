@@ -1,0 +1,16 @@
+//! autodns-sim's tests: every route, error path and fault knob, against a running simulator.
+
+mod support;
+
+/// The DNS server: provisioning, delay, RFC 2136 updates.
+mod dns;
+/// The request examples from InterNetX's help pages, and sim/README.md's curl walk-through.
+mod docs;
+/// Error paths and their exact envelopes.
+mod errors;
+/// Every fault knob.
+mod faults;
+/// Malformed requests always get the error envelope.
+mod malformed;
+/// The order flow, route by route, every answer checked against the spec.
+mod routes;
