@@ -27,6 +27,170 @@ async fn a_bad_config_names_file_line_and_field_exits_2_and_writes_nothing() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration is valid (1 certificate(s))"));
 }
 
+/// Each case: text to replace, its replacement, the field the error must name, and a piece of
+/// text on the line the error must point at.
+const BAD: &[(&str, &str, &str, &str)] = &[
+    ("user = \"demo\"", "user = \"\"", "api.user", "user ="),
+    ("context = 4", "context = 0", "api.context", "context ="),
+    ("context = 4", "context = \"4\"", "context", "context ="),
+    (
+        "timeout = \"3s\"",
+        "timeout = \"3 parsecs\"",
+        "api.timeout",
+        "timeout =",
+    ),
+    (
+        "ca_file = \"root.pem\"",
+        "ca_file = \"missing.pem\"",
+        "api.ca_file",
+        "ca_file =",
+    ),
+    (
+        "password_file = \"api-password\"",
+        "password_file = \"nope\"",
+        "api.password_file",
+        "password_file =",
+    ),
+    ("[api]", "[api]\nproxy = \"http://proxy\"", "proxy", "proxy ="),
+    (
+        "live_dir = \"live\"",
+        "live_dir = \"state\"",
+        "store.live_dir",
+        "live_dir =",
+    ),
+    (
+        "[store]",
+        "[store]\nkeep_generations = 1",
+        "store.keep_generations",
+        "keep_generations",
+    ),
+    (
+        "check_interval = \"100ms\"",
+        "check_interval = \"0s\"",
+        "dns.check_interval",
+        "check_interval",
+    ),
+    (
+        "[dns]",
+        "[dns]\nnameservers = [\"ns1.example.com\"]",
+        "dns.nameservers",
+        "nameservers =",
+    ),
+    (
+        "job_timeout = \"60s\"",
+        "job_timeout = \"never\"",
+        "order.job_timeout",
+        "job_timeout",
+    ),
+    (
+        "[order]",
+        "[order]\nconcurrency = 1000",
+        "order.concurrency",
+        "concurrency",
+    ),
+    (
+        "[defaults]",
+        "[defaults]\nproduct = \"FREESSL\"",
+        "defaults.product",
+        "product =",
+    ),
+    (
+        "[defaults]",
+        "[defaults]\nlifetime_months = 7",
+        "defaults.lifetime_months",
+        "lifetime_months",
+    ),
+    (
+        "[defaults]",
+        "[defaults]\nsoftware = \"NGINX\"",
+        "defaults.software",
+        "software =",
+    ),
+    (
+        "key = \"ecdsa-p256\"",
+        "key = \"dsa-1024\"",
+        "certificate[0].key",
+        "key =",
+    ),
+    (
+        "name = \"www.example.com\"",
+        "name = \"www..example.com\"",
+        "certificate[0].name",
+        "www..example.com",
+    ),
+    (
+        "alt_names = []",
+        "alt_names = [\"10.0.0.1\"]",
+        "certificate[0].alt_names",
+        "alt_names",
+    ),
+    (
+        "[defaults]",
+        "[defaults]\ndns = \"manual\"",
+        "defaults.dns",
+        "dns = \"manual\"",
+    ),
+    (
+        "[defaults]",
+        "[defaults]\ndns = \"hook\"",
+        "certificate[0].dns_hook",
+        "[[certificate]]",
+    ),
+    ("[defaults]", "[defaults]\nreload = []", "defaults.reload", "reload ="),
+    (
+        "[defaults]",
+        "[defaults]\nrenew_before = \"150%\"",
+        "defaults.renew_before",
+        "renew_before",
+    ),
+    (
+        "[defaults]",
+        "[defaults]\nmax_paid_orders = 0",
+        "defaults.max_paid_orders",
+        "max_paid_orders",
+    ),
+    (
+        "[defaults]",
+        "[defaults]\nhook_timeout = \"forever\"",
+        "defaults.hook_timeout",
+        "hook_timeout",
+    ),
+    (
+        "[defaults]",
+        "[defaults]\nrenew_term = \"yes\"",
+        "renew_term",
+        "renew_term",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_bad_config_is_refused_by_the_binary_with_file_line_and_field() {
+    let env = TestEnv::start("badconfigs").await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    let good = std::fs::read_to_string(env.config_path()).unwrap();
+    assert!(BAD.len() >= 20);
+    for (from, to, field, anchor) in BAD {
+        assert!(good.contains(from), "{from} is not in the test config");
+        let bad = good.replacen(from, to, 1);
+        std::fs::write(env.config_path(), &bad).unwrap();
+        let line = bad.lines().position(|l| l.contains(anchor)).unwrap() + 1;
+        let out = env.run(&["check"], &[]).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{field}: {err}");
+        let expected = format!("{}:{line}: {field}: ", env.config_path().display());
+        assert!(err.contains(&expected), "expected '{expected}' in:\n{err}");
+    }
+    // A world-readable password file is refused too, and nothing at all was written.
+    std::fs::write(env.config_path(), &good).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(env.dir.join("api-password"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    assert!(!env.dir.join("state").exists() && !env.dir.join("live").exists());
+    assert!(env.sim.control().requests().is_empty(), "a bad config reached the API");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_certkeeper_on_the_same_state_directory_refuses_and_names_the_first() {
     let env = TestEnv::start("lock").await;

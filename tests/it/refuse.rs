@@ -113,3 +113,32 @@ async fn a_failed_reload_rolls_back_and_the_next_run_deploys() {
     env.assert_installed("www.example.com");
     assert_eq!(env.reissues("www.example.com"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_order_is_retried_as_a_free_reissue_not_a_second_order() {
+    let env = TestEnv::start("failedjob").await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    env.sim
+        .control()
+        .set_faults(Faults {
+            rate_limit: 0.0,
+            job_outcome: autodns_sim::JobOutcome::Fail,
+            ..Faults::default()
+        })
+        .unwrap();
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ended FAILED"), "{}", stderr(&out));
+    assert!(!env.live("www.example.com").exists());
+    env.sim
+        .control()
+        .set_faults(Faults {
+            rate_limit: 0.0,
+            ..Faults::default()
+        })
+        .unwrap();
+    env.run_ok(&["run", "--once"]).await;
+    env.assert_installed("www.example.com");
+    assert_eq!(env.paid("www.example.com"), 1, "{:?}", env.sim.control().ledger());
+    assert_eq!(env.reissues("www.example.com"), 1);
+}
