@@ -10,3 +10,5 @@ mod crash;
 mod issue;
 /// Spoiled deliveries are refused; reload failures roll back.
 mod refuse;
+/// Real servers: BIND9 with the RFC 2136 hook, nginx and Apache with the reload hooks.
+mod servers;

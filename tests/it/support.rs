@@ -55,6 +55,18 @@ impl TestEnv {
     }
 
     pub async fn start_with(tag: &str, faults: Faults) -> Self {
+        Self::start_sim(
+            tag,
+            SimConfig {
+                faults,
+                ..SimConfig::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts with a simulator configured by `config` (its CA file and DCV interval are set here).
+    pub async fn start_sim(tag: &str, config: SimConfig) -> Self {
         let dir = std::env::temp_dir().join(format!("certkeeper-it-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -62,10 +74,9 @@ impl TestEnv {
             ca_file: Some(dir.join("root.pem")),
             durations: Durations {
                 dcv_interval: Duration::from_millis(50),
-                ..Durations::default()
+                ..config.durations.clone()
             },
-            faults,
-            ..SimConfig::default()
+            ..config
         })
         .await
         .unwrap();
