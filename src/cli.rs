@@ -8,7 +8,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use time::OffsetDateTime;
@@ -129,7 +128,7 @@ async fn dispatch(cli: Cli) -> u8 {
             let renew = renew_now.or(cli.renew_now);
             match load(&cli.config) {
                 Ok(config) if renew.is_some() || once => run_once(config, renew).await,
-                Ok(config) => daemon(config).await,
+                Ok(config) => crate::daemon::run(cli.config.clone(), config).await,
                 Err(code) => code,
             }
         }
@@ -264,76 +263,6 @@ pub async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> u8 {
         return code;
     }
     code
-}
-
-/// The daemon: works on what is due, then sleeps until the next due time (at most an hour),
-/// until SIGTERM or Ctrl-C.
-async fn daemon(config: Config) -> u8 {
-    let agent = match Agent::new(config) {
-        Ok(a) => Arc::new(a),
-        Err(e) => {
-            eprintln!("certkeeper: {e:#}");
-            return EXIT_ERROR;
-        }
-    };
-    if let Err(e) = agent.store.prepare() {
-        eprintln!("certkeeper: cannot create {}: {e}", agent.store.state_dir.display());
-        return EXIT_ERROR;
-    }
-    let _lock = match agent.store.lock() {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("certkeeper: {e}");
-            return EXIT_LOCKED;
-        }
-    };
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("certkeeper: cannot watch SIGTERM: {e}");
-            return EXIT_ERROR;
-        }
-    };
-    tracing::info!(
-        certificates = agent.config.certificates.len(),
-        "certkeeper daemon started"
-    );
-    loop {
-        let work = run_all(&agent, None);
-        tokio::select! {
-            _ = work => {}
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
-        let wait = next_wake(&agent);
-        tracing::debug!(?wait, "sleeping until the next due time");
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
-    tracing::info!("stopping; the journal resumes any order in flight at the next start");
-    EXIT_OK
-}
-
-fn next_wake(agent: &Agent) -> Duration {
-    let now = OffsetDateTime::now_utc().unix_timestamp();
-    let mut next = now + 3600;
-    for c in &agent.config.certificates {
-        let st = agent.store.load(&c.name).unwrap_or_default();
-        if st.order.is_some() || st.pending_deploy.is_some() || st.last_error.is_some() {
-            next = next.min(now + 60);
-        }
-        if let (Some(na), Some(nb)) = (st.not_after, st.not_before) {
-            let before = match c.renew_before {
-                config::RenewBefore::Share(s) => ((na - nb) as f64 * s) as i64,
-                config::RenewBefore::Before(d) => d.as_secs() as i64,
-            };
-            next = next.min(na - before);
-        }
-    }
-    Duration::from_secs((next - now).clamp(1, 3600) as u64)
 }
 
 /// One row of `status`.

@@ -62,7 +62,24 @@ pub struct Config {
     pub store: StoreConfig,
     pub dns: DnsConfig,
     pub order: OrderConfig,
+    pub daemon: DaemonConfig,
     pub certificates: Vec<CertConfig>,
+}
+
+/// How the daemon schedules, retries and reports.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// Pauses after the 1st, 2nd, ... failure of a certificate; the last repeats.
+    pub retry_backoff: Vec<Duration>,
+    /// Warn this long before an order term ends when `renew_term` is off.
+    pub term_warning: Duration,
+    /// The largest share of a certificate's validity by which its reissue is moved earlier, per
+    /// host and name, to spread a fleet's requests.
+    pub jitter: f64,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Run when a certificate fails or gets close to expiry.
+    pub on_failure: Vec<String>,
 }
 
 /// A secret that never shows in `Debug` output or logs.
@@ -91,6 +108,8 @@ pub struct ApiConfig {
     pub user: String,
     pub context: i32,
     pub password: Secret,
+    /// Where the password was read from, if from a file (the daemon watches it).
+    pub password_file: Option<PathBuf>,
     /// Extra trust roots (PEM), e.g. the simulator's.
     pub ca_pem: Option<String>,
     pub timeout: Duration,
@@ -256,6 +275,8 @@ struct RawConfig {
     #[serde(default)]
     order: Option<Spanned<RawOrder>>,
     #[serde(default)]
+    daemon: Option<Spanned<RawDaemon>>,
+    #[serde(default)]
     defaults: Option<Spanned<RawSettings>>,
     #[serde(default)]
     certificate: Vec<Spanned<RawSettings>>,
@@ -299,6 +320,16 @@ struct RawOrder {
     poll_interval_max: Option<Spanned<String>>,
     reconcile_grace: Option<Spanned<String>>,
     concurrency: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    retry_backoff: Option<Spanned<Vec<String>>>,
+    term_warning: Option<Spanned<String>>,
+    jitter: Option<Spanned<String>>,
+    metrics_listen: Option<Spanned<String>>,
+    on_failure: Option<Spanned<Vec<String>>>,
 }
 
 /// `[defaults]` and each `[[certificate]]`: the same keys, `name` and `alt_names` only in the latter.
@@ -372,6 +403,7 @@ pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> R
     let store = v.store(raw.store, &base);
     let dns = v.dns(raw.dns.map(Spanned::into_inner).unwrap_or_default());
     let order = v.order(raw.order.map(Spanned::into_inner).unwrap_or_default());
+    let daemon = v.daemon(raw.daemon.map(Spanned::into_inner).unwrap_or_default(), &base);
     let defaults = raw.defaults.map(|d| {
         let d = d.into_inner();
         if let Some(n) = &d.name {
@@ -413,6 +445,7 @@ pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> R
             store,
             dns,
             order,
+            daemon,
             certificates,
         }),
         _ => Err(ConfigErrors(v.errors)),
@@ -564,6 +597,7 @@ impl Validator<'_> {
             user: raw.user.into_inner(),
             context,
             password: Secret(password?),
+            password_file: raw.password_file.as_ref().map(|pf| self.path(pf, base)),
             ca_pem,
             timeout,
             rate_limit,
@@ -662,6 +696,71 @@ impl Validator<'_> {
             ),
             reconcile_grace: self.duration(&raw.reconcile_grace, "order.reconcile_grace", Duration::from_secs(1800)),
             concurrency,
+        }
+    }
+
+    fn daemon(&mut self, raw: RawDaemon, base: &Path) -> DaemonConfig {
+        let retry_backoff = match &raw.retry_backoff {
+            None => crate::schedule::default_backoff(),
+            Some(list) => {
+                let mut steps = Vec::new();
+                for s in list.get_ref() {
+                    match parse_duration(s) {
+                        Ok(d) if !d.is_zero() => steps.push(d),
+                        _ => self.err(
+                            list.span(),
+                            "daemon.retry_backoff",
+                            &format!("'{s}' is not a duration above zero such as 1m"),
+                        ),
+                    }
+                }
+                if steps.is_empty() {
+                    self.err(
+                        list.span(),
+                        "daemon.retry_backoff",
+                        "needs at least one pause, e.g. [\"1m\", \"10m\", \"100m\", \"6h\"]",
+                    );
+                    steps = crate::schedule::default_backoff();
+                }
+                steps
+            }
+        };
+        let jitter = match &raw.jitter {
+            None => 0.05,
+            Some(j) if j.get_ref().trim() == "0%" => 0.0,
+            Some(j) => match parse_renew_before(j.get_ref()) {
+                Ok(RenewBefore::Share(s)) if s <= 0.5 => s,
+                _ => {
+                    self.err(j.span(), "daemon.jitter", "must be a share from 0% to 50%, e.g. \"5%\"");
+                    0.05
+                }
+            },
+        };
+        let metrics_listen = raw.metrics_listen.as_ref().and_then(|m| match m.get_ref().parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    m.span(),
+                    "daemon.metrics_listen",
+                    &format!("'{}' is not an address such as 127.0.0.1:9477", m.get_ref()),
+                );
+                None
+            }
+        });
+        let on_failure = match raw.on_failure {
+            Some(h) => self.command(h, "daemon.on_failure", base),
+            None => Vec::new(),
+        };
+        DaemonConfig {
+            retry_backoff,
+            term_warning: self.duration(
+                &raw.term_warning,
+                "daemon.term_warning",
+                Duration::from_secs(30 * 86_400),
+            ),
+            jitter,
+            metrics_listen,
+            on_failure,
         }
     }
 

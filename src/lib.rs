@@ -6,10 +6,12 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod dns;
 pub mod hooks;
 pub mod keys;
 pub mod order;
+pub mod schedule;
 pub mod store;
 pub mod x509;

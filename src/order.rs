@@ -16,12 +16,12 @@ use time::OffsetDateTime;
 
 use crate::api::wire::{ContactRef, OrderAuthentication, OrderRequest, TimePeriod, object_certificate_id, parse_time};
 use crate::api::{self, Client};
-use crate::config::{CertConfig, Config, ContactSpec, DnsMode, RenewBefore};
+use crate::config::{CertConfig, Config, ContactSpec, DnsMode};
 use crate::dns::{self, DcvRecord};
 use crate::hooks;
 use crate::keys::PrivateKey;
 use crate::store::{CertState, OrderJournal, OrderKind, PaidRequest, Step, Store};
-use crate::x509;
+use crate::{schedule, x509};
 
 /// The environment variable that makes certkeeper stop (and wait to be killed) right after the
 /// journal reached the named step. For crash tests only.
@@ -73,8 +73,15 @@ impl Agent {
             .with_context(|| format!("reading the state of {}", cert.name))?;
         let result = self.ensure_inner(cert, force, &mut st).await;
         if let Err(e) = &result {
+            let now = OffsetDateTime::now_utc().unix_timestamp();
             st.last_error = Some(format!("{e:#}"));
             st.failures += 1;
+            st.last_failure = Some(now);
+            st.retry_after = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<api::Error>())
+                .and_then(api::Error::retry_after)
+                .map(|d| now + d.as_secs() as i64);
             let _ = self.store.save(&st);
         }
         result
@@ -89,7 +96,8 @@ impl Agent {
         }
         if st.order.is_none() {
             let now = OffsetDateTime::now_utc().unix_timestamp();
-            let Some(kind) = decide(st, cert, now, force)? else {
+            let policy = self.policy(cert);
+            let Some(kind) = decide(st, cert, &policy, now, force)? else {
                 return Ok(Outcome::NothingDue);
             };
             tracing::info!(cert = %cert.name, ?kind, "starting an order");
@@ -619,6 +627,17 @@ impl Agent {
         }
     }
 
+    /// The schedule's policy for a certificate.
+    pub fn policy(&self, cert: &CertConfig) -> schedule::Policy {
+        schedule::Policy {
+            renew_before: cert.renew_before,
+            renew_term: cert.renew_term,
+            term_warning: self.config.daemon.term_warning,
+            backoff: self.config.daemon.retry_backoff.clone(),
+            jitter_share: self.config.daemon.jitter,
+        }
+    }
+
     fn reload_env(&self, cert: &CertConfig, st: &CertState) -> BTreeMap<String, String> {
         let live = self.store.live_dir.join(&cert.name);
         let p = |f: &str| live.join(f).to_string_lossy().into_owned();
@@ -702,43 +721,57 @@ impl Agent {
     }
 }
 
-/// What to do now for one certificate, if anything.
-pub fn decide(st: &CertState, cert: &CertConfig, now: i64, force: bool) -> anyhow::Result<Option<OrderKind>> {
-    if st.certificate_id.is_none() {
-        return Ok(Some(OrderKind::Create));
+/// The schedule's view of a certificate's state.
+pub fn facts(st: &CertState) -> schedule::Facts {
+    schedule::Facts {
+        has_order: st.certificate_id.is_some(),
+        in_flight: st.order.is_some() || st.pending_deploy.is_some(),
+        // A certificate issued but never installed does not count: it must be deployed first.
+        not_before: st
+            .not_before
+            .filter(|_| st.generation.is_some() || st.pending_deploy.is_some()),
+        not_after: st
+            .not_after
+            .filter(|_| st.generation.is_some() || st.pending_deploy.is_some()),
+        term_end: st.term_end,
+        failures: st.failures,
+        last_failure: st.last_failure,
+        retry_after: st.retry_after,
     }
-    let term_over = st.term_end.is_some_and(|t| now >= t);
-    if term_over {
-        if cert.renew_term {
-            return Ok(Some(OrderKind::Renew));
-        }
-        bail!(
-            "the order term of {} has ended; set renew_term = true to buy the next term (paid), or renew it in the SSL Manager",
+}
+
+/// The host name, part of the jitter seed.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// What to do now for one certificate, if anything (`force`: reissue now, whatever the schedule).
+pub fn decide(
+    st: &CertState,
+    cert: &CertConfig,
+    policy: &schedule::Policy,
+    now: i64,
+    force: bool,
+) -> anyhow::Result<Option<OrderKind>> {
+    let mut f = facts(st);
+    if force {
+        f.failures = 0;
+        f.retry_after = None;
+    }
+    let d = schedule::next(now, &f, policy, schedule::jitter_seed(&host_name(), &cert.name));
+    let kind = match d.action {
+        schedule::Action::Create => OrderKind::Create,
+        schedule::Action::Renew => OrderKind::Renew,
+        schedule::Action::Reissue | schedule::Action::Resume => OrderKind::Reissue,
+        schedule::Action::TermEnded if force && st.term_end.is_some_and(|t| now < t) => OrderKind::Reissue,
+        schedule::Action::TermEnded => bail!(
+            "the order term of {} has ended (or ends before a reissue could help); set renew_term = true to buy the next term (paid), or renew it in the SSL Manager",
             cert.name
-        );
-    }
-    let never_installed = st.generation.is_none() && st.pending_deploy.is_none();
-    let due = force
-        || never_installed
-        || st.not_after.is_none_or(|na| {
-            let lifetime = na - st.not_before.unwrap_or(na);
-            let before = match cert.renew_before {
-                RenewBefore::Share(s) => (lifetime as f64 * s) as i64,
-                RenewBefore::Before(d) => d.as_secs() as i64,
-            };
-            now >= na - before
-        });
-    if !due {
-        return Ok(None);
-    }
-    // A reissue cannot outlive the term; close to its end, renewing is what helps.
-    if cert.renew_term
-        && let (Some(term_end), Some(na), Some(nb)) = (st.term_end, st.not_after, st.not_before)
-        && term_end - now <= (na - nb) / 3
-    {
-        return Ok(Some(OrderKind::Renew));
-    }
-    Ok(Some(OrderKind::Reissue))
+        ),
+    };
+    if force || d.at <= now { Ok(Some(kind)) } else { Ok(None) }
 }
 
 /// Paid requests of `kind` for `term` that were accepted or may have been (answer lost).
@@ -778,7 +811,20 @@ fn random_hex(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ContactSpec, DnsMode, KeyKind};
+    use crate::config::{ContactSpec, DnsMode, KeyKind, RenewBefore};
+
+    fn policy(c: &CertConfig) -> schedule::Policy {
+        schedule::Policy {
+            renew_before: c.renew_before,
+            renew_term: c.renew_term,
+            jitter_share: 0.0,
+            ..schedule::Policy::default()
+        }
+    }
+
+    fn decide(st: &CertState, c: &CertConfig, now: i64, force: bool) -> anyhow::Result<Option<OrderKind>> {
+        super::decide(st, c, &policy(c), now, force)
+    }
 
     fn cert(renew_term: bool) -> CertConfig {
         CertConfig {

@@ -173,6 +173,12 @@ pub struct CertState {
     pub last_success: Option<i64>,
     #[serde(default)]
     pub failures: u32,
+    /// When the last failed attempt ended, unix time.
+    #[serde(default)]
+    pub last_failure: Option<i64>,
+    /// The API asked not to retry before this time.
+    #[serde(default)]
+    pub retry_after: Option<i64>,
     #[serde(default)]
     pub paid: Vec<PaidRequest>,
     #[serde(default)]

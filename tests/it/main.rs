@@ -6,6 +6,8 @@ mod support;
 mod cli;
 /// Killed at every journal step, ghost commits: never a second paid order.
 mod crash;
+/// The daemon on a compressed clock: reissues, term renewals, live config, faults.
+mod daemon;
 /// Issue, reissue, both DNS modes, both key families, files checked by openssl.
 mod issue;
 /// Spoiled deliveries are refused; reload failures roll back.

@@ -1,0 +1,409 @@
+//! `certkeeper run`: the daemon. It sleeps until the next certificate is due (or an event
+//! arrives), works on what is due a bounded number at a time, most urgent first, re-reads its
+//! configuration when the file or the password file changes (or on SIGHUP), serves metrics, and
+//! stops on SIGTERM without starting new work; an order in flight resumes at the next start.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use notify::Watcher as _;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::cli::{EXIT_ERROR, EXIT_LOCKED, EXIT_OK};
+use crate::config::{self, CertConfig, Config};
+use crate::hooks;
+use crate::order::{self, Agent, Outcome};
+use crate::schedule::{self, Action};
+
+type Shared = Arc<RwLock<Arc<Agent>>>;
+
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn current(shared: &Shared) -> Arc<Agent> {
+    shared
+        .read()
+        .map(|a| a.clone())
+        .unwrap_or_else(|p| p.into_inner().clone())
+}
+
+/// Runs until SIGTERM or SIGINT; returns the exit code.
+pub async fn run(path: PathBuf, config: Config) -> u8 {
+    let agent = match Agent::new(config) {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            eprintln!("certkeeper: {e:#}");
+            return EXIT_ERROR;
+        }
+    };
+    if let Err(e) = agent.store.prepare() {
+        eprintln!("certkeeper: cannot create {}: {e}", agent.store.state_dir.display());
+        return EXIT_ERROR;
+    }
+    let _lock = match agent.store.lock() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("certkeeper: {e}");
+            return EXIT_LOCKED;
+        }
+    };
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("certkeeper: cannot watch signals");
+        return EXIT_ERROR;
+    };
+    let shared: Shared = Arc::new(RwLock::new(agent.clone()));
+    let (tx, mut changes) = mpsc::channel::<()>(16);
+    let mut watcher = watch(&path, &agent.config, tx.clone());
+    let last_check = Arc::new(AtomicI64::new(now()));
+    let mut background = JoinSet::new();
+    if let Some(addr) = agent.config.daemon.metrics_listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(%addr, "serving metrics");
+                background.spawn(serve_metrics(listener, shared.clone(), last_check.clone()));
+            }
+            Err(e) => tracing::error!(%addr, error = %e, "cannot serve metrics"),
+        }
+    }
+    tracing::info!(
+        certificates = agent.config.certificates.len(),
+        pid = std::process::id(),
+        "certkeeper daemon started"
+    );
+
+    let host = order::host_name();
+    let mut tasks: JoinSet<(CertConfig, anyhow::Result<Outcome>)> = JoinSet::new();
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut warned: HashSet<String> = HashSet::new();
+    let mut alarmed: HashMap<String, i64> = HashMap::new();
+    for _ in 0u64.. {
+        let agent = current(&shared);
+        let t = now();
+        last_check.store(t, Ordering::Relaxed);
+        let mut due: Vec<(bool, CertConfig)> = Vec::new();
+        let mut next_at = t + 3600;
+        for cert in &agent.config.certificates {
+            if in_flight.contains(&cert.name) {
+                continue;
+            }
+            let st = agent.store.load(&cert.name).unwrap_or_default();
+            let d = schedule::next(
+                t,
+                &order::facts(&st),
+                &agent.policy(cert),
+                schedule::jitter_seed(&host, &cert.name),
+            );
+            if d.term_warning && warned.insert(cert.name.clone()) {
+                tracing::warn!(cert = %cert.name, term_end = ?st.term_end, "the order term ends soon and renew_term is off: renew it in the SSL Manager, or set renew_term = true");
+            }
+            if d.urgent && alarmed.get(&cert.name) != st.not_after.as_ref() {
+                alarmed.insert(cert.name.clone(), st.not_after.unwrap_or(0));
+                tracing::error!(cert = %cert.name, not_after = ?st.not_after, "less than 1/20 of the certificate's validity is left");
+                background.spawn(alarm(
+                    agent.clone(),
+                    cert.clone(),
+                    "expiring",
+                    st.last_error.clone().unwrap_or_default(),
+                ));
+            }
+            if d.action == Action::TermEnded {
+                continue;
+            }
+            if d.at <= t {
+                due.push((d.urgent, cert.clone()));
+            } else {
+                next_at = next_at.min(d.at);
+            }
+        }
+        due.sort_by_key(|(urgent, _)| !urgent);
+        let limit = agent.config.order.concurrency;
+        for (_, cert) in due {
+            if in_flight.len() >= limit {
+                next_at = t;
+                break;
+            }
+            in_flight.insert(cert.name.clone());
+            let agent = agent.clone();
+            tasks.spawn(async move {
+                let result = agent.ensure(&cert, false).await;
+                (cert, result)
+            });
+        }
+        let wait = Duration::from_secs((next_at - t).clamp(1, 3600) as u64);
+        tokio::select! {
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok((cert, result)) = joined {
+                    in_flight.remove(&cert.name);
+                    match result {
+                        Ok(Outcome::Deployed { serial, .. }) => tracing::info!(cert = %cert.name, %serial, "renewed"),
+                        Ok(Outcome::NothingDue) => {}
+                        Ok(Outcome::NotDeployed { error, .. }) => {
+                            background.spawn(alarm(agent.clone(), cert.clone(), "not_deployed", error));
+                        }
+                        Err(e) => {
+                            let error = format!("{e:#}");
+                            tracing::error!(cert = %cert.name, %error, "order failed; will retry after the backoff");
+                            background.spawn(alarm(agent.clone(), cert.clone(), "failed", error));
+                        }
+                    }
+                }
+            }
+            Some(()) = changes.recv() => {
+                settle(&path, &mut changes).await;
+                if reload(&path, &shared) {
+                    watcher = watch(&path, &current(&shared).config, tx.clone());
+                }
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: re-reading the configuration");
+                if reload(&path, &shared) {
+                    watcher = watch(&path, &current(&shared).config, tx.clone());
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            Some(_) = background.join_next(), if !background.is_empty() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    drop(watcher);
+    tracing::info!(
+        in_flight = in_flight.len(),
+        "stopping; no new request starts, and any order in flight resumes from its journal at the next start"
+    );
+    // Journal writes are synchronous, so stopping a task never leaves one half-written.
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    background.abort_all();
+    EXIT_OK
+}
+
+/// Waits until a burst of file events is over and the file's content has stopped changing, so
+/// that an edit is never read half-written.
+async fn settle(path: &Path, changes: &mut mpsc::Receiver<()>) {
+    let mut last = std::fs::read(path).ok();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while changes.try_recv().is_ok() {}
+        let now = std::fs::read(path).ok();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// Re-reads the configuration; keeps the old one when the new one is invalid. Returns whether
+/// the new one was taken.
+fn reload(path: &Path, shared: &Shared) -> bool {
+    let old = current(shared);
+    let new = match config::read(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!("{e}");
+            }
+            tracing::error!("the new configuration is invalid; the previous one stays in force");
+            return false;
+        }
+    };
+    if new.store.state_dir != old.config.store.state_dir || new.store.live_dir != old.config.store.live_dir {
+        tracing::error!(
+            "store.state_dir and store.live_dir cannot change while certkeeper runs; restart it; the previous configuration stays in force"
+        );
+        return false;
+    }
+    let before: HashSet<String> = old.config.certificates.iter().map(|c| c.name.clone()).collect();
+    let after: HashSet<String> = new.certificates.iter().map(|c| c.name.clone()).collect();
+    let added: Vec<&String> = after.difference(&before).collect();
+    let removed: Vec<&String> = before.difference(&after).collect();
+    match Agent::new(new) {
+        Ok(agent) => {
+            tracing::info!(
+                ?added,
+                ?removed,
+                "configuration reloaded; removed certificates are no longer renewed, their files are left in place"
+            );
+            if let Ok(mut g) = shared.write() {
+                *g = Arc::new(agent);
+            }
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "the new configuration cannot be used; the previous one stays in force");
+            false
+        }
+    }
+}
+
+/// Watches the configuration file and the password file (their directories, so that an editor's
+/// replace-by-rename is seen too).
+fn watch(path: &Path, config: &Config, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    let mut files: Vec<PathBuf> = vec![path.to_path_buf()];
+    if let Some(pf) = config.api.password_file.clone() {
+        files.push(pf);
+    }
+    let names: Vec<PathBuf> = files
+        .iter()
+        .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
+        .collect();
+    let watched = names.clone();
+    let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && !ev.kind.is_access()
+            && ev.paths.iter().any(|p| {
+                watched
+                    .iter()
+                    .any(|w| p.file_name() == w.file_name() && p.parent() == w.parent())
+            })
+        {
+            let _ = tx.try_send(());
+        }
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the configuration; send SIGHUP after editing it");
+            return None;
+        }
+    };
+    let dirs: std::collections::BTreeSet<PathBuf> =
+        names.iter().filter_map(|n| n.parent().map(Path::to_path_buf)).collect();
+    for d in dirs {
+        if let Err(e) = watcher.watch(&d, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %d.display(), error = %e, "cannot watch; send SIGHUP after editing the configuration");
+        }
+    }
+    Some(watcher)
+}
+
+/// Runs the `on_failure` hook, if any.
+async fn alarm(agent: Arc<Agent>, cert: CertConfig, event: &'static str, error: String) {
+    let argv = &agent.config.daemon.on_failure;
+    if argv.is_empty() {
+        return;
+    }
+    let st = agent.store.load(&cert.name).unwrap_or_default();
+    let env = BTreeMap::from([
+        ("CERTKEEPER_NAME".to_string(), cert.name.clone()),
+        ("CERTKEEPER_EVENT".to_string(), event.to_string()),
+        ("CERTKEEPER_ERROR".to_string(), error),
+        ("CERTKEEPER_FAILURES".to_string(), st.failures.to_string()),
+        (
+            "CERTKEEPER_NOT_AFTER".to_string(),
+            st.not_after.map(|t| t.to_string()).unwrap_or_default(),
+        ),
+    ]);
+    if let Err(e) = hooks::run(argv, &env, cert.hook_timeout).await {
+        tracing::error!(cert = %cert.name, error = %e, "the on_failure hook failed");
+    }
+}
+
+/// Serves Prometheus metrics, one short-lived connection at a time.
+async fn serve_metrics(listener: tokio::net::TcpListener, shared: Shared, last_check: Arc<AtomicI64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let body = metrics_text(&current(&shared), last_check.load(Ordering::Relaxed));
+        let mut buf = [0u8; 1024];
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+        })
+        .await;
+    }
+}
+
+/// The metrics, with names modelled on cert-manager's.
+pub fn metrics_text(agent: &Agent, last_check: i64) -> String {
+    let host = order::host_name();
+    let t = now();
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, values: &mut dyn Iterator<Item = (String, f64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for (cert, v) in values {
+            out.push_str(&format!("{name}{{name=\"{cert}\"}} {v}\n"));
+        }
+    };
+    let states: Vec<(CertConfig, crate::store::CertState)> = agent
+        .config
+        .certificates
+        .iter()
+        .map(|c| (c.clone(), agent.store.load(&c.name).unwrap_or_default()))
+        .collect();
+    let pick = |f: &dyn Fn(&CertConfig, &crate::store::CertState) -> Option<f64>| -> Vec<(String, f64)> {
+        states
+            .iter()
+            .filter_map(|(c, s)| f(c, s).map(|v| (c.name.clone(), v)))
+            .collect()
+    };
+    metric(
+        "certkeeper_certificate_expiration_timestamp_seconds",
+        "The date after which the installed certificate expires, as a Unix timestamp.",
+        &mut pick(&|_, s| s.not_after.map(|v| v as f64)).into_iter(),
+    );
+    metric(
+        "certkeeper_certificate_renewal_timestamp_seconds",
+        "The date from which certkeeper will renew the certificate, as a Unix timestamp.",
+        &mut pick(&|c, s| {
+            Some(
+                schedule::next(
+                    t,
+                    &order::facts(s),
+                    &agent.policy(c),
+                    schedule::jitter_seed(&host, &c.name),
+                )
+                .at as f64,
+            )
+        })
+        .into_iter(),
+    );
+    metric(
+        "certkeeper_certificate_term_end_timestamp_seconds",
+        "The end of the paid order term, as a Unix timestamp.",
+        &mut pick(&|_, s| s.term_end.map(|v| v as f64)).into_iter(),
+    );
+    metric(
+        "certkeeper_certificate_ready_status",
+        "1 when a valid certificate is deployed, else 0.",
+        &mut pick(&|_, s| {
+            Some(if s.deployed && s.not_after.is_some_and(|na| na > t) {
+                1.0
+            } else {
+                0.0
+            })
+        })
+        .into_iter(),
+    );
+    metric(
+        "certkeeper_certificate_last_success_timestamp_seconds",
+        "When the certificate was last renewed and deployed, as a Unix timestamp.",
+        &mut pick(&|_, s| s.last_success.map(|v| v as f64)).into_iter(),
+    );
+    metric(
+        "certkeeper_certificate_failures",
+        "Consecutive failed attempts.",
+        &mut pick(&|_, s| Some(f64::from(s.failures))).into_iter(),
+    );
+    out.push_str(&format!(
+        "# HELP certkeeper_last_check_timestamp_seconds When the daemon last looked at its certificates; a stale value means a dead agent.\n# TYPE certkeeper_last_check_timestamp_seconds gauge\ncertkeeper_last_check_timestamp_seconds {last_check}\n"
+    ));
+    out
+}

@@ -1,0 +1,320 @@
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use autodns_sim::{Durations, Faults, SimConfig};
+
+use crate::support::*;
+
+/// The daemon, started as a child process and stopped by its PID.
+struct Daemon {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(env: &TestEnv) -> Self {
+        let log = env.dir.join(format!(
+            "daemon-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .arg("run")
+            .env("CERTKEEPER_CONFIG", env.config_path())
+            .env("CERTKEEPER_LOG", "info")
+            .current_dir(&env.dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, by PID; asserts a clean exit within 15 s.
+    fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert_eq!(
+                    status.code(),
+                    Some(0),
+                    "the daemon did not stop cleanly:\n{}",
+                    self.log()
+                );
+                return self.log();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the daemon did not stop within 15 s of SIGTERM:\n{}", self.log());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The installed certificate's expiry, if one is installed.
+fn not_after(env: &TestEnv, name: &str) -> Option<i64> {
+    let pem = std::fs::read_to_string(env.live(name).join("cert.pem")).ok()?;
+    Some(certkeeper::x509::info(&pem).unwrap().not_after.unix_timestamp())
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn count(env: &TestEnv, name: &str, kind: &str) -> usize {
+    env.sim
+        .control()
+        .ledger()
+        .iter()
+        .filter(|l| l.name == name && l.kind == kind)
+        .count()
+}
+
+const FAST: &str = "[daemon]\nretry_backoff = [\"1s\", \"2s\", \"4s\"]\n";
+
+fn compressed(faults: Faults, month: u64, validity: u64) -> SimConfig {
+    SimConfig {
+        durations: Durations {
+            month: Duration::from_secs(month),
+            cert_validity: Duration::from_secs(validity),
+            hang: Duration::from_secs(4),
+            ..Durations::default()
+        },
+        faults,
+        ..SimConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_compressed_clock_every_certificate_stays_valid_and_terms_are_renewed_where_allowed() {
+    // A month is 10 s and a certificate lives 30 s: a 12-month term ends after 120 s.
+    let env = TestEnv::start_sim("daemon-clock", compressed(Faults::default(), 10, 30)).await;
+    env.write_config(
+        &[
+            Cert::autodns("a.example.com"),
+            Cert::hook("b.example.net"),
+            Cert::autodns("c.example.org"),
+        ],
+        "renew_term = true",
+    );
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    let text = text.replace(
+        "name = \"c.example.org\"\n",
+        "name = \"c.example.org\"\nrenew_term = false\n",
+    );
+    std::fs::write(env.config_path(), format!("{text}\n{FAST}")).unwrap();
+    let daemon = Daemon::start(&env);
+    let started = unix_now();
+    let mut first_seen: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut samples = 0;
+    while unix_now() - started < 185 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let t = unix_now();
+        for name in ["a.example.com", "b.example.net", "c.example.org"] {
+            let Some(na) = not_after(&env, name) else {
+                assert!(t - started < 20, "{name} was not issued within 20 s:\n{}", daemon.log());
+                continue;
+            };
+            first_seen.entry(name).or_insert(t);
+            // c's term ends after 120 s and may not be renewed: it is allowed to lapse then.
+            if name != "c.example.org" || t - started < 110 {
+                assert!(
+                    na > t,
+                    "{name} expired at {na} (now {t}), {} s into the run:\n{}",
+                    t - started,
+                    daemon.log()
+                );
+            }
+        }
+        samples += 1;
+    }
+    let log = daemon.stop();
+    assert!(samples >= 180, "{samples} samples");
+    for name in ["a.example.com", "b.example.net"] {
+        assert_eq!(count(&env, name, "create"), 1, "{:?}", env.sim.control().ledger());
+        assert_eq!(
+            count(&env, name, "renew"),
+            1,
+            "{name}: the term must be renewed once: {:?}",
+            env.sim.control().ledger()
+        );
+        assert!(
+            count(&env, name, "reissue") >= 5,
+            "{name} was reissued only {} times",
+            count(&env, name, "reissue")
+        );
+    }
+    assert_eq!(count(&env, "c.example.org", "create"), 1);
+    assert_eq!(count(&env, "c.example.org", "renew"), 0, "c has renew_term = false");
+    assert!(
+        log.contains("the order term ends soon and renew_term is off"),
+        "no term warning for c:\n{log}"
+    );
+    assert_eq!(
+        env.sim.control().ledger().iter().filter(|l| l.charged).count(),
+        5,
+        "exactly 3 creates and 2 renewals are paid"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_follows_config_edits_without_a_restart() {
+    let env = TestEnv::start_sim("daemon-live", compressed(Faults::default(), 60, 30)).await;
+    env.write_config(&[Cert::autodns("a.example.com")], "");
+    let append_fast = |env: &TestEnv| {
+        let text = std::fs::read_to_string(env.config_path()).unwrap();
+        std::fs::write(env.config_path(), format!("{text}\n{FAST}")).unwrap();
+    };
+    append_fast(&env);
+    let daemon = Daemon::start(&env);
+    wait_until(&daemon, 20, || not_after(&env, "a.example.com").is_some()).await;
+
+    // A certificate added to the config is issued without a restart.
+    env.write_config(&[Cert::autodns("a.example.com"), Cert::autodns("b.example.com")], "");
+    append_fast(&env);
+    wait_until(&daemon, 20, || not_after(&env, "b.example.com").is_some()).await;
+
+    // An invalid edit is logged and changes nothing.
+    let good = std::fs::read_to_string(env.config_path()).unwrap();
+    std::fs::write(
+        env.config_path(),
+        good.replace("key = \"ecdsa-p256\"", "key = \"dsa-512\""),
+    )
+    .unwrap();
+    wait_until(&daemon, 10, || {
+        daemon.log().contains("the new configuration is invalid")
+    })
+    .await;
+    assert!(daemon.log().contains("unknown key type 'dsa-512'"), "{}", daemon.log());
+
+    // A removed certificate is no longer renewed; its files stay. (An order of b already under
+    // way when the edit lands may finish; none starts after it.)
+    let reloads = daemon.log().matches("configuration reloaded").count();
+    env.write_config(&[Cert::autodns("a.example.com")], "");
+    append_fast(&env);
+    wait_until(&daemon, 10, || {
+        let log = daemon.log();
+        log.matches("configuration reloaded").count() > reloads && log.contains("removed=[\"b.example.com\"]")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b_before = count(&env, "b.example.com", "reissue");
+    let a_before = count(&env, "a.example.com", "reissue");
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let b_after = count(&env, "b.example.com", "reissue");
+    assert_eq!(b_after, b_before, "b was renewed after its removal:\n{}", daemon.log());
+    assert!(
+        count(&env, "a.example.com", "reissue") > a_before,
+        "a stopped being renewed:\n{}",
+        daemon.log()
+    );
+    assert!(env.live("b.example.com").join("cert.pem").exists());
+
+    // SIGHUP re-reads the configuration too.
+    Command::new("kill")
+        .args(["-HUP", &daemon.child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_until(&daemon, 10, || {
+        daemon.log().contains("SIGHUP: re-reading the configuration")
+    })
+    .await;
+
+    // A second daemon on the same state directory refuses, naming the first.
+    let second = env.run(&["run"], &[]).await;
+    assert_eq!(second.status.code(), Some(5), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains(&format!("another certkeeper (PID {})", daemon.child.id())),
+        "{}",
+        stderr(&second)
+    );
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_fifth_of_the_api_calls_failing_every_certificate_stays_valid_and_none_is_paid_twice() {
+    // Every fault kind, ghost commits included, on 20% of all calls.
+    let faults = Faults {
+        rate: 0.2,
+        ..Faults::default()
+    };
+    let env = TestEnv::start_sim("daemon-faults", compressed(faults, 30, 60)).await;
+    let names = ["f1.example.com", "f2.example.net", "f3.example.org"];
+    env.write_config(
+        &[Cert::autodns(names[0]), Cert::hook(names[1]), Cert::autodns(names[2])],
+        "",
+    );
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    std::fs::write(env.config_path(), format!("{text}\n{FAST}")).unwrap();
+    let daemon = Daemon::start(&env);
+    let started = unix_now();
+    while unix_now() - started < 150 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let t = unix_now();
+        for name in names {
+            match not_after(&env, name) {
+                Some(na) => assert!(
+                    na > t,
+                    "{name} expired {} s into the run:\n{}",
+                    t - started,
+                    daemon.log()
+                ),
+                None => assert!(t - started < 60, "{name} was not issued within 60 s:\n{}", daemon.log()),
+            }
+        }
+    }
+    daemon.stop();
+    for name in names {
+        env.assert_installed(name);
+        assert_eq!(
+            count(&env, name, "create"),
+            1,
+            "{name}: {:?}",
+            env.sim.control().ledger()
+        );
+        assert_eq!(count(&env, name, "renew"), 0);
+        assert!(
+            count(&env, name, "reissue") >= 2,
+            "{name} was reissued {} times",
+            count(&env, name, "reissue")
+        );
+    }
+    let kinds: std::collections::BTreeSet<String> = env
+        .sim
+        .control()
+        .requests()
+        .iter()
+        .filter_map(|r| r.fault.clone())
+        .collect();
+    assert!(
+        kinds.contains("ghost") && kinds.len() >= 8,
+        "faults injected: {kinds:?}"
+    );
+}
+
+async fn wait_until(daemon: &Daemon, secs: u64, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("not done within {secs} s; the daemon's log:\n{}", daemon.log());
+}
