@@ -273,6 +273,8 @@ pub struct StatusRow {
     pub not_after: Option<String>,
     pub days_left: Option<f64>,
     pub term_end: Option<String>,
+    /// When the next reissue or renewal is due.
+    pub next_renewal: Option<String>,
     pub state: String,
     pub last_error: Option<String>,
     pub live: String,
@@ -313,6 +315,20 @@ pub fn status_rows(config: &Config) -> Vec<StatusRow> {
                     .not_after
                     .map(|na| ((na - now) as f64 / 86400.0 * 10.0).round() / 10.0),
                 term_end: fmt(st.term_end),
+                next_renewal: {
+                    let seed = crate::schedule::jitter_seed(&crate::order::host_name(), &c.name);
+                    let d = crate::schedule::next(
+                        now,
+                        &crate::order::facts(&st),
+                        &crate::order::policy_for(c, &config.daemon),
+                        seed,
+                    );
+                    if d.action == crate::schedule::Action::TermEnded {
+                        None
+                    } else {
+                        fmt(Some(d.at.max(now)))
+                    }
+                },
                 state,
                 last_error: st.last_error.clone(),
                 live: config.store.live_dir.join(&c.name).display().to_string(),
@@ -334,8 +350,8 @@ fn status(config: &Config, json: bool) -> u8 {
 /// Renders the status rows as a table.
 pub fn status_table(rows: &[StatusRow]) -> String {
     let mut out = format!(
-        "{:<28} {:<34} {:<21} {:>9} {:<21} {}\n",
-        "NAME", "SERIAL", "NOT AFTER", "DAYS LEFT", "TERM END", "STATE"
+        "{:<28} {:<34} {:<21} {:>9} {:<21} {:<21} {}\n",
+        "NAME", "SERIAL", "NOT AFTER", "DAYS LEFT", "TERM END", "NEXT RENEWAL", "STATE"
     );
     for r in rows {
         let day = |s: &Option<String>| {
@@ -344,12 +360,13 @@ pub fn status_table(rows: &[StatusRow]) -> String {
                 .unwrap_or_else(|| "-".into())
         };
         out.push_str(&format!(
-            "{:<28} {:<34} {:<21} {:>9} {:<21} {}\n",
+            "{:<28} {:<34} {:<21} {:>9} {:<21} {:<21} {}\n",
             r.name,
             r.serial.as_deref().unwrap_or("-"),
             day(&r.not_after),
             r.days_left.map(|d| format!("{d:.1}")).unwrap_or_else(|| "-".into()),
             day(&r.term_end),
+            day(&r.next_renewal),
             r.state
         ));
         if let Some(e) = &r.last_error {

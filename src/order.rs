@@ -629,13 +629,7 @@ impl Agent {
 
     /// The schedule's policy for a certificate.
     pub fn policy(&self, cert: &CertConfig) -> schedule::Policy {
-        schedule::Policy {
-            renew_before: cert.renew_before,
-            renew_term: cert.renew_term,
-            term_warning: self.config.daemon.term_warning,
-            backoff: self.config.daemon.retry_backoff.clone(),
-            jitter_share: self.config.daemon.jitter,
-        }
+        policy_for(cert, &self.config.daemon)
     }
 
     fn reload_env(&self, cert: &CertConfig, st: &CertState) -> BTreeMap<String, String> {
@@ -718,6 +712,17 @@ impl Agent {
         self.store.write_contacts(&serde_json::to_vec_pretty(&known)?)?;
         tracing::info!(contact = id, "created an SSL contact from the configured details");
         Ok(id)
+    }
+}
+
+/// The schedule's policy for a certificate under the daemon settings.
+pub fn policy_for(cert: &CertConfig, daemon: &crate::config::DaemonConfig) -> schedule::Policy {
+    schedule::Policy {
+        renew_before: cert.renew_before,
+        renew_term: cert.renew_term,
+        term_warning: daemon.term_warning,
+        backoff: daemon.retry_backoff.clone(),
+        jitter_share: daemon.jitter,
     }
 }
 

@@ -143,8 +143,15 @@ async fn with_every_fault_kind_on_every_route_each_certificate_is_paid_once() {
         .map(|(i, n)| if i % 2 == 0 { Cert::autodns(n) } else { Cert::hook(n) })
         .collect();
     env.write_config(&certs, "");
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    std::fs::write(
+        env.config_path(),
+        format!("{text}\n[daemon]\nretry_backoff = [\"1s\"]\n"),
+    )
+    .unwrap();
     let mut ok = false;
     for _ in 0..15 {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         let out = env.run(&["run", "--once"], &[]).await;
         if out.status.code() == Some(0) && names.iter().all(|n| env.live(n).join("cert.pem").exists()) {
             ok = true;

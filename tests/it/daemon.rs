@@ -318,3 +318,101 @@ async fn wait_until(daemon: &Daemon, secs: u64, mut done: impl FnMut() -> bool) 
     }
     panic!("not done within {secs} s; the daemon's log:\n{}", daemon.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_call_the_on_failure_hook_and_metrics_show_every_certificate() {
+    let faults = Faults {
+        job_outcome: autodns_sim::JobOutcome::Fail,
+        ..Faults::default()
+    };
+    let env = TestEnv::start_sim("daemon-metrics", compressed(faults, 60, 60)).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hook = env.dir.join("on-failure.sh");
+    let seen = env.dir.join("on-failure.out");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nenv | grep '^CERTKEEPER_' | sort >> {}\necho --- >> {}\n",
+            seen.display(),
+            seen.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.write_config(&[Cert::autodns("m.example.com")], "");
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    std::fs::write(
+        env.config_path(),
+        format!("{text}\n[daemon]\nretry_backoff = [\"1s\"]\nmetrics_listen = \"127.0.0.1:{port}\"\non_failure = [\"{}\"]\n", hook.display()),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&env);
+    wait_until(&daemon, 20, || {
+        std::fs::read_to_string(&seen).is_ok_and(|s| s.contains("---"))
+    })
+    .await;
+    let report = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        report.contains("CERTKEEPER_NAME=m.example.com") && report.contains("CERTKEEPER_EVENT=failed"),
+        "{report}"
+    );
+    assert!(
+        report.contains("CERTKEEPER_ERROR=") && report.contains("ended FAILED"),
+        "{report}"
+    );
+
+    // Once the CA behaves again the certificate is issued, and the metrics say so.
+    env.sim.control().set_faults(Faults::default()).unwrap();
+    wait_until(&daemon, 30, || not_after(&env, "m.example.com").is_some()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = fetch(port).await;
+    let na = not_after(&env, "m.example.com").unwrap();
+    for expected in [
+        format!("certkeeper_certificate_expiration_timestamp_seconds{{name=\"m.example.com\"}} {na}"),
+        "certkeeper_certificate_ready_status{name=\"m.example.com\"} 1".to_string(),
+        "certkeeper_certificate_failures{name=\"m.example.com\"} 0".to_string(),
+        "# TYPE certkeeper_certificate_renewal_timestamp_seconds gauge".to_string(),
+        "# TYPE certkeeper_certificate_term_end_timestamp_seconds gauge".to_string(),
+        "certkeeper_certificate_last_success_timestamp_seconds{name=\"m.example.com\"}".to_string(),
+    ] {
+        assert!(metrics.contains(&expected), "'{expected}' missing from:\n{metrics}");
+    }
+    let last_check: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("certkeeper_last_check_timestamp_seconds "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(unix_now() - last_check < 5, "the last check is stale: {last_check}");
+    let renewal: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("certkeeper_certificate_renewal_timestamp_seconds{name=\"m.example.com\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        renewal > unix_now() && renewal < na,
+        "renewal at {renewal}, expiry {na}"
+    );
+    daemon.stop();
+}
+
+async fn fetch(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    out
+}

@@ -118,6 +118,12 @@ async fn a_failed_reload_rolls_back_and_the_next_run_deploys() {
 async fn a_failed_order_is_retried_as_a_free_reissue_not_a_second_order() {
     let env = TestEnv::start("failedjob").await;
     env.write_config(&[Cert::autodns("www.example.com")], "");
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    std::fs::write(
+        env.config_path(),
+        format!("{text}\n[daemon]\nretry_backoff = [\"1s\"]\n"),
+    )
+    .unwrap();
     env.sim
         .control()
         .set_faults(Faults {
@@ -137,6 +143,10 @@ async fn a_failed_order_is_retried_as_a_free_reissue_not_a_second_order() {
             ..Faults::default()
         })
         .unwrap();
+    // Right after a failure, nothing is due: the retry waits out its backoff.
+    env.run_ok(&["run", "--once"]).await;
+    assert!(!env.live("www.example.com").exists());
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     env.run_ok(&["run", "--once"]).await;
     env.assert_installed("www.example.com");
     assert_eq!(env.paid("www.example.com"), 1, "{:?}", env.sim.control().ledger());
