@@ -183,25 +183,29 @@ pub async fn run_once(config: Config, renew: Option<Vec<String>>) -> u8 {
         eprintln!("certkeeper: {unknown} is not a configured certificate");
         return EXIT_CONFIG;
     }
-    let agent = match Agent::new(config) {
-        Ok(a) => Arc::new(a),
-        Err(e) => {
-            eprintln!("certkeeper: {e:#}");
-            return EXIT_ERROR;
-        }
-    };
-    if let Err(e) = agent.store.prepare() {
-        eprintln!("certkeeper: cannot create {}: {e}", agent.store.state_dir.display());
-        return EXIT_ERROR;
-    }
-    let _lock = match agent.store.lock() {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("certkeeper: {e}");
-            return EXIT_LOCKED;
-        }
+    let (agent, _lock) = match start(config) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     run_all(&agent, renew.as_deref()).await
+}
+
+/// Builds the agent, creates its directories and takes the state directory's lock; on failure
+/// says why and gives the exit code.
+pub fn start(config: Config) -> Result<(Arc<Agent>, crate::store::Lock), u8> {
+    let agent = Agent::new(config).map(Arc::new).map_err(|e| {
+        eprintln!("certkeeper: {e:#}");
+        EXIT_ERROR
+    })?;
+    agent.store.prepare().map_err(|e| {
+        eprintln!("certkeeper: cannot create {}: {e}", agent.store.state_dir.display());
+        EXIT_ERROR
+    })?;
+    let lock = agent.store.lock().map_err(|e| {
+        eprintln!("certkeeper: {e}");
+        EXIT_LOCKED
+    })?;
+    Ok((agent, lock))
 }
 
 /// Works on every certificate (or the named ones, forced), a bounded number at a time.

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::cli::{EXIT_ERROR, EXIT_LOCKED, EXIT_OK};
+use crate::cli::{EXIT_ERROR, EXIT_OK};
 use crate::config::{self, CertConfig, Config};
 use crate::hooks;
 use crate::order::{self, Agent, Outcome};
@@ -35,23 +35,9 @@ fn current(shared: &Shared) -> Arc<Agent> {
 
 /// Runs until SIGTERM or SIGINT; returns the exit code.
 pub async fn run(path: PathBuf, config: Config) -> u8 {
-    let agent = match Agent::new(config) {
-        Ok(a) => Arc::new(a),
-        Err(e) => {
-            eprintln!("certkeeper: {e:#}");
-            return EXIT_ERROR;
-        }
-    };
-    if let Err(e) = agent.store.prepare() {
-        eprintln!("certkeeper: cannot create {}: {e}", agent.store.state_dir.display());
-        return EXIT_ERROR;
-    }
-    let _lock = match agent.store.lock() {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("certkeeper: {e}");
-            return EXIT_LOCKED;
-        }
+    let (agent, _lock) = match crate::cli::start(config) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (

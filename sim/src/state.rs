@@ -906,18 +906,7 @@ impl State {
                 ),
             ));
         }
-        if body.admin_contact.is_none() {
-            body.admin_contact = cert.admin.map(|id| SslContactIn {
-                id: Some(id),
-                ..Default::default()
-            });
-        }
-        if body.technical_contact.is_none() {
-            body.technical_contact = cert.tech.map(|id| SslContactIn {
-                id: Some(id),
-                ..Default::default()
-            });
-        }
+        cert.fill_contacts(&mut body);
         if let Some(m) = body.authentication.as_ref().and_then(|a| a.method.as_deref())
             && m != cert.auth.method
         {
@@ -930,11 +919,7 @@ impl State {
                 ),
             ));
         }
-        if cert.product.certificate_type == "MAIL" {
-            body.password.get_or_insert_with(|| "unchanged".into());
-            body.firstname = body.firstname.or(cert.firstname.clone());
-            body.lastname = body.lastname.or(cert.lastname.clone());
-        }
+        cert.fill_mail_fields(&mut body);
         let pending = self.intake(T, owner, &body, cert.product, cert.months, provisioning_key)?;
         let c = self.certs.get_mut(&id).expect("checked above");
         c.reissue_status_touch();
@@ -982,18 +967,7 @@ impl State {
         if body.csr.as_deref() == Some("") {
             body.csr = None;
         }
-        if body.admin_contact.is_none() {
-            body.admin_contact = cert.admin.map(|id| SslContactIn {
-                id: Some(id),
-                ..Default::default()
-            });
-        }
-        if body.technical_contact.is_none() {
-            body.technical_contact = cert.tech.map(|id| SslContactIn {
-                id: Some(id),
-                ..Default::default()
-            });
-        }
+        cert.fill_contacts(&mut body);
         if body.authentication.is_none() {
             body.authentication = Some(CertAuthenticationIn {
                 method: Some(cert.auth.method.clone()),
@@ -1001,11 +975,7 @@ impl State {
                 ..Default::default()
             });
         }
-        if cert.product.certificate_type == "MAIL" {
-            body.password.get_or_insert_with(|| "unchanged".into());
-            body.firstname = body.firstname.or(cert.firstname.clone());
-            body.lastname = body.lastname.or(cert.lastname.clone());
-        }
+        cert.fill_mail_fields(&mut body);
         let pending = self.intake(T, owner, &body, cert.product, months, provisioning_key)?;
         let job = self.start_job(owner, id, "renew", Some(pending), ctid.clone(), zones, d);
         self.ledger("renew", true, id, job, &ctid);
@@ -1429,6 +1399,29 @@ impl State {
 impl Cert {
     fn reissue_status_touch(&mut self) {
         self.updated = now();
+    }
+
+    /// A reissue or renew body may leave out the contacts: the order's stay.
+    fn fill_contacts(&self, body: &mut CertificateIn) {
+        let contact = |id: i64| SslContactIn {
+            id: Some(id),
+            ..Default::default()
+        };
+        if body.admin_contact.is_none() {
+            body.admin_contact = self.admin.map(contact);
+        }
+        if body.technical_contact.is_none() {
+            body.technical_contact = self.tech.map(contact);
+        }
+    }
+
+    /// A reissue or renew of an S/MIME order keeps its personal fields.
+    fn fill_mail_fields(&self, body: &mut CertificateIn) {
+        if self.product.certificate_type == "MAIL" {
+            body.password.get_or_insert_with(|| "unchanged".into());
+            body.firstname = body.firstname.take().or(self.firstname.clone());
+            body.lastname = body.lastname.take().or(self.lastname.clone());
+        }
     }
 }
 

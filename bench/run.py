@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""certkeeper's benchmarks, against autodns-sim on loopback. One command:
+
+    python3 bench/run.py            # everything (about 15 minutes, most of it the rate-limited run)
+    python3 bench/run.py cpu noop   # only some: cpu, rss, noop, calls, ratelimit, dnslag, idle
+
+It builds the release binaries, starts autodns-sim (job delay 0) as a child process, writes
+configs into a temporary directory, runs certkeeper as child processes and reads their CPU
+time and peak RSS from wait4(2). Every process it starts is stopped by its PID. Results are
+printed and written to bench/results.json.
+"""
+
+import calendar
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import ssl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+CERTKEEPER = os.path.join(TARGET, "release", "certkeeper")
+SIM = os.path.join(TARGET, "release", "autodns-sim")
+RUNS = 5
+results = {}
+
+
+def build():
+    subprocess.run(["cargo", "build", "--release", "--workspace", "--bins"], cwd=ROOT, check=True)
+
+
+def run(args, env=None, cwd=None):
+    """Runs a command to its end; returns (seconds, cpu seconds, peak RSS in KiB, stdout, stderr)."""
+    start = time.monotonic()
+    p = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = p.stdout.read(), p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.monotonic() - start
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        sys.exit(f"{args} failed ({p.returncode}):\n{err.decode()[-3000:]}")
+    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, out.decode(), err.decode()
+
+
+class Sim:
+    """autodns-sim as a child process, stopped by its PID."""
+
+    def __init__(self, *flags):
+        self.p = subprocess.Popen([SIM, *flags], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.ready = json.loads(self.p.stdout.readline())
+        self.ctx = ssl.create_default_context(cafile=self.ready["ca_file"])
+
+    def get(self, path):
+        with urllib.request.urlopen(self.ready["sim"] + path, context=self.ctx) as r:
+            return json.load(r)
+
+    def post(self, path, body):
+        req = urllib.request.Request(self.ready["sim"] + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, context=self.ctx) as r:
+            return json.load(r)
+
+    def stop(self):
+        os.kill(self.p.pid, signal.SIGTERM)
+        self.p.wait(timeout=10)
+
+
+def workdir(sim, names, key="ecdsa-p256", extra="", api_rate=1000.0, poll="50ms", dns="autodns"):
+    d = tempfile.mkdtemp(prefix="certkeeper-bench-")
+    with open(os.path.join(d, "api-password"), "w") as f:
+        f.write("demo-password\n")
+    os.chmod(os.path.join(d, "api-password"), 0o600)
+    host, port = sim.ready["dns"].rsplit(":", 1)
+    lines = [
+        "[api]",
+        f'url = "{sim.ready["api"]}"',
+        'user = "demo"',
+        "context = 4",
+        'password_file = "api-password"',
+        f'ca_file = "{sim.ready["ca_file"]}"',
+        f"rate_limit = {api_rate}",
+        "[store]",
+        'state_dir = "state"',
+        'live_dir = "live"',
+        "[dns]",
+        f'resolvers = ["{sim.ready["dns"]}"]',
+        f"nameserver_port = {port}",
+        "[order]",
+        f'poll_interval = "{poll}"',
+        'poll_interval_max = "1s"',
+        "[defaults]",
+        "admin_contact = 100",
+        "technical_contact = 100",
+        f'key = "{key}"',
+        f'dns = "{dns}"',
+        extra,
+    ]
+    for n in names:
+        lines += ["[[certificate]]", f'name = "{n}"']
+    with open(os.path.join(d, "certkeeper.toml"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return d
+
+
+def contact(sim):
+    """Creates contact 100 through the API, as a user would once."""
+    req = urllib.request.Request(
+        sim.ready["api"] + "/sslcontact",
+        data=json.dumps({"fname": "Bench", "lname": "Mark", "email": "b@example.com", "phone": "+49-1-1"}).encode(),
+        headers={"Content-Type": "application/json", "X-Domainrobot-Context": "4", "User-Agent": "bench", "Authorization": "Basic ZGVtbzpkZW1vLXBhc3N3b3Jk"},
+    )
+    with urllib.request.urlopen(req, context=sim.ctx) as r:
+        assert json.load(r)["data"][0]["id"] == 100
+
+
+def ck(d, *args):
+    env = dict(os.environ, CERTKEEPER_CONFIG=os.path.join(d, "certkeeper.toml"), CERTKEEPER_LOG="warn")
+    return run([CERTKEEPER, *args], env=env, cwd=d)
+
+
+def names(n, zone="example.com"):
+    return [f"c{i}.{zone}" for i in range(n)]
+
+
+def fabricate(d, n, not_after_days=150):
+    """State files of n installed certificates, none due (for the no-op, RSS and idle runs)."""
+    now = int(time.time())
+    os.makedirs(os.path.join(d, "state", "certs"), exist_ok=True)
+    os.makedirs(os.path.join(d, "live"), exist_ok=True)
+    for name in names(n):
+        st = {"version": 1, "name": name, "certificate_id": 1, "term_end": now + 360 * 86400, "serial": "01",
+              "not_before": now - 10 * 86400, "not_after": now + not_after_days * 86400, "generation": 1, "deployed": True}
+        with open(os.path.join(d, "state", "certs", name + ".json"), "w") as f:
+            json.dump(st, f)
+
+
+def bench_cpu():
+    sim = Sim("--rate-limit", "0")
+    contact(sim)
+    for key in ["ecdsa-p256", "rsa-2048"]:
+        d = workdir(sim, names(100), key=key)
+        ck(d, "run", "--once")  # creates the 100 orders
+        before = len(sim.get("/requests"))
+        walls, cpus, rss = [], [], []
+        for _ in range(RUNS):
+            wall, cpu, maxrss, _, _ = ck(d, "--renew-now")
+            walls.append(wall * 1000 / 100), cpus.append(cpu * 1000 / 100), rss.append(maxrss)
+        calls = (len(sim.get("/requests")) - before) / (100 * RUNS)
+        one_wall, one_cpu, one_rss = [], [], []
+        for name in names(100):
+            wall, cpu, maxrss, _, _ = ck(d, "--renew-now", name)
+            one_wall.append(wall * 1000), one_cpu.append(cpu * 1000), one_rss.append(maxrss)
+        results[f"cpu_{key}"] = {
+            "one_run_100": {"cpu_ms_per_cert": statistics.median(cpus), "wall_ms_per_cert": statistics.median(walls), "peak_rss_kib": max(rss)},
+            "process_per_cert": {"cpu_ms_per_cert": statistics.median(one_cpu), "wall_ms_per_cert": statistics.median(one_wall), "peak_rss_kib": max(one_rss)},
+            "api_calls_per_issuance": calls,
+        }
+        print(key, json.dumps(results[f"cpu_{key}"]), flush=True)
+    sim.stop()
+
+
+def bench_noop():
+    sim = Sim("--rate-limit", "0")
+    d = workdir(sim, names(10000))
+    fabricate(d, 10000)
+    walls, cpus, rss = [], [], []
+    for _ in range(RUNS):
+        wall, cpu, maxrss, _, _ = ck(d, "run", "--once")
+        walls.append(wall * 1000), cpus.append(cpu * 1000), rss.append(maxrss)
+    assert not sim.get("/requests"), "a no-op run must not call the API"
+    results["noop_10000"] = {"wall_ms": statistics.median(walls), "cpu_ms": statistics.median(cpus), "peak_rss_kib": max(rss)}
+    print("noop", json.dumps(results["noop_10000"]), flush=True)
+    sim.stop()
+
+
+def daemon_rss_and_cpu(n, seconds):
+    """Starts the daemon over n installed certificates, stops it after `seconds`; returns (VmHWM KiB, cpu s)."""
+    sim = Sim("--rate-limit", "0")
+    d = workdir(sim, names(n))
+    fabricate(d, n)
+    env = dict(os.environ, CERTKEEPER_CONFIG=os.path.join(d, "certkeeper.toml"), CERTKEEPER_LOG="warn")
+    p = subprocess.Popen([CERTKEEPER, "run"], env=env, cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(seconds)
+    hwm = 0
+    with open(f"/proc/{p.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    os.kill(p.pid, signal.SIGTERM)
+    _, _, ru = os.wait4(p.pid, 0)
+    assert not sim.get("/requests"), "nothing was due"
+    sim.stop()
+    return hwm, ru.ru_utime + ru.ru_stime
+
+
+def bench_rss():
+    for n in [1000, 10000]:
+        hwm = statistics.median([daemon_rss_and_cpu(n, 5)[0] for _ in range(3)])
+        results[f"daemon_rss_{n}"] = {"peak_rss_kib": hwm}
+        print("daemon", n, hwm, flush=True)
+
+
+def bench_idle():
+    # The idle cost is the difference between a daemon that ran 65 s and one that ran 5 s.
+    short = statistics.median([daemon_rss_and_cpu(1000, 5)[1] for _ in range(3)])
+    long = statistics.median([daemon_rss_and_cpu(1000, 65)[1] for _ in range(3)])
+    results["idle_1000"] = {"cpu_ms_per_minute": (long - short) * 1000, "startup_cpu_ms": short * 1000}
+    print("idle", json.dumps(results["idle_1000"]), flush=True)
+
+
+def bench_ratelimit():
+    sim = Sim()  # the API's own limit: 3 requests per second
+    contact(sim)
+    time.sleep(1)
+    d = workdir(sim, names(300), api_rate=3.0)
+    before = len(sim.get("/requests"))
+    wall, cpu, _, _, _ = ck(d, "run", "--once")
+    reqs = sim.get("/requests")[before:]
+    limited = sum(1 for r in reqs if r["status"] == 429)
+    calls = len(reqs)
+    bound = calls / 3.0
+    results["ratelimit_300"] = {"wall_s": wall, "calls": calls, "lower_bound_s": bound, "over_bound_pct": (wall / bound - 1) * 100, "answered_429": limited}
+    print("ratelimit", json.dumps(results["ratelimit_300"]), flush=True)
+    sim.stop()
+
+
+def bench_dnslag():
+    """Hook mode: the hook asks the simulator to publish the record 1 s later and notes when; the
+    lag is from then to certkeeper's log line saying every authoritative server serves it."""
+    sim = Sim("--rate-limit", "0")
+    contact(sim)
+    lags = []
+    for i in range(RUNS * 2):
+        name = f"lag{i}.example.net"
+        d = tempfile.mkdtemp(prefix="certkeeper-bench-hook-")
+        hook = os.path.join(d, "hook.py")
+        with open(hook, "w") as f:
+            f.write(f"""#!/usr/bin/env python3
+import json, os, ssl, sys, time, urllib.request
+if sys.argv[-1] != "present":
+    sys.exit(0)
+ctx = ssl.create_default_context(cafile={sim.ready["ca_file"]!r})
+body = {{"action": "add", "name": os.environ["CERTKEEPER_RECORD_NAME"], "value": os.environ["CERTKEEPER_RECORD_VALUE"], "delay": 1.0}}
+req = urllib.request.Request({sim.ready["sim"]!r} + "/dns", data=json.dumps(body).encode(), headers={{"Content-Type": "application/json"}})
+urllib.request.urlopen(req, context=ctx).read()
+with open({os.path.join(d, "visible_at")!r}, "w") as out:
+    out.write(repr(time.time() + 1.0))
+""")
+        os.chmod(hook, 0o755)
+        d2 = workdir(sim, [name], dns="hook", extra=f'dns_hook = ["{hook}"]')
+        env = dict(os.environ, CERTKEEPER_CONFIG=os.path.join(d2, "certkeeper.toml"), CERTKEEPER_LOG="info")
+        p = subprocess.run([CERTKEEPER, "--log-format", "json", "run", "--once"], env=env, cwd=d2, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        visible = float(open(os.path.join(d, "visible_at")).read())
+        for line in p.stderr.splitlines():
+            if "every authoritative nameserver serves" in line:
+                ts = json.loads(line)["timestamp"]
+                noticed = calendar.timegm(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) + float("0." + ts[20:26])
+                lags.append(noticed - visible)
+    results["dns_lag"] = {"median_s": statistics.median(lags), "max_s": max(lags), "samples": len(lags)}
+    print("dnslag", json.dumps(results["dns_lag"]), flush=True)
+    sim.stop()
+
+
+BENCHES = {"cpu": bench_cpu, "noop": bench_noop, "rss": bench_rss, "idle": bench_idle, "dnslag": bench_dnslag, "ratelimit": bench_ratelimit}
+
+if __name__ == "__main__":
+    wanted = sys.argv[1:] or list(BENCHES)
+    build()
+    for w in wanted:
+        BENCHES[w]()
+    out = os.path.join(ROOT, "bench", "results.json")
+    old = json.load(open(out)) if os.path.exists(out) else {}
+    old.update(results)
+    with open(out, "w") as f:
+        json.dump(old, f, indent=2, sort_keys=True)
+    print(json.dumps(results, indent=2, sort_keys=True))
