@@ -88,7 +88,22 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One-shot commands run on one thread: their work is network I/O, and fewer threads mean
+    // a smaller footprint. The daemon keeps a thread pool so that metrics stay responsive
+    // while a key is generated.
+    let daemon = matches!(
+        cli.command,
+        Some(Command::Run {
+            once: false,
+            renew_now: None
+        })
+    ) && cli.renew_now.is_none();
+    let mut builder = if daemon {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("certkeeper: cannot start the async runtime: {e}");
@@ -218,6 +233,9 @@ pub async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> u8 {
         .cloned()
         .collect();
     let force = renew.is_some();
+    // Only what is due gets a task; a run with nothing due touches nothing but the state files.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let certs: Vec<_> = certs.into_iter().filter(|c| force || agent.is_due(c, now)).collect();
     let total = certs.len();
     let progress = std::io::stdout().is_terminal();
     let limit = Arc::new(tokio::sync::Semaphore::new(agent.config.order.concurrency));
@@ -227,7 +245,8 @@ pub async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> u8 {
         let limit = limit.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let result = agent.ensure(&cert, force).await;
+            // Boxed: a task waiting for its permit holds a pointer, not a whole order's state.
+            let result = Box::pin(agent.ensure(&cert, force)).await;
             (cert.name, result)
         });
     }
@@ -320,7 +339,7 @@ pub fn status_rows(config: &Config) -> Vec<StatusRow> {
                     .map(|na| ((na - now) as f64 / 86400.0 * 10.0).round() / 10.0),
                 term_end: fmt(st.term_end),
                 next_renewal: {
-                    let seed = crate::schedule::jitter_seed(&crate::order::host_name(), &c.name);
+                    let seed = crate::schedule::jitter_seed(crate::order::host_name(), &c.name);
                     let d = crate::schedule::next(
                         now,
                         &crate::order::facts(&st),

@@ -424,10 +424,11 @@ pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> R
     });
     let defaults = defaults.unwrap_or_default();
     let mut certificates = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (i, c) in raw.certificate.into_iter().enumerate() {
         let span = c.span();
         if let Some(cert) = v.certificate(i, span.clone(), c.into_inner(), &defaults, &base) {
-            if certificates.iter().any(|o: &CertConfig| o.name == cert.name) {
+            if !seen.insert(cert.name.clone()) {
                 v.err(
                     span,
                     &format!("certificate[{i}].name"),
@@ -673,7 +674,7 @@ impl Validator<'_> {
                 "dns.propagation_timeout",
                 Duration::from_secs(600),
             ),
-            check_interval: self.duration(&raw.check_interval, "dns.check_interval", Duration::from_secs(2)),
+            check_interval: self.duration(&raw.check_interval, "dns.check_interval", Duration::from_millis(250)),
         }
     }
 

@@ -88,7 +88,7 @@ pub async fn run(path: PathBuf, config: Config) -> u8 {
                 t,
                 &order::facts(&st),
                 &agent.policy(cert),
-                schedule::jitter_seed(&host, &cert.name),
+                schedule::jitter_seed(host, &cert.name),
             );
             if d.term_warning && warned.insert(cert.name.clone()) {
                 tracing::warn!(cert = %cert.name, term_end = ?st.term_end, "the order term ends soon and renew_term is off: renew it in the SSL Manager, or set renew_term = true");
@@ -122,7 +122,7 @@ pub async fn run(path: PathBuf, config: Config) -> u8 {
             in_flight.insert(cert.name.clone());
             let agent = agent.clone();
             tasks.spawn(async move {
-                let result = agent.ensure(&cert, false).await;
+                let result = Box::pin(agent.ensure(&cert, false)).await;
                 (cert, result)
             });
         }
@@ -354,7 +354,7 @@ pub fn metrics_text(agent: &Agent, last_check: i64) -> String {
                     t,
                     &order::facts(s),
                     &agent.policy(c),
-                    schedule::jitter_seed(&host, &c.name),
+                    schedule::jitter_seed(host, &c.name),
                 )
                 .at as f64,
             )

@@ -627,6 +627,17 @@ impl Agent {
         }
     }
 
+    /// Whether `ensure` has anything to do for `cert` at `now` (an unreadable state or an ended
+    /// term count as due, so that `ensure` reports them).
+    pub fn is_due(&self, cert: &CertConfig, now: i64) -> bool {
+        match self.store.load(&cert.name) {
+            Ok(st) if st.order.is_none() && st.pending_deploy.is_none() => {
+                !matches!(decide(&st, cert, &self.policy(cert), now, false), Ok(None))
+            }
+            _ => true,
+        }
+    }
+
     /// The schedule's policy for a certificate.
     pub fn policy(&self, cert: &CertConfig) -> schedule::Policy {
         policy_for(cert, &self.config.daemon)
@@ -746,10 +757,13 @@ pub fn facts(st: &CertState) -> schedule::Facts {
 }
 
 /// The host name, part of the jitter seed.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+pub fn host_name() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// What to do now for one certificate, if anything (`force`: reissue now, whatever the schedule).
@@ -765,7 +779,7 @@ pub fn decide(
         f.failures = 0;
         f.retry_after = None;
     }
-    let d = schedule::next(now, &f, policy, schedule::jitter_seed(&host_name(), &cert.name));
+    let d = schedule::next(now, &f, policy, schedule::jitter_seed(host_name(), &cert.name));
     let kind = match d.action {
         schedule::Action::Create => OrderKind::Create,
         schedule::Action::Renew => OrderKind::Renew,
