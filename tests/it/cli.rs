@@ -263,3 +263,17 @@ async fn the_demo_runs_with_no_network_and_no_credentials() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewing_a_name_that_is_not_configured_is_refused_before_anything_happens() {
+    let env = TestEnv::start("unknown-name").await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    let out = env.run(&["--renew-now", "www.exmaple.com"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("www.exmaple.com is not a configured certificate"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!env.dir.join("state").exists() && env.sim.control().requests().is_empty());
+}

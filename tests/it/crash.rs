@@ -143,12 +143,10 @@ async fn with_every_fault_kind_on_every_route_each_certificate_is_paid_once() {
         .map(|(i, n)| if i % 2 == 0 { Cert::autodns(n) } else { Cert::hook(n) })
         .collect();
     env.write_config(&certs, "");
-    let text = std::fs::read_to_string(env.config_path()).unwrap();
-    std::fs::write(
-        env.config_path(),
-        format!("{text}\n[daemon]\nretry_backoff = [\"1s\"]\n"),
-    )
-    .unwrap();
+    env.append_config(
+        "[daemon]
+retry_backoff = [\"1s\"]",
+    );
     let mut ok = false;
     for _ in 0..15 {
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;

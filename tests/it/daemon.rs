@@ -178,8 +178,7 @@ async fn the_daemon_follows_config_edits_without_a_restart() {
     let env = TestEnv::start_sim("daemon-live", compressed(Faults::default(), 60, 30)).await;
     env.write_config(&[Cert::autodns("a.example.com")], "");
     let append_fast = |env: &TestEnv| {
-        let text = std::fs::read_to_string(env.config_path()).unwrap();
-        std::fs::write(env.config_path(), format!("{text}\n{FAST}")).unwrap();
+        env.append_config(FAST);
     };
     append_fast(&env);
     let daemon = Daemon::start(&env);
@@ -260,8 +259,7 @@ async fn with_a_fifth_of_the_api_calls_failing_every_certificate_stays_valid_and
         &[Cert::autodns(names[0]), Cert::hook(names[1]), Cert::autodns(names[2])],
         "",
     );
-    let text = std::fs::read_to_string(env.config_path()).unwrap();
-    std::fs::write(env.config_path(), format!("{text}\n{FAST}")).unwrap();
+    env.append_config(FAST);
     let daemon = Daemon::start(&env);
     let started = unix_now();
     while unix_now() - started < 150 {
@@ -331,26 +329,20 @@ async fn failures_call_the_on_failure_hook_and_metrics_show_every_certificate() 
         .local_addr()
         .unwrap()
         .port();
-    let hook = env.dir.join("on-failure.sh");
     let seen = env.dir.join("on-failure.out");
-    std::fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\nenv | grep '^CERTKEEPER_' | sort >> {}\necho --- >> {}\n",
-            seen.display(),
+    let hook = env.script(
+        "on-failure.sh",
+        &format!(
+            "env | grep '^CERTKEEPER_' | sort >> {0}
+echo --- >> {0}",
             seen.display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     env.write_config(&[Cert::autodns("m.example.com")], "");
-    let text = std::fs::read_to_string(env.config_path()).unwrap();
-    std::fs::write(
-        env.config_path(),
-        format!("{text}\n[daemon]\nretry_backoff = [\"1s\"]\nmetrics_listen = \"127.0.0.1:{port}\"\non_failure = [\"{}\"]\n", hook.display()),
-    )
-    .unwrap();
+    env.append_config(&format!(
+        "[daemon]\nretry_backoff = [\"1s\"]\nmetrics_listen = \"127.0.0.1:{port}\"\non_failure = [\"{}\"]\n",
+        hook.display()
+    ));
     let daemon = Daemon::start(&env);
     wait_until(&daemon, 20, || {
         std::fs::read_to_string(&seen).is_ok_and(|s| s.contains("---"))

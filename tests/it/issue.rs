@@ -79,15 +79,11 @@ async fn certificates_are_issued_and_reissued_through_autodns_and_a_hook_with_ec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reload_hook_gets_the_documented_environment() {
     let env = TestEnv::start("reload-env").await;
-    let script = env.dir.join("reload.sh");
     let out = env.dir.join("reload.out");
-    std::fs::write(
-        &script,
-        format!("#!/bin/sh\nenv | grep '^CERTKEEPER_' | sort > {}\n", out.display()),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = env.script(
+        "reload.sh",
+        &format!("env | grep '^CERTKEEPER_' | sort > {}", out.display()),
+    );
     env.write_config(
         &[Cert::autodns("www.example.com")],
         &format!("reload = [\"{}\"]", script.display()),

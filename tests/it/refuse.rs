@@ -71,17 +71,13 @@ async fn every_spoiled_delivery_is_refused_and_the_old_files_stay() {
 async fn a_failed_reload_rolls_back_and_the_next_run_deploys() {
     let env = TestEnv::start("rollback").await;
     let flag = env.dir.join("broken");
-    let script = env.dir.join("reload.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ ! -e {} ] || {{ echo 'config test failed' >&2; exit 1; }}\n",
+    let script = env.script(
+        "reload.sh",
+        &format!(
+            "[ ! -e {} ] || {{ echo 'config test failed' >&2; exit 1; }}",
             flag.display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     env.write_config(
         &[Cert::autodns("www.example.com")],
         &format!("reload = [\"{}\"]", script.display()),
@@ -118,12 +114,10 @@ async fn a_failed_reload_rolls_back_and_the_next_run_deploys() {
 async fn a_failed_order_is_retried_as_a_free_reissue_not_a_second_order() {
     let env = TestEnv::start("failedjob").await;
     env.write_config(&[Cert::autodns("www.example.com")], "");
-    let text = std::fs::read_to_string(env.config_path()).unwrap();
-    std::fs::write(
-        env.config_path(),
-        format!("{text}\n[daemon]\nretry_backoff = [\"1s\"]\n"),
-    )
-    .unwrap();
+    env.append_config(
+        "[daemon]
+retry_backoff = [\"1s\"]",
+    );
     env.sim
         .control()
         .set_faults(Faults {

@@ -150,6 +150,21 @@ technical_contact = {{ fname = "Jo", lname = "Doe", email = "jo@example.com", ph
         std::fs::write(self.config_path(), text).unwrap();
     }
 
+    /// Writes an executable shell script into the test directory.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// Appends text (e.g. a `[daemon]` table) to the config file.
+    pub fn append_config(&self, text: &str) {
+        let old = std::fs::read_to_string(self.config_path()).unwrap();
+        std::fs::write(self.config_path(), format!("{old}\n{text}\n")).unwrap();
+    }
+
     /// Runs certkeeper with `args` (and extra environment) to the end, at most 120 s.
     pub async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = tokio::process::Command::new(BIN);

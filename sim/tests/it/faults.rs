@@ -280,3 +280,191 @@ async fn delivery_mutations_spoil_the_certificate_and_reset_forgets_everything()
     assert_eq!(ca, api.sim.ca_pem);
     assert_eq!(std::fs::read_to_string(&api.sim.ca_file).unwrap(), api.sim.ca_pem);
 }
+
+/// Orders one certificate under `mutation` and returns the delivered leaf and chain types, with
+/// the CSR's public key.
+async fn delivered(api: &Api, contact: i64, name: &str, mutation: Option<&str>) -> (Vec<u8>, Vec<String>, Vec<u8>) {
+    let (code, body) = api
+        .sim_post("/faults", json!({"rate_limit": 0, "mutation": mutation}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string(), format!("alt.{name}")]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let csr: String = params.serialize_request(&key).unwrap().pem().unwrap().lines().collect();
+    let p = api
+        .call(
+            Method::POST,
+            "/certificate/_prepareOrder",
+            Some(json!({"plain": csr, "product": "QUICKSSLPREMIUM"})),
+        )
+        .await;
+    let a = api
+        .call(
+            Method::POST,
+            "/certificate",
+            Some(create_body(name, &csr, contact, &dns_line(&p.body), true)),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let m = api.wait_poll(a.body["data"][0]["id"].as_i64().unwrap()).await;
+    api.call(Method::PUT, &format!("/poll/{}", m["id"]), None).await;
+    let c = api
+        .call(
+            Method::GET,
+            &format!("/certificate/{}", m["object"]["data"]["id"]),
+            None,
+        )
+        .await
+        .body["data"][0]
+        .clone();
+    let leaf = ::pem::parse(c["server"].as_str().unwrap()).unwrap().into_contents();
+    let types = c["certificationAuthority"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["caType"].as_str().unwrap().to_string())
+        .collect();
+    (leaf, types, rcgen::PublicKeyData::subject_public_key_info(&key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_delivery_mutation_spoils_the_certificate_as_named() {
+    use x509_parser::prelude::*;
+    let api = start().await;
+    let contact = api.contact().await;
+    let now = ::time::OffsetDateTime::now_utc();
+    for (i, mutation) in [
+        "none",
+        "wrong_key",
+        "missing_san",
+        "expired",
+        "not_yet_valid",
+        "chain_out_of_order",
+        "missing_intermediate",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let name = format!("m{i}.example.com");
+        let (leaf, types, spki) = delivered(&api, contact, &name, Some(*mutation).filter(|m| *m != "none")).await;
+        let (_, cert) = X509Certificate::from_der(&leaf).unwrap();
+        let same_key = cert.public_key().raw == spki.as_slice();
+        let sans = cert
+            .subject_alternative_name()
+            .unwrap()
+            .map(|s| s.value.general_names.len())
+            .unwrap_or(0);
+        let nb = cert.validity().not_before.to_datetime();
+        let na = cert.validity().not_after.to_datetime();
+        let valid_now = nb <= now && now < na;
+        match *mutation {
+            "none" => assert!(same_key && sans == 2 && valid_now && types == ["INTERMEDIATE", "ROOT"]),
+            "wrong_key" => assert!(!same_key && sans == 2 && valid_now),
+            "missing_san" => assert!(same_key && sans == 1),
+            "expired" => assert!(same_key && na < now),
+            "not_yet_valid" => assert!(same_key && nb > now),
+            "chain_out_of_order" => assert_eq!(types, ["ROOT", "INTERMEDIATE"]),
+            "missing_intermediate" => assert_eq!(types, ["ROOT"]),
+            _ => unreachable!(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_rate_fails_a_seeded_share_of_requests_on_every_route() {
+    let api = start().await;
+    api.sim_post("/faults", json!({"rate_limit": 0, "rate": 1.0, "kinds": ["status503"]}))
+        .await;
+    for path in ["/hello", "/poll", "/certificate/1"] {
+        assert_eq!(api.call(Method::GET, path, None).await.status, 503, "{path}");
+    }
+    api.sim_post("/faults", json!({"rate_limit": 0, "rate": 0.5, "kinds": ["status500"]}))
+        .await;
+    let mut failed = 0;
+    for _ in 0..60 {
+        if api.call(Method::GET, "/hello", None).await.status == 500 {
+            failed += 1;
+        }
+    }
+    assert!((15..=45).contains(&failed), "{failed} of 60 failed at rate 0.5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_takes_its_settings_from_flags_and_the_environment() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autodns-sim"))
+        .args([
+            "--plain-http",
+            "--account",
+            "ops:s3cret:7",
+            "--zone",
+            "example.test",
+            "--fault-rate",
+            "1",
+            "--month",
+            "10s",
+        ])
+        .env("AUTODNS_SIM_FAULTS", r#"{"kinds": ["status503"], "rate_limit": 0}"#)
+        .env("AUTODNS_SIM_MUTATION", "expired")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready: serde_json::Value = serde_json::from_str(
+        &tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let api = ready["api"].as_str().unwrap().to_string();
+    assert!(api.starts_with("http://127.0.0.1:"), "{ready}");
+    assert_eq!(ready["pid"].as_u64(), child.id().map(u64::from));
+    let http = reqwest::Client::new();
+    let hello = |user: &'static str, pw: &'static str, ctx: &'static str| {
+        http.get(format!("{api}/hello"))
+            .basic_auth(user, Some(pw))
+            .header("X-Domainrobot-Context", ctx)
+            .header("user-agent", "t")
+            .send()
+    };
+    // The flag's account works (and every request fails with the environment's fault kind);
+    // the default demo account does not exist.
+    assert_eq!(hello("ops", "s3cret", "7").await.unwrap().status().as_u16(), 503);
+    assert_eq!(
+        hello("demo", "demo-password", "4").await.unwrap().status().as_u16(),
+        401
+    );
+    let faults: serde_json::Value = http
+        .get(ready["sim"].as_str().unwrap().to_string() + "/faults")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            &faults["rate"],
+            &faults["kinds"],
+            &faults["mutation"],
+            &faults["rate_limit"]
+        ),
+        (&json!(1.0), &json!(["status503"]), &json!("expired"), &json!(0.0))
+    );
+    // SIGTERM, by PID: a clean exit.
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
