@@ -5,9 +5,10 @@
 
 use crate::config::KeyKind;
 
-/// A fresh private key, PKCS#8 PEM. Its `Debug` never shows the key.
+/// A private key: its PKCS#8 PEM and the parsed key. Its `Debug` never shows the key.
 pub struct PrivateKey {
     pem: String,
+    pair: rcgen::KeyPair,
 }
 
 impl std::fmt::Debug for PrivateKey {
@@ -19,7 +20,7 @@ impl std::fmt::Debug for PrivateKey {
 impl PrivateKey {
     /// Makes a new key of the given kind.
     pub fn generate(kind: KeyKind) -> Result<Self, rcgen::Error> {
-        let key = match kind {
+        let pair = match kind {
             KeyKind::EcdsaP256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
             KeyKind::EcdsaP384 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?,
             KeyKind::Rsa2048 => rsa(rcgen::RsaKeySize::_2048)?,
@@ -27,14 +28,17 @@ impl PrivateKey {
             KeyKind::Rsa4096 => rsa(rcgen::RsaKeySize::_4096)?,
         };
         Ok(Self {
-            pem: key.serialize_pem(),
+            pem: pair.serialize_pem(),
+            pair,
         })
     }
 
     /// Loads a key written earlier.
     pub fn from_pem(pem: &str) -> Result<Self, rcgen::Error> {
-        rcgen::KeyPair::from_pem(pem)?;
-        Ok(Self { pem: pem.to_string() })
+        Ok(Self {
+            pair: rcgen::KeyPair::from_pem(pem)?,
+            pem: pem.to_string(),
+        })
     }
 
     pub fn pem(&self) -> &str {
@@ -42,20 +46,18 @@ impl PrivateKey {
     }
 
     /// The DER SubjectPublicKeyInfo, which an issued certificate must carry.
-    pub fn public_key_der(&self) -> Result<Vec<u8>, rcgen::Error> {
-        let key = rcgen::KeyPair::from_pem(&self.pem)?;
-        Ok(rcgen::PublicKeyData::subject_public_key_info(&key))
+    pub fn public_key_der(&self) -> Vec<u8> {
+        rcgen::PublicKeyData::subject_public_key_info(&self.pair)
     }
 
     /// Builds a CSR with `names[0]` as CN and every name as a SAN.
     pub fn csr(&self, names: &[String]) -> Result<Csr, rcgen::Error> {
-        let key = rcgen::KeyPair::from_pem(&self.pem)?;
         let mut params = rcgen::CertificateParams::new(names.to_vec())?;
         params.distinguished_name = rcgen::DistinguishedName::new();
         if let Some(cn) = names.first() {
             params.distinguished_name.push(rcgen::DnType::CommonName, cn.as_str());
         }
-        let csr = params.serialize_request(&key)?;
+        let csr = params.serialize_request(&self.pair)?;
         Ok(Csr { pem: csr.pem()? })
     }
 }
@@ -109,7 +111,7 @@ mod tests {
         assert_eq!(cn, "www.example.com");
         assert_eq!(
             req.certification_request_info.subject_pki.raw,
-            key.public_key_der().unwrap().as_slice()
+            key.public_key_der().as_slice()
         );
     }
 
@@ -120,8 +122,8 @@ mod tests {
             assert!(key.pem().contains("PRIVATE KEY"));
             assert_eq!(format!("{key:?}"), "PrivateKey(..)");
             assert_eq!(
-                PrivateKey::from_pem(key.pem()).unwrap().public_key_der().unwrap(),
-                key.public_key_der().unwrap()
+                PrivateKey::from_pem(key.pem()).unwrap().public_key_der(),
+                key.public_key_der()
             );
         }
     }

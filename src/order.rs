@@ -20,7 +20,7 @@ use crate::config::{CertConfig, Config, ContactSpec, DnsMode};
 use crate::dns::{self, DcvRecord};
 use crate::hooks;
 use crate::keys::PrivateKey;
-use crate::store::{CertState, OrderJournal, OrderKind, PaidRequest, Step, Store};
+use crate::store::{CertState, KeyPem, OrderJournal, OrderKind, PaidRequest, Step, Store};
 use crate::{schedule, x509};
 
 /// The environment variable that makes certkeeper stop (and wait to be killed) right after the
@@ -107,6 +107,7 @@ impl Agent {
                 step: Step::Planned,
                 started_at: now,
                 spki_sha256: None,
+                key: None,
                 csr: None,
                 records: Vec::new(),
                 ctid: None,
@@ -118,7 +119,12 @@ impl Agent {
                 generation: None,
                 term_end: None,
             });
-            self.commit(st, Step::Planned)?;
+            // A forced reissue is a decision the schedule would not make again after a crash.
+            if force {
+                self.commit(st, Step::Planned)?;
+            } else {
+                pause_for_tests(Step::Planned.name(), &st.name);
+            }
         } else {
             let j = st.order.as_ref().map(|j| (j.kind, j.step));
             tracing::info!(cert = %cert.name, ?j, "resuming the order in flight");
@@ -126,17 +132,25 @@ impl Agent {
         self.drive(cert, st).await
     }
 
-    /// Saves the state and honours the crash-test pause.
+    /// Writes the journal durably, then honours the crash-test pause.
     fn commit(&self, st: &CertState, step: Step) -> anyhow::Result<()> {
         self.store
             .save(st)
             .with_context(|| format!("writing the journal of {}", st.name))?;
-        if std::env::var(PAUSE_ENV).is_ok_and(|v| v == step.name()) {
-            eprintln!("certkeeper: paused at {} for {}", step.name(), st.name);
-            std::thread::sleep(Duration::from_secs(120));
-            std::process::exit(99);
-        }
+        pause_for_tests(step.name(), &st.name);
         Ok(())
+    }
+
+    /// Moves the order to `step`, writing the journal only where [`persists`] says a crash must
+    /// find it; in between, the order lives in memory and a crash resumes from the last write.
+    fn reach(&self, cert: &CertConfig, st: &mut CertState, step: Step) -> anyhow::Result<()> {
+        Self::journal(st)?.step = step;
+        if persists(step, cert.dns) {
+            self.commit(st, step)
+        } else {
+            pause_for_tests(step.name(), &st.name);
+            Ok(())
+        }
     }
 
     fn journal(st: &mut CertState) -> anyhow::Result<&mut OrderJournal> {
@@ -150,16 +164,12 @@ impl Agent {
             match j.step {
                 Step::Planned => {
                     let key = PrivateKey::generate(cert.key).context("generating a key")?;
-                    self.store
-                        .write_order_key(&name, &j.id, key.pem())
-                        .context("writing the new key")?;
                     let csr = key.csr(&cert.all_names()).context("building the CSR")?;
-                    let spki = key.public_key_der().context("reading the new key")?;
                     let jm = Self::journal(st)?;
-                    jm.spki_sha256 = Some(hex(&Sha256::digest(&spki)));
+                    jm.spki_sha256 = Some(hex(&Sha256::digest(key.public_key_der())));
+                    jm.key = Some(KeyPem(key.pem().to_string()));
                     jm.csr = Some(csr.single_line());
-                    jm.step = Step::Keyed;
-                    self.commit(st, Step::Keyed)?;
+                    self.reach(cert, st, Step::Keyed)?;
                 }
                 Step::Keyed => {
                     let csr = j.csr.clone().ok_or_else(|| anyhow!("the journal lost the CSR"))?;
@@ -186,10 +196,8 @@ impl Agent {
                     if records.is_empty() {
                         bail!("prepareOrder offered no DNS validation for {} {}", cert.product, name);
                     }
-                    let jm = Self::journal(st)?;
-                    jm.records = records;
-                    jm.step = Step::Prepared;
-                    self.commit(st, Step::Prepared)?;
+                    Self::journal(st)?.records = records;
+                    self.reach(cert, st, Step::Prepared)?;
                 }
                 Step::Prepared => {
                     if cert.dns == DnsMode::Hook {
@@ -203,16 +211,14 @@ impl Agent {
                             .with_context(|| format!("the DNS hook could not publish {} {}", rec.name, rec.kind))?;
                         }
                     }
-                    Self::journal(st)?.step = Step::DnsPublished;
-                    self.commit(st, Step::DnsPublished)?;
+                    self.reach(cert, st, Step::DnsPublished)?;
                 }
                 Step::DnsPublished => {
                     if cert.dns == DnsMode::Hook {
                         dns::wait_until_served(&j.records, &self.config.dns, self.config.dns.propagation_timeout)
                             .await?;
                     }
-                    Self::journal(st)?.step = Step::DnsVerified;
-                    self.commit(st, Step::DnsVerified)?;
+                    self.reach(cert, st, Step::DnsVerified)?;
                 }
                 Step::DnsVerified => {
                     self.send(cert, st).await?;
@@ -251,17 +257,15 @@ impl Agent {
                     if let Some(t) = st.order.as_ref().and_then(|j| j.term_end) {
                         st.term_end = Some(t);
                     }
-                    Self::journal(st)?.step = Step::Downloaded;
-                    self.commit(st, Step::Downloaded)?;
+                    self.reach(cert, st, Step::Downloaded)?;
                 }
                 Step::Downloaded => {
-                    let key = PrivateKey::from_pem(
-                        &self
-                            .store
-                            .read_order_key(&name, &j.id)
-                            .context("reading the order's key")?,
-                    )?;
-                    let spki = key.public_key_der()?;
+                    let pem = j
+                        .key
+                        .as_ref()
+                        .ok_or_else(|| anyhow!("the journal lost the order's key"))?;
+                    let key = PrivateKey::from_pem(&pem.0).context("reading the order's key")?;
+                    let spki = key.public_key_der();
                     let leaf = j.leaf.clone().unwrap_or_default();
                     match x509::verify(&leaf, &j.chain, &spki, &cert.all_names(), OffsetDateTime::now_utc()) {
                         Ok(info) => {
@@ -275,10 +279,8 @@ impl Agent {
                             st.serial = Some(info.serial);
                             st.not_before = Some(info.not_before.unix_timestamp());
                             st.not_after = Some(info.not_after.unix_timestamp());
-                            let jm = Self::journal(st)?;
-                            jm.generation = Some(generation.number);
-                            jm.step = Step::Installed;
-                            self.commit(st, Step::Installed)?;
+                            Self::journal(st)?.generation = Some(generation.number);
+                            self.reach(cert, st, Step::Installed)?;
                         }
                         Err(e) => {
                             self.end_order(cert, st).await;
@@ -292,8 +294,9 @@ impl Agent {
                 Step::Installed => {
                     let generation = j.generation.ok_or_else(|| anyhow!("the journal lost the generation"))?;
                     self.end_order(cert, st).await;
+                    // Not written here: `deploy` writes the outcome, and a crash before that
+                    // resumes from `installed`, whose cleanup and switch are safe to repeat.
                     st.pending_deploy = Some(generation);
-                    self.store.save(st)?;
                     return self.deploy(cert, st, generation).await;
                 }
             }
@@ -340,8 +343,7 @@ impl Agent {
         let jm = Self::journal(st)?;
         jm.ctid = Some(ctid.clone());
         jm.sent_at = Some(now);
-        jm.step = Step::Sending;
-        self.commit(st, Step::Sending)?;
+        self.reach(cert, st, Step::Sending)?;
 
         let body = self.order_body(cert, st).await?;
         let id = st.certificate_id;
@@ -356,6 +358,7 @@ impl Agent {
                 messages: vec![],
             }),
         };
+        pause_for_tests("answered", &cert.name);
         match result {
             Ok(job_id) => self.accept(st, job_id),
             Err(e) if e.outcome_unknown() => {
@@ -557,7 +560,7 @@ impl Agent {
         }
     }
 
-    /// Ends the order in flight: DNS cleanup, key and journal removed.
+    /// Ends the order in flight: DNS cleanup, journal (with the order's key) dropped.
     async fn end_order(&self, cert: &CertConfig, st: &mut CertState) {
         let Some(j) = st.order.take() else { return };
         if cert.dns == DnsMode::Hook && j.step >= Step::Prepared {
@@ -572,9 +575,6 @@ impl Agent {
                     tracing::warn!(cert = %cert.name, record = %rec.name, error = %e, "DNS cleanup failed");
                 }
             }
-        }
-        if let Err(e) = self.store.remove_order(&cert.name, &j.id) {
-            tracing::warn!(cert = %cert.name, error = %e, "cannot remove the finished order's files");
         }
     }
 
@@ -791,6 +791,30 @@ pub fn decide(
         ),
     };
     if force || d.at <= now { Ok(Some(kind)) } else { Ok(None) }
+}
+
+/// Whether the journal must be on disk when an order reaches `step`. It must before a DNS hook
+/// runs and after it ran (hook mode), before a request that may cost money leaves, once the API
+/// holds a job of ours, before that job's poll message is confirmed, and once the generation is
+/// written. The steps in between (a key in memory, prepareOrder, a DNS check, the download) are
+/// free to redo, so a crash there resumes from the last step written.
+pub fn persists(step: Step, dns: DnsMode) -> bool {
+    match step {
+        Step::Planned | Step::Keyed | Step::DnsVerified | Step::Downloaded => false,
+        Step::Prepared | Step::DnsPublished => dns == DnsMode::Hook,
+        Step::Sending | Step::Accepted | Step::JobDone | Step::Installed => true,
+    }
+}
+
+/// The crash tests' hook: with `CERTKEEPER_TEST_PAUSE_AT=POINT` (a step's name, or `answered`:
+/// the order's answer is here but not yet journaled), stops there so that a test can kill the
+/// process at that point.
+fn pause_for_tests(point: &str, name: &str) {
+    if std::env::var_os(PAUSE_ENV).is_some_and(|v| v == point) {
+        eprintln!("certkeeper: paused at {point} for {name}");
+        std::thread::sleep(Duration::from_secs(120));
+        std::process::exit(99);
+    }
 }
 
 /// Paid requests of `kind` for `term` that were accepted or may have been (answer lost).

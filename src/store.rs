@@ -1,9 +1,8 @@
 //! Everything certkeeper writes to disk, and the only module that does.
 //!
-//! - `state_dir/certs/NAME.json`: the state of one certificate and the journal of its order in
-//!   flight, replaced durably (temp file, fsync, rename, fsync of the directory) at every step.
-//! - `state_dir/orders/NAME/ORDER/privkey.pem`: the key of an order in flight, 0600 from the first
-//!   byte, written before its CSR leaves the machine.
+//! - `state_dir/certs/NAME.json` (0600): the state of one certificate and the journal of its
+//!   order in flight, the order's new key included; replaced durably (temp file, fsync, rename,
+//!   fsync of the directory).
 //! - `live_dir/.generations/NAME/N/{cert,chain,fullchain,privkey}.pem`: each issuance.
 //! - `live_dir/NAME`: a symlink to the live generation, switched with one atomic rename.
 //! - `state_dir/lock`: held with an exclusive lock while certkeeper works; holds the PID.
@@ -106,6 +105,9 @@ pub struct OrderJournal {
     /// SHA-256 of the key's SubjectPublicKeyInfo, hex.
     #[serde(default)]
     pub spki_sha256: Option<String>,
+    /// The order's new private key (PKCS#8 PEM); it moves to the generation directory once issued.
+    #[serde(default)]
+    pub key: Option<KeyPem>,
     #[serde(default)]
     pub csr: Option<String>,
     #[serde(default)]
@@ -126,6 +128,17 @@ pub struct OrderJournal {
     pub generation: Option<u32>,
     #[serde(default)]
     pub term_end: Option<i64>,
+}
+
+/// A private key in PEM inside the journal. Its `Debug` never shows the key.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyPem(pub String);
+
+impl std::fmt::Debug for KeyPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyPem(..)")
+    }
 }
 
 /// One paid request, kept so that the spend guard can count them.
@@ -234,7 +247,6 @@ impl Store {
     pub fn prepare(&self) -> io::Result<()> {
         create_dir(&self.state_dir, 0o700)?;
         create_dir(&self.state_dir.join("certs"), 0o700)?;
-        create_dir(&self.state_dir.join("orders"), 0o700)?;
         create_dir(&self.live_dir, 0o755)?;
         create_dir(&self.live_dir.join(".generations"), 0o755)
     }
@@ -315,32 +327,6 @@ impl Store {
         names
     }
 
-    fn order_dir(&self, name: &str, order: &str) -> PathBuf {
-        self.state_dir.join("orders").join(name).join(order)
-    }
-
-    /// Writes the key of an order in flight, 0600 from the first byte, replacing a partial one.
-    pub fn write_order_key(&self, name: &str, order: &str, pem: &str) -> io::Result<PathBuf> {
-        let dir = self.order_dir(name, order);
-        create_dir(&self.state_dir.join("orders").join(name), 0o700)?;
-        create_dir(&dir, 0o700)?;
-        let path = dir.join("privkey.pem");
-        write_atomic(&path, pem.as_bytes(), 0o600)?;
-        Ok(path)
-    }
-
-    pub fn read_order_key(&self, name: &str, order: &str) -> io::Result<String> {
-        fs::read_to_string(self.order_dir(name, order).join("privkey.pem"))
-    }
-
-    /// Removes an order's directory once the order has ended.
-    pub fn remove_order(&self, name: &str, order: &str) -> io::Result<()> {
-        match fs::remove_dir_all(self.order_dir(name, order)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
-
     fn generations_dir(&self, name: &str) -> PathBuf {
         self.live_dir.join(".generations").join(name)
     }
@@ -369,7 +355,7 @@ impl Store {
         let parent = self.generations_dir(name);
         create_dir(&parent, 0o755)?;
         let number = self.generation_numbers(name).last().copied().unwrap_or(0) + 1;
-        let tmp = parent.join(format!(".tmp-{number:04}-{}", std::process::id()));
+        let tmp = parent.join(format!(".tmp-{number:04}-{}", pid()));
         let _ = fs::remove_dir_all(&tmp);
         create_dir(&tmp, 0o755)?;
         let leaf = ensure_newline(leaf);
@@ -398,7 +384,7 @@ impl Store {
     /// Points `live_dir/NAME` at a generation with one atomic rename.
     pub fn switch(&self, name: &str, number: u32) -> io::Result<()> {
         let target = Path::new(".generations").join(name).join(format!("{number:04}"));
-        let tmp = self.live_dir.join(format!(".{name}.switch-{}", std::process::id()));
+        let tmp = self.live_dir.join(format!(".{name}.switch-{}", pid()));
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(&target, &tmp)?;
         fs::rename(&tmp, self.live_dir.join(name))?;
@@ -458,11 +444,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         .parent()
         .ok_or_else(|| io::Error::other("a file needs a parent directory"))?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    write_new(&tmp, bytes, mode)?;
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", pid()));
+    if let Err(e) = write_new(&tmp, bytes, mode) {
+        // A temp file left by a killed process that had our PID.
+        if e.kind() != io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+        fs::remove_file(&tmp)?;
+        write_new(&tmp, bytes, mode)?;
+    }
     fs::rename(&tmp, path)?;
     sync_dir(dir)
+}
+
+/// This process's id, asked of the kernel once.
+fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -501,6 +499,47 @@ mod tests {
         let g3 = store.write_generation("www.example.com", "KEY3", "CERT3", &[]).unwrap();
         store.prune("www.example.com", &[2, 3]).unwrap();
         assert!(!g1.dir.exists() && g2.dir.exists() && g3.dir.exists());
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn an_order_key_is_kept_in_the_0600_journal_and_never_shown_in_debug_output() {
+        let (store, root) = temp_store("key");
+        let mut s = store.load("www.example.com").unwrap();
+        s.order = Some(OrderJournal {
+            id: "1".into(),
+            kind: OrderKind::Create,
+            step: Step::Sending,
+            started_at: 0,
+            spki_sha256: None,
+            key: Some(KeyPem("-----BEGIN PRIVATE KEY-----SECRET".into())),
+            csr: None,
+            records: vec![],
+            ctid: None,
+            sent_at: None,
+            job_id: None,
+            certificate_id: None,
+            leaf: None,
+            chain: vec![],
+            generation: None,
+            term_end: None,
+        });
+        // A temp file left behind by a killed process that had our PID does not block the write.
+        let tmp = root.join(format!("state/certs/.www.example.com.json.tmp-{}", pid()));
+        fs::write(&tmp, "partial").unwrap();
+        store.save(&s).unwrap();
+        assert!(!tmp.exists());
+        let back = store.load("www.example.com").unwrap();
+        assert_eq!(
+            back.order.as_ref().unwrap().key.as_ref().unwrap().0,
+            "-----BEGIN PRIVATE KEY-----SECRET"
+        );
+        assert!(!format!("{back:?}").contains("SECRET"));
+        let mode = fs::metadata(root.join("state/certs/www.example.com.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
         fs::remove_dir_all(root).unwrap();
     }
 

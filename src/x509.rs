@@ -173,7 +173,7 @@ mod tests {
     }
 
     fn check(f: &Fixture, mutation: Option<Mutation>) -> Result<CertInfo, VerifyError> {
-        let spki = f.key.public_key_der().unwrap();
+        let spki = f.key.public_key_der();
         let not_after = OffsetDateTime::now_utc() + ::time::Duration::days(30);
         let issued = f.ca.issue(&spki, &f.names, false, not_after, mutation).unwrap();
         let chain: Vec<String> = issued.chain.iter().map(|(_, p)| p.clone()).collect();
