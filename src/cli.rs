@@ -114,15 +114,22 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CERTKEEPER_LOG")
-        .unwrap_or_else(|_| "info,hickory=warn,reqwest=warn".into());
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
+    use tracing_subscriber::prelude::*;
+    // `LEVEL` or `LEVEL,TARGET=LEVEL,...`, e.g. `debug` or `info,certkeeper::dns=debug`.
+    const DEFAULT: &str = "info,hickory=warn,reqwest=warn";
+    let wanted = std::env::var("CERTKEEPER_LOG").unwrap_or_else(|_| DEFAULT.into());
+    let filter: tracing_subscriber::filter::Targets = wanted.parse().unwrap_or_else(|e| {
+        eprintln!("certkeeper: CERTKEEPER_LOG={wanted:?} is not a log filter ({e}); using {DEFAULT:?}");
+        DEFAULT.parse().expect("the default log filter parses")
+    });
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     if format == "json" {
-        builder.json().init();
+        tracing_subscriber::registry()
+            .with(fmt.json().with_filter(filter))
+            .init();
     } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).init();
+        let fmt = fmt.with_ansi(std::io::stderr().is_terminal());
+        tracing_subscriber::registry().with(fmt.with_filter(filter)).init();
     }
 }
 

@@ -159,10 +159,17 @@ fn config(args: Args) -> Result<SimConfig, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AUTODNS_SIM_LOG").unwrap_or_else(|_| "info".into()),
+    use tracing_subscriber::prelude::*;
+    let wanted = std::env::var("AUTODNS_SIM_LOG").unwrap_or_else(|_| "info".into());
+    let filter: tracing_subscriber::filter::Targets = wanted.parse().unwrap_or_else(|e| {
+        eprintln!("autodns-sim: AUTODNS_SIM_LOG={wanted:?} is not a log filter ({e}); using \"info\"");
+        "info".parse().expect("the default log filter parses")
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
         )
         .init();
     let config = match config(Args::parse()) {
