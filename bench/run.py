@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """certkeeper's benchmarks, against autodns-sim on loopback. One command:
 
-    python3 bench/run.py            # everything (about 15 minutes, most of it the rate-limited run)
-    python3 bench/run.py cpu noop   # only some: cpu, rss, noop, calls, ratelimit, dnslag, idle
+    python3 bench/run.py            # everything (about 25 minutes, 10 of them the rate-limited run)
+    python3 bench/run.py cpu noop   # only some: cpu, rss, noop, ratelimit, dnslag, idle
 
 It builds the release binaries, starts autodns-sim (job delay 0) as a child process, writes
-configs into a temporary directory, runs certkeeper as child processes and reads their CPU
-time and peak RSS from wait4(2). Every process it starts is stopped by its PID. Results are
-printed and written to bench/results.json.
+configs into a temporary directory, runs certkeeper as child processes under GNU time (CPU and
+peak RSS) and reads the daemon's from /proc. Every process it starts is stopped by its PID.
+Results are printed and merged into bench/results.json.
 """
 
 import calendar
