@@ -277,3 +277,34 @@ async fn renewing_a_name_that_is_not_configured_is_refused_before_anything_happe
     );
     assert!(!env.dir.join("state").exists() && env.sim.control().requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_filter_selects_levels_per_target_and_a_bad_one_is_reported() {
+    let env = TestEnv::start("log-filter").await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    // Debug for certkeeper's own modules only: its lines appear, hickory's stay out.
+    let out = env
+        .run(&["run", "--once"], &[("CERTKEEPER_LOG", "warn,certkeeper=debug")])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("DEBUG") && stderr(&out).contains("certkeeper::"),
+        "{}",
+        stderr(&out)
+    );
+    let foreign = stderr(&out)
+        .lines()
+        .filter(|l| l.contains(" DEBUG ") && !l.contains(" DEBUG certkeeper"))
+        .count();
+    assert_eq!(foreign, 0, "{}", stderr(&out));
+    // A filter that does not parse is named, and the default is used.
+    let out = env
+        .run(&["status"], &[("CERTKEEPER_LOG", "info,certkeeper=loud")])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("CERTKEEPER_LOG=\"info,certkeeper=loud\" is not a log filter"),
+        "{}",
+        stderr(&out)
+    );
+}
