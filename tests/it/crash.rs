@@ -110,12 +110,11 @@ async fn ghost_commits_on_create_and_reissue_are_adopted_not_repeated() {
     let env = TestEnv::start("ghost").await;
     env.write_config(&[Cert::autodns("www.example.com"), Cert::hook("shop.example.net")], "");
     let ghost = |route: &str| Faults {
-        rate_limit: 0.0,
         routes: [(route.to_string(), 1.0)].into(),
         kinds: vec![FaultKind::Ghost],
         ..Faults::default()
     };
-    env.sim.control().set_faults(ghost("POST /certificate")).unwrap();
+    env.set_faults(ghost("POST /certificate"));
     env.run_ok(&["run", "--once"]).await;
     for name in ["www.example.com", "shop.example.net"] {
         env.assert_installed(name);
@@ -130,7 +129,7 @@ async fn ghost_commits_on_create_and_reissue_are_adopted_not_repeated() {
         "no ghost was injected"
     );
 
-    env.sim.control().set_faults(ghost("PUT /certificate/{id}")).unwrap();
+    env.set_faults(ghost("PUT /certificate/{id}"));
     env.run_ok(&["--renew-now"]).await;
     for name in ["www.example.com", "shop.example.net"] {
         env.assert_installed(name);

@@ -26,14 +26,10 @@ async fn every_spoiled_delivery_is_refused_and_the_old_files_stay() {
         Mutation::ChainOutOfOrder,
         Mutation::MissingIntermediate,
     ] {
-        env.sim
-            .control()
-            .set_faults(Faults {
-                rate_limit: 0.0,
-                mutation: Some(mutation),
-                ..Faults::default()
-            })
-            .unwrap();
+        env.set_faults(Faults {
+            mutation: Some(mutation),
+            ..Faults::default()
+        });
         let out = env.run(&["--renew-now"], &[]).await;
         assert_eq!(
             out.status.code(),
@@ -54,13 +50,7 @@ async fn every_spoiled_delivery_is_refused_and_the_old_files_stay() {
         env.assert_installed("www.example.com");
     }
     // A good delivery is installed again, and nothing was paid twice.
-    env.sim
-        .control()
-        .set_faults(Faults {
-            rate_limit: 0.0,
-            ..Faults::default()
-        })
-        .unwrap();
+    env.set_faults(Faults::default());
     env.run_ok(&["--renew-now"]).await;
     env.assert_installed("www.example.com");
     assert_ne!(std::fs::read_to_string(live.join("cert.pem")).unwrap(), before[0]);
@@ -118,25 +108,15 @@ async fn a_failed_order_is_retried_as_a_free_reissue_not_a_second_order() {
         "[daemon]
 retry_backoff = [\"1s\"]",
     );
-    env.sim
-        .control()
-        .set_faults(Faults {
-            rate_limit: 0.0,
-            job_outcome: autodns_sim::JobOutcome::Fail,
-            ..Faults::default()
-        })
-        .unwrap();
+    env.set_faults(Faults {
+        job_outcome: autodns_sim::JobOutcome::Fail,
+        ..Faults::default()
+    });
     let out = env.run(&["run", "--once"], &[]).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("ended FAILED"), "{}", stderr(&out));
     assert!(!env.live("www.example.com").exists());
-    env.sim
-        .control()
-        .set_faults(Faults {
-            rate_limit: 0.0,
-            ..Faults::default()
-        })
-        .unwrap();
+    env.set_faults(Faults::default());
     // Right after a failure, nothing is due: the retry waits out its backoff.
     env.run_ok(&["run", "--once"]).await;
     assert!(!env.live("www.example.com").exists());

@@ -194,6 +194,18 @@ technical_contact = {{ fname = "Jo", lname = "Doe", email = "jo@example.com", ph
         out
     }
 
+    /// Replaces the simulator's faults; its rate limit stays off, since the tests are about the
+    /// faults.
+    pub fn set_faults(&self, faults: Faults) {
+        self.sim
+            .control()
+            .set_faults(Faults {
+                rate_limit: 0.0,
+                ..faults
+            })
+            .unwrap();
+    }
+
     pub fn paid(&self, name: &str) -> usize {
         self.sim
             .control()

@@ -60,28 +60,14 @@ async fn each_transport_and_body_fault_misbehaves_as_named() {
     assert!(a.body.is_object() && !a.body["data"].is_array(), "{}", a.body);
     only(&api, "GET /hello", "reset").await;
     let e = api
-        .raw(
-            Method::GET,
-            "/hello",
-            None,
-            &[("user-agent", "t")],
-            Some(("demo", "demo-password")),
-            Some(4),
-        )
+        .try_call(Method::GET, "/hello", None)
         .await
         .err()
         .expect("a reset answers nothing");
     assert!(!e.is_timeout(), "{e}");
     only(&api, "GET /hello", "hang").await;
     let e = api
-        .raw(
-            Method::GET,
-            "/hello",
-            None,
-            &[("user-agent", "t")],
-            Some(("demo", "demo-password")),
-            Some(4),
-        )
+        .try_call(Method::GET, "/hello", None)
         .await
         .err()
         .expect("a hang answers nothing");

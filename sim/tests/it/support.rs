@@ -51,6 +51,11 @@ pub async fn start_with(config: SimConfig) -> Api {
 impl Api {
     /// An authenticated request as the demo account, with a User-Agent and optional ctid.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        self.try_call(method, path, body).await.unwrap()
+    }
+
+    /// `call`, for answers that may not come (transport faults).
+    pub async fn try_call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Answer, reqwest::Error> {
         self.raw(
             method,
             path,
@@ -60,7 +65,6 @@ impl Api {
             Some(4),
         )
         .await
-        .unwrap()
     }
 
     pub async fn call_ctid(&self, method: Method, path: &str, body: Option<Value>, ctid: &str) -> Answer {
