@@ -103,13 +103,7 @@ async fn a_ghost_commit_takes_effect_and_loses_the_answer() {
     let api = start().await;
     let contact = api.contact().await;
     let csr = csr(&["ghost.example.com"]);
-    let p = api
-        .call(
-            Method::POST,
-            "/certificate/_prepareOrder",
-            Some(json!({"plain": csr, "product": "QUICKSSLPREMIUM"})),
-        )
-        .await;
+    let p = api.prepare(&csr).await;
     only(&api, "POST /certificate", "ghost").await;
     let body = create_body("ghost.example.com", &csr, contact, &dns_line(&p.body), true);
     let lost = api
@@ -278,13 +272,7 @@ async fn delivered(api: &Api, contact: i64, name: &str, mutation: Option<&str>) 
     let mut params = rcgen::CertificateParams::new(vec![name.to_string(), format!("alt.{name}")]).unwrap();
     params.distinguished_name.push(rcgen::DnType::CommonName, name);
     let csr: String = params.serialize_request(&key).unwrap().pem().unwrap().lines().collect();
-    let p = api
-        .call(
-            Method::POST,
-            "/certificate/_prepareOrder",
-            Some(json!({"plain": csr, "product": "QUICKSSLPREMIUM"})),
-        )
-        .await;
+    let p = api.prepare(&csr).await;
     let a = api
         .call(
             Method::POST,

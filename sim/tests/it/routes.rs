@@ -77,13 +77,7 @@ async fn a_whole_order_follows_the_documented_flow_and_every_answer_matches_the_
             "the CSR comes back as PEM with line breaks"
         );
     }
-    let p = api
-        .call(
-            Method::POST,
-            "/certificate/_prepareOrder",
-            Some(json!({"plain": csr1, "product": "QUICKSSLPREMIUM"})),
-        )
-        .await;
+    let p = api.prepare(&csr1).await;
     let dns = dns_line(&p.body);
     assert!(regex_like_zone_line(&dns, "www.example.com."), "{dns}");
 

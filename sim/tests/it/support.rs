@@ -147,16 +147,20 @@ impl Api {
         a.body["data"][0]["id"].as_i64().unwrap()
     }
 
+    /// prepareOrder (QUICKSSLPREMIUM, a new order) for a CSR.
+    pub async fn prepare(&self, csr: &str) -> Answer {
+        self.call(
+            Method::POST,
+            "/certificate/_prepareOrder",
+            Some(json!({"plain": csr, "product": "QUICKSSLPREMIUM"})),
+        )
+        .await
+    }
+
     /// prepareOrder then create for `names`; returns (job id, the DNS line used).
     pub async fn order(&self, names: &[&str], contact: i64, provisioning: bool, ctid: &str) -> (i64, String) {
         let csr = csr(names);
-        let prep = self
-            .call(
-                Method::POST,
-                "/certificate/_prepareOrder",
-                Some(json!({"plain": csr, "product": "QUICKSSLPREMIUM"})),
-            )
-            .await;
+        let prep = self.prepare(&csr).await;
         assert_eq!(prep.status, 200, "{}", prep.body);
         let dns = dns_line(&prep.body);
         let a = self
