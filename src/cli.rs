@@ -40,7 +40,8 @@ pub struct Cli {
         default_value = "/etc/certkeeper/certkeeper.toml"
     )]
     pub config: PathBuf,
-    /// Log format on stderr: text or json.
+    /// Log format on stderr: text or json. Levels come from CERTKEEPER_LOG, e.g. `debug` or
+    /// `info,certkeeper::dns=debug` (default `info,hickory=warn,reqwest=warn`).
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
     /// Reissue now and exit: the named certificates, or every configured one when none is named.
