@@ -188,11 +188,15 @@ impl Agent {
                         )
                         .await
                         .context("prepareOrder")?;
+                    // Checked before any hook runs or anything is paid: the line comes from
+                    // the network and its parts reach the DNS hook.
+                    let names = cert.all_names();
                     let records = prepared
                         .dns_lines
                         .iter()
-                        .map(|(_, line)| dns::parse_zone_line(line))
-                        .collect::<Result<Vec<_>, _>>()?;
+                        .map(|(_, line)| dns::read_dcv_line(line, &names))
+                        .collect::<Result<Vec<_>, _>>()
+                        .with_context(|| format!("refused prepareOrder's authentication.dns for {name}"))?;
                     if records.is_empty() {
                         bail!("prepareOrder offered no DNS validation for {} {}", cert.product, name);
                     }
@@ -201,7 +205,10 @@ impl Agent {
                 }
                 Step::Prepared => {
                     if cert.dns == DnsMode::Hook {
+                        let names = cert.all_names();
                         for rec in &j.records {
+                            rec.check(&names)
+                                .with_context(|| format!("refused the journal's validation record for {name}"))?;
                             hooks::run(
                                 &dns_hook_argv(cert, "present"),
                                 &record_env(&name, rec),
@@ -564,7 +571,12 @@ impl Agent {
     async fn end_order(&self, cert: &CertConfig, st: &mut CertState) {
         let Some(j) = st.order.take() else { return };
         if cert.dns == DnsMode::Hook && j.step >= Step::Prepared {
+            let names = cert.all_names();
             for rec in &j.records {
+                if let Err(e) = rec.check(&names) {
+                    tracing::warn!(cert = %cert.name, error = %e, "no DNS cleanup for a record that fails its check");
+                    continue;
+                }
                 if let Err(e) = hooks::run(
                     &dns_hook_argv(cert, "cleanup"),
                     &record_env(&cert.name, rec),
@@ -838,7 +850,7 @@ fn record_env(name: &str, rec: &DcvRecord) -> BTreeMap<String, String> {
         ("CERTKEEPER_RECORD_TYPE".into(), rec.kind.clone()),
         ("CERTKEEPER_RECORD_VALUE".into(), rec.value.clone()),
         ("CERTKEEPER_RECORD_TTL".into(), rec.ttl.to_string()),
-        ("CERTKEEPER_RECORD_ZONE_LINE".into(), rec.zone_line.clone()),
+        ("CERTKEEPER_RECORD_ZONE_LINE".into(), rec.canonical_line()),
     ])
 }
 

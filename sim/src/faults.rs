@@ -102,6 +102,10 @@ pub struct Faults {
     pub foreign_poll: bool,
     /// How delivered certificates are spoiled, if at all.
     pub mutation: Option<Mutation>,
+    /// A hostile API: prepareOrder answers this DCV line instead of its own, with `{name}` and
+    /// `{token}` replaced by the name and the real token (a client must refuse what is not one
+    /// TXT or CNAME record for its own names).
+    pub dcv_line: Option<String>,
 }
 
 impl Default for Faults {
@@ -115,6 +119,7 @@ impl Default for Faults {
             duplicate_poll: false,
             foreign_poll: false,
             mutation: None,
+            dcv_line: None,
         }
     }
 }

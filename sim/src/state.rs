@@ -460,7 +460,10 @@ impl State {
                         authentication.push(CertAuthenticationOut {
                             name: Some(n.clone()),
                             method: "DNS".into(),
-                            dns: Some(dns_line(n, &token)),
+                            dns: Some(match &self.faults.dcv_line {
+                                Some(t) => t.replace("{name}", n).replace("{token}", &token),
+                                None => dns_line(n, &token),
+                            }),
                             ..Default::default()
                         });
                     }

@@ -442,3 +442,23 @@ async fn the_binary_takes_its_settings_from_flags_and_the_environment() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_dcv_line_replaces_the_one_prepare_order_answers() {
+    let api = start().await;
+    let plain = csr(&["h.example.com"]);
+    let honest = dns_line(&api.prepare(&plain).await.body);
+    assert!(honest.starts_with("h.example.com.\t300\tIN\tTXT\t\""), "{honest}");
+    let (status, _) = api
+        .sim_post(
+            "/faults",
+            json!({"rate_limit": 0.0, "dcv_line": "$INCLUDE /etc/passwd {name}. {token}"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let p = api.prepare(&plain).await;
+    assert_schema("JsonResponseDataCertificateData", &p.body);
+    let hostile = dns_line(&p.body);
+    assert!(hostile.starts_with("$INCLUDE /etc/passwd h.example.com. "), "{hostile}");
+    assert_ne!(hostile, honest);
+}

@@ -1,0 +1,178 @@
+//! A hostile API and a hostile network: what it sends is refused before it can read a file,
+//! hang a run, reach a hook or cost money.
+
+use std::time::{Duration, Instant};
+
+use autodns_sim::Faults;
+
+use crate::support::*;
+
+/// prepareOrder's DCV line is the API's to write, and a DNS hook's to publish. Before certkeeper
+/// read it with its own strict reader, `$INCLUDE` published a root-only file through the hook,
+/// `/dev/zero` took gigabytes, a FIFO hung the run, and a newline added a record to the zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_dcv_line_is_refused_before_any_hook_runs_or_anything_is_paid() {
+    let env = TestEnv::start("hostile-dcv").await;
+    let name = "www.example.com";
+    let calls = env.dir.join("hook.calls");
+    let hook = env.script(
+        "dns-hook.sh",
+        &format!("env | grep '^CERTKEEPER_' >> {0}\necho --- >> {0}", calls.display()),
+    );
+    // A file only root may read, holding a valid record: what `$INCLUDE` used to publish.
+    let secret = env.dir.join("secret.zone");
+    std::fs::write(&secret, format!("{name}. 300 IN TXT \"root-only-secret\"\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let fifo = env.dir.join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    env.write_config(&[Cert::autodns(name)], "");
+    env.append_config(&format!("dns = \"hook\"\ndns_hook = [\"{}\"]\n", hook.display()));
+
+    let hostile = [
+        format!("$INCLUDE {}", secret.display()),
+        "$INCLUDE /dev/zero".to_string(),
+        format!("$INCLUDE {}", fifo.display()),
+        "$ORIGIN evil.example.net.\n@ 300 IN TXT \"{token}\"".to_string(),
+        "{name}. 300 IN TXT \"{token}\"\nevil.example.com. 300 IN A 192.0.2.1".to_string(),
+        "{name}. 300 IN TXT \"{token}\nupdate add evil.example.com. 300 IN A 192.0.2.1\"".to_string(),
+        "{name}. 300 IN TXT \"{token}\rsend\"".to_string(),
+        "{name}. 300 IN CNAME evil.example.net.".to_string(),
+        "example.com. 300 IN TXT \"{token}\"".to_string(),
+        "_x.evil.example.net. 300 IN TXT \"{token}\"".to_string(),
+        "*.{name}. 300 IN TXT \"{token}\"".to_string(),
+        "{name}. 300 IN TXT \"$(touch pwned)\"".to_string(),
+        "{name}. 300 IN TXT \"`touch pwned`\"".to_string(),
+        "{name}. 300 IN TXT \"\u{1b}[2J{token}\"".to_string(),
+        "{name}. 300 IN A 192.0.2.1".to_string(),
+    ];
+    for line in hostile {
+        env.set_faults(Faults {
+            dcv_line: Some(line.clone()),
+            ..Faults::default()
+        });
+        let started = Instant::now();
+        let out = env.run(&["run", "--once"], &[]).await;
+        let err = stderr(&out);
+        assert!(
+            !err.contains("root-only-secret"),
+            "{line:?} read the root-only file:\n{err}"
+        );
+        assert!(
+            !err.contains('\u{1b}'),
+            "{line:?}: a control character reached the terminal:\n{err}"
+        );
+        assert!(
+            !calls.exists(),
+            "{line:?} reached the DNS hook:\n{}",
+            std::fs::read_to_string(&calls).unwrap()
+        );
+        assert!(!env.dir.join("pwned").exists());
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{line:?} was not refused as an order failure:\n{err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{line:?} held the run for {:?}",
+            started.elapsed()
+        );
+        assert!(
+            err.contains("authentication.dns"),
+            "{line:?}: the error does not name the field:\n{err}"
+        );
+    }
+    assert_eq!(env.paid(name), 0, "{:?}", env.sim.control().ledger());
+    assert!(!env.live(name).join("cert.pem").exists());
+
+    // The same run with the API's own line goes through, so the refusals above were the line's.
+    env.set_faults(Faults::default());
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nexec {} demo-dns-hook {} {} \"$@\"\n",
+            BIN,
+            env.sim.sim_url(),
+            env.dir.join("root.pem").display()
+        ),
+    )
+    .unwrap();
+    env.run_ok(&["run", "--once"]).await;
+    env.assert_installed(name);
+    assert_eq!(env.paid(name), 1);
+}
+
+/// The shipped RFC 2136 hook is the second line of defence: what it is given goes into
+/// nsupdate's input one command per line, so a value with a newline would add a record of its
+/// own. It refuses such values before nsupdate runs (a stand-in nsupdate records its input).
+#[test]
+fn the_rfc2136_hook_refuses_values_that_would_add_a_command_to_nsupdate() {
+    let dir = std::env::temp_dir().join(format!("certkeeper-it-hook2136-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("nsupdate.input");
+    let fake = dir.join("nsupdate");
+    std::fs::write(&fake, format!("#!/bin/sh\ncat >> {}\n", input.display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hook = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/dns-rfc2136");
+    let run = |name: &str, value: &str, ttl: &str| {
+        std::process::Command::new(&hook)
+            .args(["127.0.0.1:53", "-", "present"])
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))
+            .env("CERTKEEPER_RECORD_NAME", name)
+            .env("CERTKEEPER_RECORD_TYPE", "TXT")
+            .env("CERTKEEPER_RECORD_VALUE", value)
+            .env("CERTKEEPER_RECORD_TTL", ttl)
+            .output()
+            .unwrap()
+    };
+    let ok = run("www.example.com.", "token-123", "300");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&input).unwrap(),
+        "server 127.0.0.1 53\nupdate add www.example.com. 300 TXT \"token-123\"\nsend\n"
+    );
+    std::fs::remove_file(&input).unwrap();
+    for (name, value, ttl) in [
+        (
+            "www.example.com.",
+            "abc\nupdate add evil.example.com. 300 A 192.0.2.1",
+            "300",
+        ),
+        ("www.example.com.", "abc\n", "300"),
+        ("www.example.com.", "abc\rsend", "300"),
+        ("www.example.com.", "abc\" \"def", "300"),
+        ("www.example.com.", "abc\\", "300"),
+        ("www.example.com.", "a b", "300"),
+        ("www.example.com.", "a;b", "300"),
+        ("www.example.com.", "$(id)", "300"),
+        ("www.example.com.", "`id`", "300"),
+        ("www.example.com.", "\u{1b}[2J", "300"),
+        ("www.example.com.", "äbc", "300"),
+        (
+            "www.example.com.\nupdate add evil.example.com. 300 A 192.0.2.1",
+            "abc",
+            "300",
+        ),
+        ("www.example.com. 300 IN A", "abc", "300"),
+        ("www.example.com.", "abc", "300\nsend"),
+    ] {
+        let out = run(name, value, ttl);
+        assert_eq!(out.status.code(), Some(2), "accepted {name:?} {value:?} {ttl:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("refused"),
+            "{name:?} {value:?}"
+        );
+        assert!(!input.exists(), "nsupdate ran for {name:?} {value:?} {ttl:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
