@@ -69,10 +69,12 @@ pub async fn run(path: PathBuf, config: Config) -> u8 {
     );
 
     let host = order::host_name();
-    let mut tasks: JoinSet<(CertConfig, anyhow::Result<Outcome>)> = JoinSet::new();
+    let mut tasks: JoinSet<anyhow::Result<Outcome>> = JoinSet::new();
+    let mut task_names: HashMap<tokio::task::Id, CertConfig> = HashMap::new();
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut warned: HashSet<String> = HashSet::new();
     let mut alarmed: HashMap<String, i64> = HashMap::new();
+    let mut setbacks = Setbacks::default();
     for _ in 0u64.. {
         let agent = current(&shared);
         let t = now();
@@ -86,7 +88,7 @@ pub async fn run(path: PathBuf, config: Config) -> u8 {
             let st = agent.store.load(&cert.name).unwrap_or_default();
             let d = schedule::next(
                 t,
-                &order::facts(&st),
+                &setbacks.facts(&cert.name, &st),
                 &agent.policy(cert),
                 schedule::jitter_seed(host, &cert.name),
             );
@@ -120,27 +122,44 @@ pub async fn run(path: PathBuf, config: Config) -> u8 {
                 break;
             }
             in_flight.insert(cert.name.clone());
-            let agent = agent.clone();
-            tasks.spawn(async move {
-                let result = Box::pin(agent.ensure(&cert, false)).await;
-                (cert, result)
-            });
+            let task_agent = agent.clone();
+            let task_cert = cert.clone();
+            let handle = tasks.spawn(async move { Box::pin(task_agent.ensure(&task_cert, false)).await });
+            task_names.insert(handle.id(), cert);
         }
         let wait = Duration::from_secs((next_at - t).clamp(1, 3600) as u64);
         tokio::select! {
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok((cert, result)) = joined {
+            Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let (id, result) = match joined {
+                    Ok((id, result)) => (id, result),
+                    // A task that panicked is a failure like any other: released, counted, told.
+                    Err(e) => (e.id(), Err(anyhow::anyhow!("the order task stopped unexpectedly: {e}"))),
+                };
+                if let Some(cert) = task_names.remove(&id) {
                     in_flight.remove(&cert.name);
-                    match result {
-                        Ok(Outcome::Deployed { serial, .. }) => tracing::info!(cert = %cert.name, %serial, "renewed"),
-                        Ok(Outcome::NothingDue) => {}
-                        Ok(Outcome::NotDeployed { error, .. }) => {
-                            background.spawn(alarm(agent.clone(), cert.clone(), "not_deployed", error));
+                    let event = match &result {
+                        Ok(Outcome::Deployed { serial, .. }) => {
+                            tracing::info!(cert = %cert.name, %serial, "renewed");
+                            None
+                        }
+                        Ok(Outcome::NothingDue) => None,
+                        Ok(Outcome::NotDeployed { serial, error }) => {
+                            tracing::error!(cert = %cert.name, %serial, %error, "issued but not deployed; will retry after the backoff");
+                            Some(("not_deployed", format!("not_deployed {serial}"), error.clone()))
                         }
                         Err(e) => {
                             let error = format!("{e:#}");
                             tracing::error!(cert = %cert.name, %error, "order failed; will retry after the backoff");
-                            background.spawn(alarm(agent.clone(), cert.clone(), "failed", error));
+                            Some(("failed", format!("failed {error}"), error))
+                        }
+                    };
+                    match event {
+                        None => setbacks.clear(&cert.name),
+                        Some((event, state, error)) => {
+                            let st = agent.store.load(&cert.name).unwrap_or_default();
+                            if setbacks.record(&cert.name, &st, now(), state) {
+                                background.spawn(alarm(agent.clone(), cert.clone(), event, error));
+                            }
                         }
                     }
                 }
@@ -173,6 +192,43 @@ pub async fn run(path: PathBuf, config: Config) -> u8 {
     while tasks.join_next().await.is_some() {}
     background.abort_all();
     EXIT_OK
+}
+
+/// What the daemon remembers of each certificate's failures, besides its state file: the count
+/// and time of the last one, so that a certificate whose state cannot be written still backs off,
+/// and the state last reported to `on_failure`, so that a failure that repeats is reported once.
+#[derive(Default)]
+struct Setbacks {
+    failures: HashMap<String, (u32, i64)>,
+    reported: HashMap<String, String>,
+}
+
+impl Setbacks {
+    /// The schedule's facts: the state file's, with the failures remembered here where the file
+    /// knows fewer.
+    fn facts(&self, name: &str, st: &crate::store::CertState) -> schedule::Facts {
+        let mut f = order::facts(st);
+        if let Some((count, at)) = self.failures.get(name)
+            && f.last_failure.is_none_or(|l| l < *at)
+        {
+            f.failures = f.failures.max(*count);
+            f.last_failure = Some(*at);
+        }
+        f
+    }
+
+    /// Records a failure; returns whether `on_failure` should hear of it (the first time this
+    /// state is reached).
+    fn record(&mut self, name: &str, st: &crate::store::CertState, at: i64, state: String) -> bool {
+        let count = self.failures.get(name).map_or(0, |(c, _)| *c) + 1;
+        self.failures.insert(name.to_string(), (count.max(st.failures), at));
+        self.reported.insert(name.to_string(), state.clone()).as_ref() != Some(&state)
+    }
+
+    fn clear(&mut self, name: &str) {
+        self.failures.remove(name);
+        self.reported.remove(name);
+    }
 }
 
 /// Waits until a burst of file events is over and the file's content has stopped changing, so

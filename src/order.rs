@@ -633,6 +633,10 @@ impl Agent {
                 st.deployed = false;
                 st.pending_deploy = Some(generation);
                 st.last_error = Some(error.clone());
+                // A failed deploy is a failure like any other: counted, so that the schedule
+                // backs off (1 m, 10 m, ...) instead of retrying the hook at once, for ever.
+                st.failures += 1;
+                st.last_failure = Some(OffsetDateTime::now_utc().unix_timestamp());
                 self.store.save(st)?;
                 Ok(Outcome::NotDeployed { serial, error })
             }

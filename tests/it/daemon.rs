@@ -408,3 +408,79 @@ async fn fetch(port: u16) -> String {
     assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
     out
 }
+
+/// nginx down as a renewal lands: the reload hook fails on every try. The daemon used to rerun
+/// it, and `on_failure`, about 290 times a second, flipping `live/NAME` back and forth. With the
+/// backoff it ships with (the config sets none), it waits a minute, tries once (switch, hook,
+/// switch back, hook), then waits ten, and tells `on_failure` once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_hook_that_always_fails_is_retried_after_the_shipped_backoff_not_in_a_loop() {
+    let env = TestEnv::start("daemon-reload-fails").await;
+    let name = "www.example.com";
+    let down = env.dir.join("nginx-down");
+    let runs = env.dir.join("reload.runs");
+    let reload = env.script(
+        "reload.sh",
+        &format!(
+            "readlink {} >> {}\n[ ! -e {} ] || {{ echo 'nginx: [emerg] cannot load certificate' >&2; exit 1; }}",
+            env.live(name).display(),
+            runs.display(),
+            down.display()
+        ),
+    );
+    let alarms = env.dir.join("alarms");
+    let on_failure = env.script(
+        "on-failure.sh",
+        &format!(
+            "env | grep '^CERTKEEPER_' | sort >> {0}\necho --- >> {0}",
+            alarms.display()
+        ),
+    );
+    env.write_config(&[Cert::autodns(name)], &format!("reload = [\"{}\"]", reload.display()));
+    env.append_config(&format!("[daemon]\non_failure = [\"{}\"]\n", on_failure.display()));
+    env.run_ok(&["run", "--once"]).await;
+    let s1 = env.serial(name);
+    std::fs::write(&down, "").unwrap();
+    let out = env.run(&["--renew-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(env.serial(name), s1, "the live symlink was not rolled back");
+    std::fs::remove_file(&runs).unwrap();
+
+    let daemon = Daemon::start(&env);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let early = std::fs::read_to_string(&runs).unwrap_or_default();
+    assert_eq!(
+        early.lines().count(),
+        0,
+        "the hook ran again within 40 s of a failure:\n{early}\n{}",
+        daemon.log()
+    );
+    tokio::time::sleep(Duration::from_secs(85) - started.elapsed()).await;
+    let log = daemon.stop();
+    let seen = std::fs::read_to_string(&runs).unwrap_or_default();
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "one retry after a minute (the new generation, then the rollback's rerun):\n{seen}\n{log}"
+    );
+    assert_ne!(lines[0], lines[1], "the retry did not roll back: {lines:?}");
+    assert_eq!(env.serial(name), s1, "the old certificate must stay live");
+    assert!(log.lines().count() < 100, "{} log lines:\n{log}", log.lines().count());
+    let told = std::fs::read_to_string(&alarms).unwrap_or_default();
+    assert_eq!(told.matches("---").count(), 1, "on_failure must be told once:\n{told}");
+    assert!(told.contains("CERTKEEPER_EVENT=not_deployed"), "{told}");
+    assert!(
+        !told.contains("CERTKEEPER_FAILURES=0") && told.contains("CERTKEEPER_FAILURES="),
+        "on_failure must get the failure count:\n{told}"
+    );
+
+    // Once nginx is back, the next run deploys the issued certificate, without a new order.
+    std::fs::remove_file(&down).unwrap();
+    env.run_ok(&["run", "--once"]).await;
+    assert_ne!(env.serial(name), s1);
+    env.assert_installed(name);
+    assert_eq!(env.reissues(name), 1);
+    assert_eq!(env.paid(name), 1);
+}
