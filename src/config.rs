@@ -520,16 +520,8 @@ impl Validator<'_> {
 
     fn api(&mut self, raw: RawApi, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Option<ApiConfig> {
         let url = raw.url.get_ref().trim_end_matches('/').to_string();
-        if !(url.starts_with("https://")
-            || url.starts_with("http://127.0.0.1")
-            || url.starts_with("http://[::1]")
-            || url.starts_with("http://localhost"))
-        {
-            self.err(
-                raw.url.span(),
-                "api.url",
-                "must be an https:// URL (plain http is allowed only on loopback)",
-            );
+        if let Err(e) = check_api_url(&url) {
+            self.err(raw.url.span(), "api.url", &e);
         }
         if raw.user.get_ref().is_empty() {
             self.err(raw.user.span(), "api.user", "must not be empty");
@@ -1021,6 +1013,31 @@ pub fn is_hostname(n: &str) -> bool {
 }
 
 /// Parses `250ms`, `10s`, `5m`, `2h`, `30d` (or a bare number of seconds).
+/// The API's URL: https, or plain http to a loopback address only. The host is the parsed URL's
+/// host, not a prefix of the text (`http://127.0.0.1@api.example.com/` goes to api.example.com),
+/// and no user name or password may ride in it (the password comes from a file).
+pub fn check_api_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("'{text}' is not a URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry a user name or password (use api.user and api.password_file)".into());
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err("must be an https:// URL (plain http is allowed only on loopback)".into()),
+    }
+}
+
+/// The longest duration any setting takes: 400 days, longer than any certificate lives. A
+/// larger value is a typo, and would overflow the clock arithmetic it feeds.
+pub const MAX_DURATION: Duration = Duration::from_secs(400 * 86_400);
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
@@ -1036,7 +1053,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => value * 86_400.0,
         other => return Err(format!("unknown unit '{other}' in '{s}' (use ms, s, m, h or d)")),
     };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a duration"))
+    let d = Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a duration"))?;
+    if d > MAX_DURATION {
+        return Err(format!("'{s}' is longer than the longest allowed, 400d"));
+    }
+    Ok(d)
 }
 
 /// Parses `renew_before`: a share such as `33%` or a duration such as `30d`.

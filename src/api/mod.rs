@@ -96,10 +96,22 @@ pub struct Client {
 
 const USER_AGENT: &str = concat!("certkeeper/", env!("CARGO_PKG_VERSION"));
 
+/// The largest answer read: the API's largest (a certificate with its chain) is a few KiB.
+pub const MAX_BODY: usize = 4 << 20;
+/// The longest `Retry-After` honoured; a larger one is read as this (a run must not sleep for
+/// centuries holding the lock because a server said so).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// The longest a request waits inside a run for a `Retry-After`; a longer one ends the attempt,
+/// and the schedule tries again after it.
+pub const MAX_WAIT_IN_RUN: Duration = Duration::from_secs(60);
+
 impl Client {
     pub fn new(cfg: &ApiConfig) -> Result<Self, Error> {
         let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
+            // A redirect would resend the credentials (and a paid body, on 307/308) to wherever
+            // it points, https or not: the API is called at the configured URL or not at all.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout);
         if let Some(pem) = &cfg.ca_pem {
@@ -162,16 +174,14 @@ impl Client {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let bytes = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) if e.is_timeout() => return Err(Error::Timeout(self.timeout)),
-            Err(e) => return Err(Error::Transport(error_chain(&e))),
-        };
+            .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        let bytes = read_body(response, self.timeout).await?;
         tracing::debug!(%method, path, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "api request");
         let checked = Self::check(status, retry_after, &bytes);
         if let Err(Error::RateLimited { retry_after }) = &checked {
-            self.limiter.pause(retry_after.unwrap_or(Duration::from_secs(1))).await;
+            self.limiter
+                .pause(retry_after.unwrap_or(Duration::from_secs(1)).min(MAX_WAIT_IN_RUN))
+                .await;
         }
         checked
     }
@@ -237,8 +247,14 @@ impl Client {
         loop {
             match self.send(method.clone(), path, body, None).await {
                 Ok(env) => return Ok(env),
-                Err(e) if e.is_retryable() && attempt < self.retry.attempts => {
-                    let wait = e.retry_after().unwrap_or(delay).min(Duration::from_secs(60));
+                // A server that asks for a longer pause than a run may wait gets it from the
+                // schedule instead (the failure records its Retry-After).
+                Err(e)
+                    if e.is_retryable()
+                        && attempt < self.retry.attempts
+                        && e.retry_after().is_none_or(|d| d <= MAX_WAIT_IN_RUN) =>
+                {
+                    let wait = e.retry_after().unwrap_or(delay);
                     tracing::debug!(path, attempt, error = %e, ?wait, "retrying");
                     tokio::time::sleep(wait).await;
                     delay = (delay * 2).min(self.retry.max_delay);
@@ -254,7 +270,9 @@ impl Client {
         let mut attempt = 1;
         loop {
             match self.send(method.clone(), path, Some(body), Some(ctid)).await {
-                Err(Error::RateLimited { retry_after }) if attempt < self.retry.attempts => {
+                Err(Error::RateLimited { retry_after })
+                    if attempt < self.retry.attempts && retry_after.is_none_or(|d| d <= MAX_WAIT_IN_RUN) =>
+                {
                     tokio::time::sleep(retry_after.unwrap_or(Duration::from_secs(1))).await;
                     attempt += 1;
                 }
@@ -432,6 +450,33 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     s
+}
+
+/// Reads an answer's body, at most [`MAX_BODY`] bytes: a larger one is refused as it arrives,
+/// before it fills the memory (as an answer that could not be read, whose outcome is unknown).
+async fn read_body(mut response: reqwest::Response, timeout: Duration) -> Result<Vec<u8>, Error> {
+    let status = response.status().as_u16();
+    let too_large = || Error::Garbled {
+        http: status,
+        detail: format!("the answer is larger than {} MiB", MAX_BODY >> 20),
+    };
+    if response.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) if e.is_timeout() => return Err(Error::Timeout(timeout)),
+            Err(e) => return Err(Error::Transport(error_chain(&e))),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -149,6 +149,42 @@ fn a_plain_http_url_off_loopback_is_refused() {
 }
 
 #[test]
+fn the_loopback_rule_looks_at_the_parsed_host_not_a_prefix() {
+    for ok in [
+        "https://api.autodns.com/v1",
+        "https://api.demo.autodns.com/v1",
+        "http://127.0.0.1:8443/v1",
+        "http://127.0.0.5/v1",
+        "http://[::1]:8080/v1",
+        "http://localhost:8080/v1",
+        "http://LOCALHOST/v1",
+    ] {
+        assert!(check_api_url(ok).is_ok(), "{ok}");
+    }
+    // Each of these used to pass as "loopback" and sent the password in clear to another host.
+    for bad in [
+        "http://127.0.0.1@api.example.com/v1",
+        "http://127.0.0.1:80@api.example.com/v1",
+        "http://127.0.0.1.example.com/v1",
+        "http://localhost.example.com/v1",
+        "http://localhost@api.example.com/v1",
+        "http://[::1]@api.example.com/v1",
+        "http://api.autodns.com/v1",
+        "https://demo:secret@api.autodns.com/v1",
+        "ftp://127.0.0.1/v1",
+        "api.autodns.com/v1",
+    ] {
+        assert!(check_api_url(bad).is_err(), "{bad}");
+    }
+    check_error(
+        &replace("https://api.autodns.com/v1", "http://127.0.0.1@api.autodns.com/v1"),
+        "api.url",
+        3,
+        "user name",
+    );
+}
+
+#[test]
 fn an_empty_user_is_refused() {
     check_error(&replace("user = \"user\"", "user = \"\""), "api.user", 4, "empty");
 }
@@ -408,6 +444,13 @@ fn durations_and_shares_parse_as_an_operator_writes_them() {
     assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
     assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
     assert!(parse_duration("1 fortnight").is_err());
+    // Bounded, so that no setting overflows the clock it is added to (this one used to pass
+    // `check` and panic after the order was paid, on every later run too).
+    assert_eq!(parse_duration("400d").unwrap(), MAX_DURATION);
+    let e = parse_duration("200000000000000d").unwrap_err();
+    assert!(e.contains("longest allowed, 400d"), "{e}");
+    assert!(parse_duration("401d").is_err());
+    assert!(parse_duration("1e400s").is_err());
     assert_eq!(parse_renew_before("25%").unwrap(), RenewBefore::Share(0.25));
     assert!(parse_renew_before("0%").is_err());
 }

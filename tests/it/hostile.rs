@@ -176,3 +176,156 @@ fn the_rfc2136_hook_refuses_values_that_would_add_a_command_to_nsupdate() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// How the fake API answers every request.
+#[derive(Clone, Copy)]
+enum Hostile {
+    /// 429 with the largest Retry-After there is.
+    RetryForever,
+    /// A 200 whose body never ends (2 GiB of spaces, no Content-Length).
+    EndlessBody,
+    /// A 200 that announces a 2 GiB body.
+    HugeLength,
+    /// A 307 to another loopback port, over plain http.
+    Redirect(u16),
+}
+
+/// A fake API on loopback that answers every request the same hostile way, and counts them.
+struct FakeApi {
+    url: String,
+    port: u16,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeApi {
+    async fn start(how: Option<Hostile>) -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    // The request head, then whatever body it announced; bounded.
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 65_536 {
+                        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
+                            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    let head = match how {
+                        None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                        Some(Hostile::RetryForever) => "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 18446744073709551615\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                        Some(Hostile::EndlessBody) => "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n".to_string(),
+                        Some(Hostile::HugeLength) => "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2147483648\r\nConnection: close\r\n\r\n".to_string(),
+                        Some(Hostile::Redirect(to)) => format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{to}/v1/elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                    };
+                    if s.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if matches!(how, Some(Hostile::EndlessBody | Hostile::HugeLength)) {
+                        let spaces = vec![b' '; 65_536];
+                        for _ in 0..32_768 {
+                            if s.write_all(&spaces).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            url: format!("http://127.0.0.1:{port}/v1"),
+            port,
+            hits,
+            task,
+        }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Points the test config at `url` instead of the simulator.
+fn use_api(env: &TestEnv, url: &str) {
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    std::fs::write(env.config_path(), text.replace(&env.sim.api_url, url)).unwrap();
+}
+
+/// `Retry-After: 18446744073709551615` used to panic the run (no failure recorded), and a large
+/// one froze it for centuries holding the lock. Now it is capped: the run ends, the failure is
+/// recorded, and the schedule waits at most the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_of_centuries_neither_panics_nor_holds_the_run() {
+    let env = TestEnv::start("hostile-retry").await;
+    let api = FakeApi::start(Some(Hostile::RetryForever)).await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    use_api(&env, &api.url);
+    let started = Instant::now();
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the run took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.dir.join("state/certs/www.example.com.json")).unwrap()).unwrap();
+    let retry_after = state["retry_after"].as_i64().expect("the Retry-After is recorded");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(
+        retry_after > now && retry_after <= now + 3600,
+        "Retry-After recorded as {retry_after}, now {now}"
+    );
+    assert_eq!(state["failures"], 1, "{state}");
+}
+
+/// A 2 GB answer took 5.2 GB of memory. Bodies are read to 4 MiB and no further, whether the
+/// answer announces its length or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_larger_than_the_bound_is_refused_as_it_arrives() {
+    for how in [Hostile::EndlessBody, Hostile::HugeLength] {
+        let env = TestEnv::start("hostile-body").await;
+        let api = FakeApi::start(Some(how)).await;
+        env.write_config(&[Cert::autodns("www.example.com")], "");
+        use_api(&env, &api.url);
+        let started = Instant::now();
+        let out = env.run(&["run", "--once"], &[]).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(stderr(&out).contains("larger than 4 MiB"), "{}", stderr(&out));
+    }
+}
+
+/// Redirects used to be followed, https to http, resending the credentials (and, on 307/308, a
+/// paid body) to wherever they pointed. The API is called at its configured URL or not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed() {
+    let env = TestEnv::start("hostile-redirect").await;
+    let elsewhere = FakeApi::start(None).await;
+    let api = FakeApi::start(Some(Hostile::Redirect(elsewhere.port))).await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    use_api(&env, &api.url);
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(api.hits() >= 1);
+    assert_eq!(elsewhere.hits(), 0, "the redirect was followed:\n{}", stderr(&out));
+}
