@@ -1012,7 +1012,6 @@ pub fn is_hostname(n: &str) -> bool {
         && !labels.last().is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()))
 }
 
-/// Parses `250ms`, `10s`, `5m`, `2h`, `30d` (or a bare number of seconds).
 /// The API's URL: https, or plain http to a loopback address only. The host is the parsed URL's
 /// host, not a prefix of the text (`http://127.0.0.1@api.example.com/` goes to api.example.com),
 /// and no user name or password may ride in it (the password comes from a file).
@@ -1038,6 +1037,7 @@ pub fn check_api_url(text: &str) -> Result<(), String> {
 /// larger value is a typo, and would overflow the clock arithmetic it feeds.
 pub const MAX_DURATION: Duration = Duration::from_secs(400 * 86_400);
 
+/// Parses `250ms`, `10s`, `5m`, `2h`, `30d` (or a bare number of seconds), at most 400 days.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
