@@ -779,14 +779,24 @@ impl Validator<'_> {
                 &f("name"),
                 &format!("'{name}' is not a host name such as www.example.com"),
             );
+        } else if name.len() > MAX_NAME {
+            self.err(
+                name_span.clone(),
+                &f("name"),
+                &format!(
+                    "is {} bytes long; a certificate's name becomes a file name (NAME.json), so it may have at most {MAX_NAME} (list a longer name in alt_names)",
+                    name.len()
+                ),
+            );
         }
         let mut alt_names = Vec::new();
         if let Some(alts) = &c.alt_names {
+            let mut seen = std::collections::HashSet::new();
             for a in alts.get_ref() {
                 let a = a.to_ascii_lowercase();
                 if !is_hostname(&a) {
                     self.err(alts.span(), &f("alt_names"), &format!("'{a}' is not a host name"));
-                } else if a != name && !alt_names.contains(&a) {
+                } else if a != name && seen.insert(a.clone()) {
                     alt_names.push(a);
                 }
             }
@@ -995,6 +1005,10 @@ fn read_password_file(path: &Path) -> Result<String, String> {
     }
     Ok(password)
 }
+
+/// The longest certificate name: it becomes the file name `NAME.json`, and a file name has at
+/// most 255 bytes.
+pub const MAX_NAME: usize = 250;
 
 /// Whether `n` is a host name a public certificate can carry (no wildcard, no IP address).
 pub fn is_hostname(n: &str) -> bool {

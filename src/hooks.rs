@@ -1,5 +1,6 @@
-//! Running hooks: argv without a shell, a scrubbed environment plus our variables, a timeout,
-//! and the output written to the log.
+//! Running hooks: argv without a shell, a scrubbed environment plus our variables, a process
+//! group of their own, one deadline for the hook and its output, and the output written to the
+//! log.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -22,15 +23,20 @@ pub enum HookError {
     Timeout { program: String, timeout: Duration },
 }
 
-/// Runs `argv` with `env`, waits at most `timeout`.
+/// Runs `argv` with `env`, waits at most `timeout` for it and for its output. The hook runs in
+/// a process group of its own: at the timeout the whole group is killed, so that a background
+/// child (`sh -c "sleep 40 &"`) can neither hold the run past the timeout through the output
+/// pipe nor outlive it. Its output is logged at INFO, line by line; a failure names the last
+/// line it wrote on stderr.
 pub async fn run(argv: &[String], env: &BTreeMap<String, String>, timeout: Duration) -> Result<(), HookError> {
     let program = argv.first().cloned().unwrap_or_default();
     let mut cmd = Command::new(&program);
-    cmd.args(&argv[1..])
+    cmd.args(argv.get(1..).unwrap_or_default())
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     for k in KEEP {
         if let Ok(v) = std::env::var(k) {
@@ -45,51 +51,86 @@ pub async fn run(argv: &[String], env: &BTreeMap<String, String>, timeout: Durat
         program: program.clone(),
         detail: e.to_string(),
     })?;
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let p1 = program.clone();
-    let p2 = program.clone();
-    let out = tokio::spawn(async move {
-        if let Some(s) = stdout {
-            let mut lines = BufReader::new(s).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(hook = %p1, "{line}");
-            }
+    let group = child.id();
+    let out = tokio::spawn(log_lines(child.stdout.take(), program.clone(), "stdout"));
+    let err = tokio::spawn(log_lines(child.stderr.take(), program.clone(), "stderr"));
+    let finished = tokio::time::timeout(timeout, async {
+        let status = child.wait().await;
+        // The output ends when every process of the group has closed it, not when the hook
+        // itself exits: this too is inside the deadline.
+        let _ = out.await;
+        let last = err.await.ok().flatten();
+        (status, last)
+    })
+    .await;
+    // At a timeout or an error, whatever is left of the group (a background child holding the
+    // output) is stopped too; a daemon the hook started properly has a session of its own.
+    let kill_group = || {
+        if let Some(pid) = group.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
-    });
-    let err = tokio::spawn(async move {
-        if let Some(s) = stderr {
-            let mut lines = BufReader::new(s).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::warn!(hook = %p2, "{line}");
-            }
-        }
-    });
-    let status = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    };
+    let (status, last) = match finished {
+        Ok((Ok(s), last)) => (s, last),
+        Ok((Err(e), _)) => {
+            kill_group();
             return Err(HookError::Start {
                 program,
                 detail: e.to_string(),
             });
         }
         Err(_) => {
+            kill_group();
             let _ = child.kill().await;
-            out.abort();
-            err.abort();
             return Err(HookError::Timeout { program, timeout });
         }
     };
-    let _ = out.await;
-    let _ = err.await;
     if status.success() {
         Ok(())
     } else {
+        let said = last.map(|l| format!(": {l}")).unwrap_or_default();
         Err(HookError::Failed {
             program,
-            status: status.to_string(),
+            status: format!("{status}{said}"),
         })
     }
+}
+
+/// The longest line of hook output that is logged whole.
+const MAX_LINE: usize = 4096;
+
+/// Logs a hook's output line by line, control characters escaped; returns the last line.
+async fn log_lines<R: tokio::io::AsyncRead + Unpin>(
+    stream: Option<R>,
+    program: String,
+    which: &'static str,
+) -> Option<String> {
+    let mut lines = BufReader::new(stream?).lines();
+    let mut last = None;
+    while let Ok(Some(line)) = lines.next_line().await {
+        let line = printable(&line);
+        tracing::info!(hook = %program, stream = which, "{line}");
+        last = Some(line);
+    }
+    last
+}
+
+/// Text from outside (a hook, the API) as it may reach a log or a terminal: control characters
+/// escaped, at most [`MAX_LINE`] bytes.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_LINE));
+    for c in s.chars() {
+        if out.len() >= MAX_LINE {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -120,6 +161,51 @@ mod tests {
         );
         assert!(!std::path::Path::new("pwned").exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `sh -c "sleep 40 &"` used to hold a run 41 s with a 5 s timeout (the output pipe was read
+    /// without a deadline) and left the sleep behind: only the direct child was killed.
+    #[tokio::test]
+    async fn a_background_child_neither_outlives_the_timeout_nor_holds_the_run() {
+        let dir = std::env::temp_dir().join(format!("certkeeper-hook-bg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("pid");
+        let script = format!("sleep 40 & echo $! > {}", pidfile.display());
+        let started = std::time::Instant::now();
+        let result = run(&argv(&["sh", "-c", &script]), &BTreeMap::new(), Duration::from_secs(2)).await;
+        let took = started.elapsed();
+        assert!(matches!(result, Err(HookError::Timeout { .. })), "{result:?}");
+        assert!(took < Duration::from_secs(4), "the hook held the run for {took:?}");
+        let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
+        // Killed with its group (and reaped by whoever inherited it).
+        let gone = (0..50).any(|_| {
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.split(" ").nth(2).is_none_or(|state| state != "Z"));
+            if alive {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            !alive
+        });
+        assert!(gone, "the background child {pid} outlived the hook's timeout");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failure_names_what_the_hook_said_and_output_cannot_forge_log_lines() {
+        let e = run(
+            &argv(&["sh", "-c", "echo 'nginx: [emerg] cannot load certificate' >&2; exit 1"]),
+            &BTreeMap::new(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cannot load certificate"), "{e}");
+        assert_eq!(
+            printable("ok\n2026-01-01 ERROR forged\u{1b}[2J"),
+            "ok\\n2026-01-01 ERROR forged\\u{1b}[2J"
+        );
+        assert!(printable(&"x".repeat(10_000)).len() < 4200);
     }
 
     #[tokio::test]

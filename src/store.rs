@@ -384,7 +384,7 @@ impl Store {
     /// Points `live_dir/NAME` at a generation with one atomic rename.
     pub fn switch(&self, name: &str, number: u32) -> io::Result<()> {
         let target = Path::new(".generations").join(name).join(format!("{number:04}"));
-        let tmp = self.live_dir.join(format!(".{name}.switch-{}", pid()));
+        let tmp = self.live_dir.join(format!(".switch-{}-{}", pid(), short_hash(name)));
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(&target, &tmp)?;
         fs::rename(&tmp, self.live_dir.join(name))?;
@@ -443,8 +443,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("a file needs a parent directory"))?;
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", pid()));
+    let tmp = temp_path(path);
     if let Err(e) = write_new(&tmp, bytes, mode) {
         // A temp file left by a killed process that had our PID.
         if e.kind() != io::ErrorKind::AlreadyExists {
@@ -455,6 +454,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     }
     fs::rename(&tmp, path)?;
     sync_dir(dir)
+}
+
+/// Where `write_atomic` writes before the rename: in the same directory, named by this process
+/// and a hash of the file's name (fixed length, so it fits wherever the name fits; distinct per
+/// file, so that concurrent writes of different files never share one).
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    path.with_file_name(format!(".tmp-{}-{}", pid(), short_hash(name)))
+}
+
+/// 16 hex digits of SHA-256.
+fn short_hash(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(s.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// This process's id, asked of the kernel once.
@@ -525,7 +541,8 @@ mod tests {
             term_end: None,
         });
         // A temp file left behind by a killed process that had our PID does not block the write.
-        let tmp = root.join(format!("state/certs/.www.example.com.json.tmp-{}", pid()));
+        let tmp = temp_path(&root.join("state/certs/www.example.com.json"));
+        assert!(tmp.file_name().unwrap().len() < 40, "{tmp:?}");
         fs::write(&tmp, "partial").unwrap();
         store.save(&s).unwrap();
         assert!(!tmp.exists());

@@ -484,3 +484,34 @@ async fn a_reload_hook_that_always_fails_is_retried_after_the_shipped_backoff_no
     assert_eq!(env.reissues(name), 1);
     assert_eq!(env.paid(name), 1);
 }
+
+/// A state file that cannot be read made 484 failures, and as many `on_failure` runs, in 10 s.
+/// The daemon now remembers the failure itself and backs off as it ships (a minute first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_state_file_is_retried_after_the_backoff_not_in_a_loop() {
+    let env = TestEnv::start("daemon-garbage-state").await;
+    let name = "www.example.com";
+    let alarms = env.dir.join("alarms");
+    let on_failure = env.script(
+        "on-failure.sh",
+        &format!(
+            "env | grep '^CERTKEEPER_' | sort >> {0}\necho --- >> {0}",
+            alarms.display()
+        ),
+    );
+    env.write_config(&[Cert::autodns(name)], "");
+    env.append_config(&format!("[daemon]\non_failure = [\"{}\"]\n", on_failure.display()));
+    std::fs::create_dir_all(env.dir.join("state/certs")).unwrap();
+    std::fs::write(env.dir.join(format!("state/certs/{name}.json")), "\u{0}garbage{").unwrap();
+    let daemon = Daemon::start(&env);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let log = daemon.stop();
+    assert_eq!(log.matches("order failed").count(), 1, "{log}");
+    let told = std::fs::read_to_string(&alarms).unwrap_or_default();
+    assert_eq!(told.matches("---").count(), 1, "on_failure must be told once:\n{told}");
+    assert!(
+        told.contains(&format!("{name}.json")),
+        "the error names the file:\n{told}"
+    );
+    assert_eq!(env.paid(name), 0);
+}
