@@ -221,13 +221,18 @@ pub fn start(config: Config) -> Result<(Arc<Agent>, crate::store::Lock), u8> {
         EXIT_ERROR
     })?;
     agent.store.prepare().map_err(|e| {
-        eprintln!("certkeeper: cannot create {}: {e}", agent.store.state_dir.display());
+        eprintln!(
+            "certkeeper: cannot use {} and {}: {e}",
+            agent.store.state_dir.display(),
+            agent.store.live_dir.display()
+        );
         EXIT_ERROR
     })?;
     let lock = agent.store.lock().map_err(|e| {
         eprintln!("certkeeper: {e}");
         EXIT_LOCKED
     })?;
+    agent.store.sweep();
     Ok((agent, lock))
 }
 

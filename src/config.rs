@@ -365,12 +365,13 @@ const SOFTWARE: &[&str] = &["IIS4", "IIS5", "APACHE2", "APACHESSL", "PLESK", "TO
 
 /// Reads and validates the file at `path`.
 pub fn read(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    // Its hooks run as root: a configuration another user can write is refused.
+    let text = crate::host::read_settings(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
             line: None,
             field: "(file)".into(),
-            message: format!("cannot read the configuration: {e}"),
+            message: format!("cannot use the configuration: {e}"),
         }])
     })?;
     parse(&text, path, &|k| std::env::var(k).ok())
@@ -555,7 +556,7 @@ impl Validator<'_> {
             None => None,
             Some(f) => {
                 let path = self.path(f, base);
-                match std::fs::read_to_string(&path) {
+                match crate::host::read_settings(&path) {
                     Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(pem),
                     Ok(_) => {
                         self.err(
@@ -566,7 +567,7 @@ impl Validator<'_> {
                         None
                     }
                     Err(e) => {
-                        self.err(f.span(), "api.ca_file", &format!("cannot read {}: {e}", path.display()));
+                        self.err(f.span(), "api.ca_file", &e.to_string());
                         None
                     }
                 }
@@ -988,17 +989,9 @@ impl Validator<'_> {
 
 /// Reads the password file, refusing one that others can read.
 fn read_password_file(path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{} is readable by group or others (mode {:o}); run chmod 600 on it",
-            path.display(),
-            mode & 0o777
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // A regular file, no link, owned by root or certkeeper's user, 0600: checked on the opened
+    // descriptor, and a FIFO is refused instead of hanging `check`.
+    let text = crate::host::read_secret(path).map_err(|e| e.to_string())?;
     let password = text.trim_end_matches(['\n', '\r']).to_string();
     if password.is_empty() {
         return Err(format!("{} is empty", path.display()));

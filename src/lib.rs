@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod demo;
 pub mod dns;
 pub mod hooks;
+pub mod host;
 pub mod keys;
 pub mod order;
 pub mod schedule;

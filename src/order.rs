@@ -88,6 +88,10 @@ impl Agent {
     }
 
     async fn ensure_inner(&self, cert: &CertConfig, force: bool, st: &mut CertState) -> anyhow::Result<Outcome> {
+        // Before anything is ordered: a certificate that could not be installed is not bought.
+        self.store
+            .check_live(&cert.name)
+            .with_context(|| format!("the live directory of {}", cert.name))?;
         if let Some(generation) = st.pending_deploy
             && st.order.is_none()
         {

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::dns::DcvRecord;
+use crate::host;
 
 /// The state format's version, written into every state file.
 pub const STATE_VERSION: u32 = 1;
@@ -243,25 +244,106 @@ impl Store {
         }
     }
 
-    /// Creates the directories (state 0700, live 0755).
+    /// Creates the directories (state 0700, live 0755) or checks the existing ones: each must be
+    /// a real directory of root's or certkeeper's user, writable by nobody else, under parents
+    /// nobody else can write (see `host`).
     pub fn prepare(&self) -> io::Result<()> {
-        create_dir(&self.state_dir, 0o700)?;
-        create_dir(&self.state_dir.join("certs"), 0o700)?;
-        create_dir(&self.live_dir, 0o755)?;
-        create_dir(&self.live_dir.join(".generations"), 0o755)
+        host::check_parents(&self.state_dir)?;
+        host::check_parents(&self.live_dir)?;
+        host::ensure_dir(&self.state_dir, 0o700)?;
+        host::ensure_dir(&self.state_dir.join("certs"), 0o700)?;
+        host::ensure_dir(&self.live_dir, 0o755)?;
+        host::ensure_dir(&self.live_dir.join(".generations"), 0o755)
+    }
+
+    /// Removes what a run killed mid-write (or a full disk) left behind: temp state files, temp
+    /// generations, temp symlinks. Called with the lock held, so nothing else is writing them.
+    pub fn sweep(&self) {
+        let mut dirs = vec![
+            self.state_dir.clone(),
+            self.state_dir.join("certs"),
+            self.live_dir.clone(),
+        ];
+        dirs.extend(
+            fs::read_dir(self.live_dir.join(".generations"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+        for dir in dirs {
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if !(name.starts_with(".tmp-") || name.starts_with(".switch-")) {
+                    continue;
+                }
+                let path = entry.path();
+                let removed = match entry.file_type() {
+                    Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+                    _ => fs::remove_file(&path),
+                };
+                match removed {
+                    Ok(()) => tracing::info!(path = %path.display(), "removed a leftover of an interrupted write"),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover of an interrupted write")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks, before anything is ordered, that the certificate's places in the live directory
+    /// are certkeeper's: `live_dir/NAME` absent or a symlink, its generations directory (if any)
+    /// a real directory nobody else can write.
+    pub fn check_live(&self, name: &str) -> io::Result<()> {
+        let live = self.live_dir.join(name);
+        match fs::symlink_metadata(&live) {
+            Ok(m) if !m.file_type().is_symlink() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} is a real {} and not certkeeper's symlink to its generations; move it away (certkeeper will not order a certificate it could not install)",
+                        live.display(),
+                        if m.is_dir() { "directory" } else { "file" }
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        let generations = self.generations_dir(name);
+        match fs::symlink_metadata(&generations) {
+            Ok(_) => host::check_dir(&generations),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Takes the exclusive lock, or says which process holds it.
     pub fn lock(&self) -> Result<Lock, String> {
         let path = self.state_dir.join("lock");
+        // Never through a link, and nothing is truncated before it proves to be our own file.
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32)
             .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            .map_err(|e| {
+                format!(
+                    "cannot open {} (it must be a regular file, not a link): {e}",
+                    path.display()
+                )
+            })?;
+        let meta = file.metadata().map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() || !host::trusted_owner(std::os::unix::fs::MetadataExt::uid(&meta)) {
+            return Err(format!(
+                "{} is not a regular file of root's or certkeeper's user; remove it",
+                path.display()
+            ));
+        }
         match file.try_lock() {
             Ok(()) => {
                 file.set_len(0)
@@ -353,11 +435,11 @@ impl Store {
     /// name, then renames it into place. The live symlink is not touched.
     pub fn write_generation(&self, name: &str, key_pem: &str, leaf: &str, chain: &[String]) -> io::Result<Generation> {
         let parent = self.generations_dir(name);
-        create_dir(&parent, 0o755)?;
+        host::ensure_dir(&parent, 0o755)?;
         let number = self.generation_numbers(name).last().copied().unwrap_or(0) + 1;
         let tmp = parent.join(format!(".tmp-{number:04}-{}", pid()));
         let _ = fs::remove_dir_all(&tmp);
-        create_dir(&tmp, 0o755)?;
+        host::ensure_dir(&tmp, 0o755)?;
         let leaf = ensure_newline(leaf);
         let chain_pem: String = chain.iter().map(|c| ensure_newline(c)).collect();
         write_new(&tmp.join("privkey.pem"), key_pem.as_bytes(), 0o600)?;
@@ -393,6 +475,7 @@ impl Store {
 
     /// Deletes old generations, keeping the newest `keep` and every one named in `protect`.
     pub fn prune(&self, name: &str, protect: &[u32]) -> io::Result<()> {
+        host::check_dir(&self.generations_dir(name))?;
         let numbers = self.generation_numbers(name);
         let cut = numbers.len().saturating_sub(self.keep);
         for n in &numbers[..cut] {
@@ -416,18 +499,6 @@ impl Store {
 fn ensure_newline(s: &str) -> String {
     let s = s.trim();
     format!("{s}\n")
-}
-
-fn create_dir(path: &Path, mode: u32) -> io::Result<()> {
-    match fs::create_dir(path) {
-        Ok(()) => fs::set_permissions(path, fs::Permissions::from_mode(mode)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(path)?;
-            fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// Creates a new file with its final mode from the first byte, writes and fsyncs it.

@@ -8,6 +8,8 @@ mod cli;
 mod crash;
 /// The daemon on a compressed clock: reissues, term renewals, live config, faults.
 mod daemon;
+/// A hostile host: directories, links and files another local user planted are refused.
+mod host;
 /// A hostile API: DCV lines that read files, hang or inject records are refused.
 mod hostile;
 /// Issue, reissue, both DNS modes, both key families, files checked by openssl.
