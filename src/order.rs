@@ -278,13 +278,27 @@ impl Agent {
                     let key = PrivateKey::from_pem(&pem.0).context("reading the order's key")?;
                     let spki = key.public_key_der();
                     let leaf = j.leaf.clone().unwrap_or_default();
-                    match x509::verify(&leaf, &j.chain, &spki, &cert.all_names(), OffsetDateTime::now_utc()) {
-                        Ok(info) => {
-                            // chain.pem holds the intermediates; the root is left out, as servers expect.
-                            let intermediates = &j.chain[..j.chain.len().saturating_sub(1)];
+                    // The same roots the API connection trusts: the system store and ca_file.
+                    let anchors = x509::TrustAnchors::load(self.config.api.ca_pem.as_deref(), true);
+                    let verified = x509::verify(
+                        &leaf,
+                        &j.chain,
+                        &spki,
+                        &cert.all_names(),
+                        OffsetDateTime::now_utc(),
+                        &anchors,
+                    );
+                    match verified {
+                        Ok(x509::Verified {
+                            info,
+                            leaf_pem,
+                            intermediates_pem,
+                        }) => {
+                            // Exactly what was verified, re-encoded: chain.pem holds the
+                            // intermediates; the root is left out, as servers expect.
                             let generation = self
                                 .store
-                                .write_generation(&name, key.pem(), &leaf, intermediates)
+                                .write_generation(&name, key.pem(), &leaf_pem, &intermediates_pem)
                                 .context("writing the new generation")?;
                             tracing::info!(cert = %name, serial = %info.serial, not_after = %info.not_after, generation = generation.number, "certificate verified and written");
                             st.serial = Some(info.serial);

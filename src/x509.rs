@@ -1,8 +1,10 @@
 //! Reading and verifying delivered certificates (x509-parser). No parser type leaves this module.
 //!
 //! A delivery is accepted only when the leaf certifies our public key, covers every configured
-//! name, is valid now, and links leaf → intermediate(s) → the returned root, each signature
-//! checked, in the order the API lists them.
+//! name, is valid now, is no CA and is for TLS servers, and links leaf → intermediate(s) → a
+//! root certkeeper trusts (the system store or `api.ca_file`), in the order the API lists them,
+//! each signature checked and each issuer a CA allowed to sign that deep. What is installed is
+//! re-encoded from the verified DER, nothing else.
 
 use ::time::OffsetDateTime;
 use x509_parser::prelude::*;
@@ -33,6 +35,8 @@ pub enum VerifyError {
     NotYetValid(OffsetDateTime),
     #[error("the chain is broken: {0}")]
     Chain(String),
+    #[error("a certificate is not fit for its use: {0}")]
+    Usage(String),
 }
 
 /// Parses one PEM certificate.
@@ -72,26 +76,112 @@ fn cert_info(cert: &X509Certificate<'_>) -> CertInfo {
     }
 }
 
+/// Exactly one CERTIFICATE block, nothing else: text around it or a second block is refused,
+/// since what is installed must be exactly what was verified.
 fn pem_der(pem_text: &str) -> Result<Vec<u8>, VerifyError> {
-    let p = ::pem::parse(pem_text.trim()).map_err(|e| VerifyError::Unreadable(e.to_string()))?;
-    if p.tag() != "CERTIFICATE" {
+    let blocks = ::pem::parse_many(pem_text.trim()).map_err(|e| VerifyError::Unreadable(e.to_string()))?;
+    let [block] = blocks.as_slice() else {
+        return Err(VerifyError::Unreadable(format!(
+            "expected one PEM certificate, found {} blocks",
+            blocks.len()
+        )));
+    };
+    if block.tag() != "CERTIFICATE" {
         return Err(VerifyError::Unreadable(format!(
             "expected a CERTIFICATE, found {}",
-            p.tag()
+            block.tag()
         )));
     }
-    Ok(p.into_contents())
+    // With one block, beginning and end at the text's ends leave no room for text around it.
+    if !pem_text.trim().starts_with("-----BEGIN CERTIFICATE-----")
+        || !pem_text.trim().ends_with("-----END CERTIFICATE-----")
+    {
+        return Err(VerifyError::Unreadable(
+            "there is text outside the PEM certificate".into(),
+        ));
+    }
+    Ok(block.contents().to_vec())
 }
 
-/// Verifies a delivery: `leaf` and `chain` (as listed by the API, intermediates then root)
-/// against our public key (`spki_der`), the configured `names` and `now`.
+/// A certificate as PEM, encoded by us from the verified DER.
+fn to_pem(der: &[u8]) -> String {
+    ::pem::encode_config(
+        &::pem::Pem::new("CERTIFICATE", der.to_vec()),
+        ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF),
+    )
+}
+
+/// The roots a delivered chain may end at: the system store and `api.ca_file`, the same trust
+/// the API connection has.
+pub struct TrustAnchors {
+    /// (subject, SubjectPublicKeyInfo), DER.
+    roots: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TrustAnchors {
+    /// The certificates of `ca_pem` (if any) and, with `system`, of the system store.
+    pub fn load(ca_pem: Option<&str>, system: bool) -> Self {
+        let mut ders: Vec<Vec<u8>> = ca_pem
+            .map(|p| {
+                ::pem::parse_many(p)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|b| b.tag() == "CERTIFICATE")
+                    .map(|b| b.into_contents())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if system {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::debug!(error = %e, "a certificate of the system store could not be loaded");
+            }
+            ders.extend(found.certs.into_iter().map(|c| c.to_vec()));
+        }
+        let roots = ders
+            .iter()
+            .filter_map(|d| X509Certificate::from_der(d).ok())
+            .map(|(_, c)| (c.subject().as_raw().to_vec(), c.public_key().raw.to_vec()))
+            .collect();
+        Self { roots }
+    }
+
+    fn trusts(&self, cert: &X509Certificate<'_>) -> bool {
+        self.roots
+            .iter()
+            .any(|(subject, spki)| subject == cert.subject().as_raw() && spki == cert.public_key().raw)
+    }
+
+    /// Whether a trusted root issued `child` (its name and its signature).
+    fn issuer_of(&self, child: &X509Certificate<'_>) -> bool {
+        self.roots.iter().any(|(subject, spki)| {
+            subject == child.issuer().as_raw()
+                && SubjectPublicKeyInfo::from_der(spki).is_ok_and(|(_, key)| child.verify_signature(Some(&key)).is_ok())
+        })
+    }
+}
+
+/// A verified delivery, re-encoded from the DER that was checked: what gets installed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub info: CertInfo,
+    pub leaf_pem: String,
+    /// The intermediates, leaf side first; the root is left out, as servers expect.
+    pub intermediates_pem: Vec<String>,
+}
+
+/// Verifies a delivery: `leaf` and `chain` (as listed by the API, intermediates then root, the
+/// root optional) against our public key (`spki_der`), the configured `names`, `now` and the
+/// trusted roots. Every issuer must be a CA allowed to sign that deep (basicConstraints, path
+/// length, keyCertSign); the leaf must be no CA and be for TLS servers (extendedKeyUsage).
 pub fn verify(
     leaf: &str,
     chain: &[String],
     spki_der: &[u8],
     names: &[String],
     now: OffsetDateTime,
-) -> Result<CertInfo, VerifyError> {
+    anchors: &TrustAnchors,
+) -> Result<Verified, VerifyError> {
     let leaf_der = pem_der(leaf)?;
     let (_, leaf_cert) = X509Certificate::from_der(&leaf_der).map_err(|e| VerifyError::Unreadable(e.to_string()))?;
     if leaf_cert.public_key().raw != spki_der {
@@ -109,6 +199,18 @@ pub fn verify(
     if now >= info.not_after {
         return Err(VerifyError::Expired(info.not_after));
     }
+    if is_ca(&leaf_cert) {
+        return Err(VerifyError::Usage("the certificate is itself a CA".into()));
+    }
+    match leaf_cert.extended_key_usage() {
+        Ok(Some(eku)) if eku.value.server_auth || eku.value.any => {}
+        Ok(_) => {
+            return Err(VerifyError::Usage(
+                "the certificate is not for TLS servers (no serverAuth in extendedKeyUsage)".into(),
+            ));
+        }
+        Err(e) => return Err(VerifyError::Unreadable(e.to_string())),
+    }
     if chain.is_empty() {
         return Err(VerifyError::Chain("the API returned no CA certificates".into()));
     }
@@ -119,6 +221,7 @@ pub fn verify(
         parsed.push(c);
     }
     let mut child = &leaf_cert;
+    let mut intermediates = Vec::new();
     for (i, parent) in parsed.iter().enumerate() {
         if child.issuer() != parent.subject() {
             return Err(VerifyError::Chain(format!(
@@ -136,20 +239,65 @@ pub fn verify(
                 parent.subject()
             ))
         })?;
+        check_issuer(parent, i)?;
+        if parent.subject() != parent.issuer() {
+            intermediates.push(to_pem(&ders[i]));
+        }
         child = parent;
     }
-    if child.subject() != child.issuer() || child.verify_signature(None).is_err() {
+    let self_signed = child.subject() == child.issuer() && child.verify_signature(None).is_ok();
+    let trusted = if self_signed {
+        anchors.trusts(child)
+    } else {
+        anchors.issuer_of(child)
+    };
+    if !trusted {
         return Err(VerifyError::Chain(format!(
-            "the chain ends at {}, which is not a self-signed root",
-            child.subject()
+            "the chain ends at {}, which is not a root certkeeper trusts (the system store or api.ca_file)",
+            if self_signed { child.subject() } else { child.issuer() }
         )));
     }
-    if parsed.len() < 2 {
+    if intermediates.is_empty() {
         return Err(VerifyError::Chain(
             "no intermediate certificate between the leaf and the root".into(),
         ));
     }
-    Ok(info)
+    Ok(Verified {
+        info,
+        leaf_pem: to_pem(&leaf_der),
+        intermediates_pem: intermediates,
+    })
+}
+
+fn is_ca(cert: &X509Certificate<'_>) -> bool {
+    cert.basic_constraints().ok().flatten().is_some_and(|b| b.value.ca)
+}
+
+/// The `depth`th issuer above the leaf (0: the leaf's own) must be a CA that may sign certificates
+/// that deep below it, and, if it limits its extended key usage, for TLS servers.
+fn check_issuer(ca: &X509Certificate<'_>, depth: usize) -> Result<(), VerifyError> {
+    let refuse = |why: String| Err(VerifyError::Usage(format!("{}: {why}", ca.subject())));
+    let Some(bc) = ca.basic_constraints().ok().flatten().filter(|b| b.value.ca) else {
+        return refuse("it is not a CA (basicConstraints), yet it issued a certificate of the chain".into());
+    };
+    if let Some(limit) = bc.value.path_len_constraint
+        && depth > limit as usize
+    {
+        return refuse(format!(
+            "its path length allows {limit} CA(s) below it, the chain has {depth}"
+        ));
+    }
+    if let Ok(Some(ku)) = ca.key_usage()
+        && !ku.value.key_cert_sign()
+    {
+        return refuse("its key usage does not allow signing certificates".into());
+    }
+    if let Ok(Some(eku)) = ca.extended_key_usage()
+        && !(eku.value.server_auth || eku.value.any)
+    {
+        return refuse("its extended key usage does not cover TLS servers".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -177,7 +325,197 @@ mod tests {
         let not_after = OffsetDateTime::now_utc() + ::time::Duration::days(30);
         let issued = f.ca.issue(&spki, &f.names, false, not_after, mutation).unwrap();
         let chain: Vec<String> = issued.chain.iter().map(|(_, p)| p.clone()).collect();
-        verify(&issued.leaf_pem, &chain, &spki, &f.names, OffsetDateTime::now_utc())
+        verify(
+            &issued.leaf_pem,
+            &chain,
+            &spki,
+            &f.names,
+            OffsetDateTime::now_utc(),
+            &anchors(&f.ca),
+        )
+        .map(|v| v.info)
+    }
+
+    fn anchors(ca: &TestCa) -> TrustAnchors {
+        TrustAnchors::load(Some(ca.root_pem()), false)
+    }
+
+    /// A delivery issued by the fixture's CA: (leaf, chain).
+    fn delivery(f: &Fixture) -> (String, Vec<String>) {
+        let not_after = OffsetDateTime::now_utc() + ::time::Duration::days(30);
+        let issued =
+            f.ca.issue(&f.key.public_key_der(), &f.names, false, not_after, None)
+                .unwrap();
+        (issued.leaf_pem, issued.chain.into_iter().map(|(_, p)| p).collect())
+    }
+
+    fn verify_with(f: &Fixture, leaf: &str, chain: &[String], anchors: &TrustAnchors) -> Result<Verified, VerifyError> {
+        verify(
+            leaf,
+            chain,
+            &f.key.public_key_der(),
+            &f.names,
+            OffsetDateTime::now_utc(),
+            anchors,
+        )
+    }
+
+    /// Before, a chain ending at any self-signed root was accepted.
+    #[test]
+    fn a_chain_must_end_at_a_trusted_root_which_may_be_left_out() {
+        let f = fixture();
+        let (leaf, chain) = delivery(&f);
+        let stranger = TestCa::new().unwrap();
+        let e = verify_with(&f, &leaf, &chain, &anchors(&stranger)).unwrap_err();
+        assert!(e.to_string().contains("not a root certkeeper trusts"), "{e}");
+        assert!(verify_with(&f, &leaf, &chain, &TrustAnchors::load(None, false)).is_err());
+        // certificationAuthority with the intermediate only: the root comes from the trust.
+        let v = verify_with(&f, &leaf, &chain[..1], &anchors(&f.ca)).unwrap();
+        assert_eq!(v.intermediates_pem.len(), 1);
+        assert!(verify_with(&f, &leaf, &chain[..1], &anchors(&stranger)).is_err());
+    }
+
+    /// Before, text before the leaf and extra CERTIFICATE blocks reached cert.pem, chain.pem and
+    /// fullchain.pem unverified.
+    #[test]
+    fn only_the_verified_certificates_are_handed_on_re_encoded() {
+        let f = fixture();
+        let (leaf, chain) = delivery(&f);
+        let a = anchors(&f.ca);
+        let v = verify_with(&f, &leaf, &chain, &a).unwrap();
+        assert_eq!(v.leaf_pem.trim(), leaf.trim().replace("\r\n", "\n"));
+        assert_eq!(v.intermediates_pem, vec![to_pem(&pem_der(&chain[0]).unwrap())]);
+        let stranger = TestCa::new().unwrap();
+        let (other, _) = delivery(&Fixture {
+            ca: stranger,
+            ..fixture()
+        });
+        for spoiled in [
+            format!("Subject: evil\n{leaf}"),
+            format!("{leaf}{other}"),
+            format!("{leaf}\n-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+        ] {
+            assert!(
+                matches!(verify_with(&f, &spoiled, &chain, &a), Err(VerifyError::Unreadable(_))),
+                "accepted {spoiled}"
+            );
+            let mut chain2 = chain.clone();
+            chain2[0] = spoiled.replace(&leaf, &chain[0]);
+            assert!(
+                verify_with(&f, &leaf, &chain2, &a).is_err(),
+                "accepted a chain entry {}",
+                chain2[0]
+            );
+        }
+    }
+
+    /// A hand-made chain: root → intermediate → leaf, each part spoiled on request.
+    struct Spoil {
+        int_ca: bool,
+        int_path_len: Option<u8>,
+        second_int: bool,
+        leaf_ca: bool,
+        leaf_eku: Option<rcgen::ExtendedKeyUsagePurpose>,
+    }
+
+    const FINE: Spoil = Spoil {
+        int_ca: true,
+        int_path_len: None,
+        second_int: false,
+        leaf_ca: false,
+        leaf_eku: Some(rcgen::ExtendedKeyUsagePurpose::ServerAuth),
+    };
+
+    fn hand_made(f: &Fixture, s: Spoil) -> Result<Verified, VerifyError> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        let ca = |cn: &str, is_ca: IsCa| {
+            let mut p = CertificateParams::default();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.is_ca = is_ca;
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+            p
+        };
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = ca("Hand Root", IsCa::Ca(BasicConstraints::Unconstrained));
+        let root = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root_params, root_key);
+        let int_key = KeyPair::generate().unwrap();
+        let int_params = ca(
+            "Hand Intermediate",
+            match (s.int_ca, s.int_path_len) {
+                (false, _) => IsCa::ExplicitNoCa,
+                (true, None) => IsCa::Ca(BasicConstraints::Unconstrained),
+                (true, Some(n)) => IsCa::Ca(BasicConstraints::Constrained(n)),
+            },
+        );
+        let int = int_params.signed_by(&int_key, &root_issuer).unwrap();
+        let mut issuer = Issuer::new(int_params, int_key);
+        let mut chain = vec![int.pem()];
+        if s.second_int {
+            let key = KeyPair::generate().unwrap();
+            let params = ca("Hand Second Intermediate", IsCa::Ca(BasicConstraints::Unconstrained));
+            let second = params.signed_by(&key, &issuer).unwrap();
+            chain.insert(0, second.pem());
+            issuer = Issuer::new(params, key);
+        }
+        chain.push(root.pem());
+        let mut leaf = CertificateParams::new(f.names.clone()).unwrap();
+        leaf.distinguished_name.push(DnType::CommonName, f.names[0].as_str());
+        leaf.is_ca = if s.leaf_ca {
+            IsCa::Ca(BasicConstraints::Unconstrained)
+        } else {
+            IsCa::ExplicitNoCa
+        };
+        leaf.extended_key_usages = s.leaf_eku.into_iter().collect();
+        let spki = rcgen::SubjectPublicKeyInfo::from_der(&f.key.public_key_der()).unwrap();
+        let leaf = leaf.signed_by(&spki, &issuer).unwrap();
+        verify_with(f, &leaf.pem(), &chain, &TrustAnchors::load(Some(&root.pem()), false))
+    }
+
+    /// Before, CA flags, path lengths and extended key usage were not checked.
+    #[test]
+    fn every_issuer_must_be_a_ca_allowed_that_deep_and_the_leaf_a_server_certificate() {
+        let f = fixture();
+        assert!(hand_made(&f, FINE).is_ok());
+        let usage = |r: Result<Verified, VerifyError>| match r {
+            Err(VerifyError::Usage(why)) => why,
+            other => panic!("expected a usage refusal, got {other:?}"),
+        };
+        assert!(usage(hand_made(&f, Spoil { int_ca: false, ..FINE })).contains("not a CA"));
+        assert!(usage(hand_made(&f, Spoil { leaf_ca: true, ..FINE })).contains("itself a CA"));
+        assert!(usage(hand_made(&f, Spoil { leaf_eku: None, ..FINE })).contains("serverAuth"));
+        assert!(
+            usage(hand_made(
+                &f,
+                Spoil {
+                    leaf_eku: Some(rcgen::ExtendedKeyUsagePurpose::ClientAuth),
+                    ..FINE
+                }
+            ))
+            .contains("serverAuth")
+        );
+        assert!(
+            hand_made(
+                &f,
+                Spoil {
+                    second_int: true,
+                    int_path_len: Some(1),
+                    ..FINE
+                }
+            )
+            .is_ok()
+        );
+        assert!(
+            usage(hand_made(
+                &f,
+                Spoil {
+                    second_int: true,
+                    int_path_len: Some(0),
+                    ..FINE
+                }
+            ))
+            .contains("path length")
+        );
     }
 
     #[test]
