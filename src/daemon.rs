@@ -351,26 +351,46 @@ async fn alarm(agent: Arc<Agent>, cert: CertConfig, event: &'static str, error: 
     }
 }
 
-/// Serves Prometheus metrics, one short-lived connection at a time.
+/// The most metrics connections served at once; more wait for a free one.
+const METRICS_CONNECTIONS: usize = 32;
+
+/// Serves Prometheus metrics: each connection on its own task with a deadline of its own (30 idle
+/// connections used to delay a scrape by a minute), a bounded number at once. A failing accept
+/// (out of file descriptors, say) is retried after a pause, not in a spin.
 async fn serve_metrics(listener: tokio::net::TcpListener, shared: Shared, last_check: Arc<AtomicI64>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
         };
-        let body = metrics_text(&current(&shared), last_check.load(Ordering::Relaxed));
-        let mut buf = [0u8; 1024];
-        let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-        })
-        .await;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept a metrics connection");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let last_check = last_check.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tokio::time::timeout(Duration::from_secs(5), answer_metrics(stream, &shared, &last_check)).await;
+        });
     }
+}
+
+async fn answer_metrics(mut stream: tokio::net::TcpStream, shared: &Shared, last_check: &AtomicI64) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
+    let body = metrics_text(&current(shared), last_check.load(Ordering::Relaxed));
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
 }
 
 /// The metrics, with names modelled on cert-manager's.

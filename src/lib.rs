@@ -15,4 +15,5 @@ pub mod keys;
 pub mod order;
 pub mod schedule;
 pub mod store;
+pub mod text;
 pub mod x509;

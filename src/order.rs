@@ -486,7 +486,7 @@ impl Agent {
                         let reason = msg
                             .messages
                             .iter()
-                            .filter_map(|m| m.text.clone())
+                            .filter_map(|m| m.text.as_deref().map(crate::text::printable))
                             .collect::<Vec<_>>()
                             .join("; ");
                         status = Some((s, object_certificate_id(&msg.object), reason));

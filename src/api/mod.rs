@@ -22,6 +22,7 @@ pub use error::Error;
 use wire::*;
 
 use crate::config::{ApiConfig, ContactDetails, Secret};
+use crate::text::printable;
 
 /// How safe requests are retried.
 #[derive(Clone, Copy, Debug)]
@@ -191,7 +192,7 @@ impl Client {
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(Error::RateLimited { retry_after });
         }
-        let snippet = || String::from_utf8_lossy(&body[..body.len().min(120)]).replace('\n', " ");
+        let snippet = || printable(&String::from_utf8_lossy(&body[..body.len().min(120)]));
         let env: Envelope = match serde_json::from_slice(body) {
             Ok(e) => e,
             Err(e) => {
@@ -205,20 +206,22 @@ impl Client {
             .messages
             .iter()
             .map(|m| {
-                format!(
-                    "{} {}",
-                    m.code.as_deref().unwrap_or(""),
-                    m.text.as_deref().unwrap_or("")
+                printable(
+                    format!(
+                        "{} {}",
+                        m.code.as_deref().unwrap_or(""),
+                        m.text.as_deref().unwrap_or("")
+                    )
+                    .trim(),
                 )
-                .trim()
-                .to_string()
             })
             .collect();
         let ok_type = matches!(env.status.kind.as_str(), "SUCCESS" | "NOTIFY");
         if status.is_success() && ok_type {
             return Ok(env);
         }
-        let (code, text) = (env.status.code.clone(), env.status.text.clone());
+        // The API's words reach logs, the terminal and on_failure: escaped on the way in.
+        let (code, text) = (printable(&env.status.code), printable(&env.status.text));
         if status.is_server_error() {
             return Err(Error::Server {
                 http: status.as_u16(),
@@ -406,7 +409,15 @@ impl Client {
     /// `GET /job/{id}`.
     pub async fn job(&self, id: i64) -> Result<ObjectJob, Error> {
         let env = self.safe(Method::GET, &format!("/job/{id}"), None).await?;
-        Self::first(&env, "ObjectJob")
+        let job: ObjectJob = Self::first(&env, "ObjectJob")?;
+        // An answer about another job must not be taken for this one's.
+        if job.job.id != id {
+            return Err(Error::Garbled {
+                http: 200,
+                detail: format!("asked for job {id}, the answer is about job {}", job.job.id),
+            });
+        }
+        Ok(job)
     }
 
     /// `POST /job/_search`: jobs about `name` created since `since`.
@@ -504,6 +515,62 @@ mod tests {
         assert!(matches!(e, Error::Garbled { .. }));
         let e = Client::check(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(2)), b"").unwrap_err();
         assert!(!e.outcome_unknown() && e.retry_after() == Some(Duration::from_secs(2)));
+    }
+
+    /// A one-shot HTTP server on loopback that answers any request with `body`.
+    async fn answer_once(body: &'static str) -> Client {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            }
+        });
+        Client::new(&ApiConfig {
+            url,
+            user: "u".into(),
+            context: 4,
+            password: Secret::new("p".into()),
+            password_file: None,
+            ca_pem: None,
+            timeout: Duration::from_secs(5),
+            rate_limit: 100.0,
+        })
+        .unwrap()
+    }
+
+    /// An answer to `GET /job/1` about job 2 used to be adopted as job 1's outcome.
+    #[tokio::test]
+    async fn an_answer_about_another_job_is_not_taken_for_the_one_asked_about() {
+        let client = answer_once(
+            r#"{"status":{"code":"S0105","text":"ok","type":"SUCCESS"},"data":[{"job":{"id":2,"status":"SUCCESS"},"object":{"type":"certificate","value":"9"}}]}"#,
+        )
+        .await;
+        let e = client.job(1).await.unwrap_err();
+        assert!(e.to_string().contains("about job 2"), "{e}");
+    }
+
+    /// The API's words reach logs, the terminal and on_failure: control characters escaped.
+    #[test]
+    fn api_text_cannot_forge_a_log_line_or_reach_the_terminal() {
+        let body = "{\"status\":{\"code\":\"E1\",\"text\":\"bad\\n2026-12-01T00:00:00Z  INFO certkeeper: forged\\u001b[2J\",\"type\":\"ERROR\"},\"messages\":[{\"code\":\"EF1\",\"text\":\"x\\ry\"}]}";
+        let e = Client::check(StatusCode::BAD_REQUEST, None, body.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\n') && !e.contains('\r') && !e.contains('\u{1b}'), "{e:?}");
+        assert!(e.contains("bad\\n2026") && e.contains("x\\ry"), "{e}");
+        let e = Client::check(StatusCode::OK, None, b"\x1b[2J<html>\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\u{1b}') && !e.contains('\n'), "{e:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -515,3 +515,36 @@ async fn an_unreadable_state_file_is_retried_after_the_backoff_not_in_a_loop() {
     );
     assert_eq!(env.paid(name), 0);
 }
+
+/// Metrics were served one connection at a time: 30 idle connections delayed a scrape by a
+/// minute. Each connection now has a task and a deadline of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_metrics_connections_do_not_hold_up_a_scrape() {
+    let env = TestEnv::start("daemon-metrics-idle").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.write_config(&[Cert::autodns("m.example.com")], "");
+    env.append_config(&format!("[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\n"));
+    let daemon = Daemon::start(&env);
+    wait_until(&daemon, 20, || not_after(&env, "m.example.com").is_some()).await;
+    let mut idle = Vec::new();
+    for _ in 0..30 {
+        idle.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    let started = Instant::now();
+    let metrics = fetch(port).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the scrape took {:?} behind 30 idle connections",
+        started.elapsed()
+    );
+    assert!(
+        metrics.contains("certkeeper_certificate_ready_status{name=\"m.example.com\"} 1"),
+        "{metrics}"
+    );
+    drop(idle);
+    daemon.stop();
+}
