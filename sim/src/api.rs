@@ -4,10 +4,8 @@
 //! authentication, rate limit, fault dice, body, operation. Every answer, error or not, is the
 //! API's envelope; nothing answers a bare 500 or a plain-text error.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes, to_bytes};
@@ -20,52 +18,15 @@ use base64::Engine;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
-use crate::ca::TestCa;
-use crate::config::{Account, Durations};
-use crate::dns::{Value as DnsValue, ZoneStore};
+use crate::dns::Value as DnsValue;
 use crate::faults::{FaultKind, Faults};
-use crate::state::{ApiError, Reply, RequestEntry, State};
+use crate::shared::Shared;
+use crate::state::{ApiError, Reply, RequestEntry};
 use crate::wire::{BasicUser, Envelope, Query, ResponseStatus, StatusType};
 
 /// The largest request body accepted; larger ones get a 413 envelope.
 pub const MAX_BODY: usize = 1 << 20;
-
-/// Everything the handlers and the job runner share.
-pub struct Shared {
-    pub state: Mutex<State>,
-    pub ca: TestCa,
-    pub zones: Arc<ZoneStore>,
-    pub durations: Durations,
-    pub accounts: Vec<Account>,
-    /// Woken when a job starts, so the job runner looks at once.
-    pub wake: Notify,
-    buckets: Mutex<HashMap<String, Bucket>>,
-}
-
-impl Shared {
-    pub fn new(state: State, ca: TestCa, zones: Arc<ZoneStore>, durations: Durations, accounts: Vec<Account>) -> Self {
-        Self {
-            state: Mutex::new(state),
-            ca,
-            zones,
-            durations,
-            accounts,
-            wake: Notify::new(),
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
 
 /// A response carrying this extension is not sent: the connection is dropped instead.
 #[derive(Clone, Copy, Debug)]
@@ -505,28 +466,13 @@ fn authenticate(s: &Shared, headers: &HeaderMap) -> Result<BasicUser, ApiError> 
         .ok_or_else(|| unauthorized("user, password or context is wrong"))
 }
 
-/// A token bucket per account: `rate_limit` tokens a second, as many in a burst.
+/// The rate limit: `rate_limit` requests a second per account, as many in a burst.
 fn rate_limited(s: &Shared, owner: &BasicUser, faults: &Faults) -> Option<u64> {
     let rate = faults.rate_limit;
     if rate <= 0.0 {
         return None;
     }
-    let mut buckets = s.buckets.lock().unwrap_or_else(|p| p.into_inner());
-    let now = Instant::now();
-    let b = buckets
-        .entry(format!("{}:{}", owner.user, owner.context))
-        .or_insert(Bucket {
-            tokens: rate.max(1.0),
-            at: now,
-        });
-    b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate.max(1.0));
-    b.at = now;
-    if b.tokens >= 1.0 {
-        b.tokens -= 1.0;
-        None
-    } else {
-        Some(((1.0 - b.tokens) / rate).ceil().max(1.0) as u64)
-    }
+    s.rate_limits.take(format!("{}:{}", owner.user, owner.context), rate)
 }
 
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
@@ -641,7 +587,7 @@ async fn set_faults(AxState(s): AxState<Arc<Shared>>, bytes: Bytes) -> Response 
 async fn reset(AxState(s): AxState<Arc<Shared>>) -> Response {
     s.lock().reset();
     s.zones.reset();
-    s.buckets.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    s.rate_limits.clear();
     axum::Json(json!({"reset": true})).into_response()
 }
 
