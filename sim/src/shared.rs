@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use crate::ca::TestCa;
 use crate::config::{Account, Durations};
 use crate::dns::ZoneStore;
-use crate::state::State;
+use crate::state::{Env, State};
 
 /// Everything the handlers and the job runner share.
 pub struct Shared {
@@ -43,6 +43,14 @@ impl Shared {
     /// The service's state; a handler that panicked holding it does not lock everyone out.
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The zones and durations, as orders and jobs take them.
+    pub fn env(&self) -> Env<'_> {
+        Env {
+            zones: &self.zones,
+            durations: &self.durations,
+        }
     }
 }
 

@@ -29,57 +29,9 @@ pub(super) async fn api(
     ConnectInfo(_peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
-    let (parts, body) = req.into_parts();
-    let method = parts.method.clone();
-    let path = parts.uri.path().to_string();
-    let query = parts.uri.query().map(str::to_owned);
-    let ctid = parts
-        .headers
-        .get("x-domainrobot-ctid")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| query_param(query.as_deref(), "ctid"));
-    // Read oversize bodies to the end (up to a hard cap) so that the client gets the 413
-    // envelope instead of a broken pipe.
-    let bytes = to_bytes(body, 64 * MAX_BODY).await.and_then(|b| {
-        if b.len() > MAX_BODY {
-            Err(axum::Error::new(std::io::Error::other("body too large")))
-        } else {
-            Ok(b)
-        }
-    });
-    let body_log = match &bytes {
-        Ok(b) if b.is_empty() => None,
-        Ok(b) => Some(
-            serde_json::from_slice::<Value>(b)
-                .map(redact)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b[..b.len().min(2048)]).into_owned())),
-        ),
-        Err(_) => Some(Value::String("(body too large)".into())),
-    };
-    let mut log = RequestEntry {
-        method: method.to_string(),
-        path: path.clone(),
-        query: query.clone(),
-        body: body_log,
-        ctid: ctid.clone(),
-        user: None,
-        status: 0,
-        fault: None,
-        time: crate::time::format(crate::time::now()),
-        logged: false,
-    };
-    let response = handle(
-        &s,
-        &parts.headers,
-        &method,
-        &path,
-        query.as_deref(),
-        bytes,
-        ctid,
-        &mut log,
-    )
-    .await;
+    let req = Incoming::read(req).await;
+    let mut log = req.log_entry();
+    let response = handle(&s, req, &mut log).await;
     log.status = if response.extensions().get::<DropConnection>().is_some() {
         0
     } else {
@@ -89,133 +41,124 @@ pub(super) async fn api(
     response
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn handle(
-    s: &Arc<Shared>,
-    headers: &HeaderMap,
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
-    bytes: Result<Bytes, axum::Error>,
+/// One JSON API request as the pipeline reads it.
+struct Incoming {
+    method: Method,
+    path: String,
+    query: Option<String>,
+    headers: HeaderMap,
+    /// The client transaction id, from its header or the query.
     ctid: Option<String>,
-    log: &mut RequestEntry,
-) -> Response {
-    let route = match route_of(method, path) {
+    /// The body, or an error if it is larger than [`MAX_BODY`].
+    body: Result<Bytes, axum::Error>,
+}
+
+impl Incoming {
+    async fn read(req: Request) -> Self {
+        let (parts, body) = req.into_parts();
+        let query = parts.uri.query().map(str::to_owned);
+        let ctid = parts
+            .headers
+            .get("x-domainrobot-ctid")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| query_param(query.as_deref(), "ctid"));
+        // Read oversize bodies to the end (up to a hard cap) so that the client gets the 413
+        // envelope instead of a broken pipe.
+        let body = to_bytes(body, 64 * MAX_BODY).await.and_then(|b| {
+            if b.len() > MAX_BODY {
+                Err(axum::Error::new(std::io::Error::other("body too large")))
+            } else {
+                Ok(b)
+            }
+        });
+        Self {
+            method: parts.method,
+            path: parts.uri.path().to_string(),
+            query,
+            headers: parts.headers,
+            ctid,
+            body,
+        }
+    }
+
+    /// Its line in the request log, the password redacted; the steps fill in the rest.
+    fn log_entry(&self) -> RequestEntry {
+        let body = match &self.body {
+            Ok(b) if b.is_empty() => None,
+            Ok(b) => Some(
+                serde_json::from_slice::<Value>(b)
+                    .map(redact)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b[..b.len().min(2048)]).into_owned())),
+            ),
+            Err(_) => Some(Value::String("(body too large)".into())),
+        };
+        RequestEntry {
+            method: self.method.to_string(),
+            path: self.path.clone(),
+            query: self.query.clone(),
+            body,
+            ctid: self.ctid.clone(),
+            user: None,
+            status: 0,
+            fault: None,
+            time: crate::time::format(crate::time::now()),
+            logged: false,
+        }
+    }
+
+    /// Whether the query asks AutoDNS to provision the DCV records (`...=dnsProvisioning`).
+    fn provisioning(&self) -> bool {
+        self.query
+            .as_deref()
+            .is_some_and(|q| q.split('&').any(|kv| kv.ends_with("=dnsProvisioning")))
+    }
+}
+
+async fn handle(s: &Arc<Shared>, req: Incoming, log: &mut RequestEntry) -> Response {
+    let ctid = &req.ctid;
+    let route = match route_of(&req.method, &req.path) {
         Ok(r) => r,
-        Err((true, _)) => {
-            return error(
-                s,
-                &ctid,
-                ApiError::new(405, "E0405", format!("{method} is not allowed on {path}")),
-            );
-        }
-        Err((false, Some(bad))) => {
-            return error(
-                s,
-                &ctid,
-                ApiError::field("0000", "id", format!("'{bad}' is not a numeric id")),
-            );
-        }
-        Err((false, None)) => {
-            return error(
-                s,
-                &ctid,
-                ApiError::new(404, "E0404", format!("there is no route {method} {path}")),
-            );
-        }
+        Err(not_found) => return error(s, ctid, no_route(&req, not_found)),
     };
-    if headers.get(header::USER_AGENT).is_none_or(|v| v.is_empty()) {
+    if req.headers.get(header::USER_AGENT).is_none_or(|v| v.is_empty()) {
         return error(
             s,
-            &ctid,
+            ctid,
             ApiError::refused("0000", "EF0003", "a User-Agent header is required"),
         );
     }
-    let owner = match authenticate(s, headers) {
+    let owner = match authenticate(s, &req.headers) {
         Ok(o) => o,
-        Err(e) => return error(s, &ctid, e),
+        Err(e) => return error(s, ctid, e),
     };
     log.user = Some(owner.user.clone());
     let faults = s.lock().faults.clone();
     if let Some(retry) = rate_limited(s, &owner, &faults) {
         let mut e = ApiError::new(429, "E0429", "Too many requests: the limit is 3 requests per second.");
         e.retry_after = Some(retry);
-        return error(s, &ctid, e);
+        return error(s, ctid, e);
     }
     let fault = s.lock().dice.roll(&faults, route.key());
     log.fault = fault
         .and_then(|f| serde_json::to_value(f).ok())
         .and_then(|v| v.as_str().map(str::to_owned));
-    match fault {
-        None | Some(FaultKind::Ghost) => {}
-        Some(FaultKind::Reset) => return drop_connection(),
-        Some(FaultKind::Hang) => {
-            // The client gives up first and this future is dropped, so log now.
-            s.lock().requests.push(log.clone());
-            log.logged = true;
-            tokio::time::sleep(s.durations.hang).await;
-            return drop_connection();
-        }
-        Some(FaultKind::Status500) => {
-            return error(
-                s,
-                &ctid,
-                ApiError::new(500, "E0500", "Internal error, please try again later."),
-            );
-        }
-        Some(FaultKind::Status503) => {
-            return error(
-                s,
-                &ctid,
-                ApiError::new(503, "E0503", "The service is temporarily unavailable."),
-            );
-        }
-        Some(FaultKind::Status429) => {
-            let mut e = ApiError::new(429, "E0429", "Too many requests: the limit is 3 requests per second.");
-            e.retry_after = Some(1);
-            return error(s, &ctid, e);
-        }
-        Some(FaultKind::Status502) => {
-            return (
-                StatusCode::BAD_GATEWAY,
-                [(header::CONTENT_TYPE, "text/html")],
-                "<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>",
-            )
-                .into_response();
-        }
-        Some(FaultKind::Truncated) => {
-            let stid = s.lock().stid();
-            let text = format!(r#"{{"stid":"{stid}","status":{{"code":"S0000","text":"The request was"#);
-            return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], text).into_response();
-        }
-        Some(FaultKind::Html) => {
-            return (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "text/html")],
-                "<!DOCTYPE html><html><body><p>Maintenance in progress.</p></body></html>",
-            )
-                .into_response();
-        }
-        Some(FaultKind::WrongShape) => {
-            return (
-                StatusCode::OK,
-                axum::Json(json!({"status": "ok", "data": {"id": "soon"}, "object": 42})),
-            )
-                .into_response();
-        }
+    if let Some(fault) = fault
+        && let Some(answer) = fault_answer(s, fault, ctid, log).await
+    {
+        return answer;
     }
-    let bytes = match bytes {
+    let bytes = match &req.body {
         Ok(b) => b,
         Err(_) => {
             return error(
                 s,
-                &ctid,
+                ctid,
                 ApiError::new(413, "E0413", format!("the request body exceeds {MAX_BODY} bytes")),
             );
         }
     };
-    let provisioning = query.is_some_and(|q| q.split('&').any(|kv| kv.ends_with("=dnsProvisioning")));
-    let result = dispatch(s, route, &owner, &bytes, ctid.clone(), provisioning);
+    let result = dispatch(s, route, &owner, bytes, ctid.clone(), req.provisioning());
     if matches!(route, Route::Create | Route::Reissue(_) | Route::Renew(_)) && result.is_ok() {
         s.wake.notify_one();
     }
@@ -223,9 +166,73 @@ async fn handle(
         return drop_connection();
     }
     match result {
-        Ok(reply) => success(s, &ctid, reply),
-        Err(e) => error(s, &ctid, e),
+        Ok(reply) => success(s, ctid, reply),
+        Err(e) => error(s, ctid, e),
     }
+}
+
+/// The error for a request [`route_of`] found no route for.
+fn no_route(req: &Incoming, (known, bad_id): (bool, Option<String>)) -> ApiError {
+    let (method, path) = (&req.method, &req.path);
+    match (known, bad_id) {
+        (true, _) => ApiError::new(405, "E0405", format!("{method} is not allowed on {path}")),
+        (false, Some(bad)) => ApiError::field("0000", "id", format!("'{bad}' is not a numeric id")),
+        (false, None) => ApiError::new(404, "E0404", format!("there is no route {method} {path}")),
+    }
+}
+
+/// What a fault answers instead of the operation; `None` when the operation goes ahead (no
+/// answer of its own, or a ghost, which loses the operation's answer afterwards).
+async fn fault_answer(s: &Shared, fault: FaultKind, ctid: &Option<String>, log: &mut RequestEntry) -> Option<Response> {
+    let answer = match fault {
+        FaultKind::Ghost => return None,
+        FaultKind::Reset => drop_connection(),
+        FaultKind::Hang => {
+            // The client gives up first and this future is dropped, so log now.
+            s.lock().requests.push(log.clone());
+            log.logged = true;
+            tokio::time::sleep(s.durations.hang).await;
+            drop_connection()
+        }
+        FaultKind::Status500 => error(
+            s,
+            ctid,
+            ApiError::new(500, "E0500", "Internal error, please try again later."),
+        ),
+        FaultKind::Status503 => error(
+            s,
+            ctid,
+            ApiError::new(503, "E0503", "The service is temporarily unavailable."),
+        ),
+        FaultKind::Status429 => {
+            let mut e = ApiError::new(429, "E0429", "Too many requests: the limit is 3 requests per second.");
+            e.retry_after = Some(1);
+            error(s, ctid, e)
+        }
+        FaultKind::Status502 => (
+            StatusCode::BAD_GATEWAY,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>",
+        )
+            .into_response(),
+        FaultKind::Truncated => {
+            let stid = s.lock().stid();
+            let text = format!(r#"{{"stid":"{stid}","status":{{"code":"S0000","text":"The request was"#);
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+        }
+        FaultKind::Html => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<!DOCTYPE html><html><body><p>Maintenance in progress.</p></body></html>",
+        )
+            .into_response(),
+        FaultKind::WrongShape => (
+            StatusCode::OK,
+            axum::Json(json!({"status": "ok", "data": {"id": "soon"}, "object": 42})),
+        )
+            .into_response(),
+    };
+    Some(answer)
 }
 
 fn dispatch(
@@ -236,8 +243,7 @@ fn dispatch(
     ctid: Option<String>,
     prov: bool,
 ) -> Result<Reply, ApiError> {
-    let d = &s.durations;
-    let z = &s.zones;
+    let env = s.env();
     match route {
         Route::Hello => Ok(Reply {
             code: "S0000".into(),
@@ -250,17 +256,15 @@ fn dispatch(
         Route::ContactInfo(id) => s.lock().contact_info(owner, id),
         Route::ContactSearch => s.lock().contact_search(owner, &body::<Query>("400205", bytes, true)?),
         Route::Prepare => s.lock().prepare_order(owner, body("400110", bytes, false)?),
-        Route::Create => s.lock().create(owner, body("400101", bytes, false)?, ctid, prov, z, d),
+        Route::Create => s.lock().create(owner, body("400101", bytes, false)?, ctid, prov, env),
         Route::Reissue(id) => s
             .lock()
-            .reissue(owner, id, body("400102", bytes, false)?, ctid, prov, z, d),
-        Route::Renew(id) => s
-            .lock()
-            .renew(owner, id, body("400106", bytes, true)?, ctid, prov, z, d),
+            .reissue(owner, id, body("400102", bytes, false)?, ctid, prov, env),
+        Route::Renew(id) => s.lock().renew(owner, id, body("400106", bytes, true)?, ctid, prov, env),
         Route::Info(id) => s.lock().info(owner, id),
         Route::Search => s.lock().search(owner, &body::<Query>("400105", bytes, true)?),
-        Route::Revoke(id) => s.lock().revoke(owner, id, body("4001031", bytes, false)?, ctid, z, d),
-        Route::Delete(id) => s.lock().delete(owner, id, ctid, z, d),
+        Route::Revoke(id) => s.lock().revoke(owner, id, body("4001031", bytes, false)?, ctid, env),
+        Route::Delete(id) => s.lock().delete(owner, id, ctid, env),
         Route::Poll => Ok(s.lock().poll(owner)),
         Route::PollConfirm(id) => s.lock().poll_confirm(owner, id),
         Route::JobInfo(id) => s.lock().job_info(owner, id),

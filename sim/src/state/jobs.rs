@@ -6,10 +6,10 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::query::filter_page;
-use super::{ApiError, JobRec, Pending, Reply, Result, State, scale, time_dur};
+use super::{ApiError, Env, JobRec, Pending, Reply, Result, State, scale, time_dur};
 use crate::ca::{Issued, TestCa};
 use crate::config::Durations;
-use crate::dns::{Value as DnsValue, ZoneStore};
+use crate::dns::Value as DnsValue;
 use crate::faults::JobOutcome;
 use crate::time::{format as ts, now};
 use crate::wire::{
@@ -26,7 +26,8 @@ pub struct DcvCheck {
 }
 
 impl State {
-    #[allow(clippy::too_many_arguments)]
+    /// Starts a job for an order (or a revoke or delete, which issue nothing), provisioning its
+    /// DNS records first if AutoDNS is to.
     pub(super) fn start_job(
         &mut self,
         owner: &BasicUser,
@@ -34,8 +35,7 @@ impl State {
         action: &'static str,
         pending: Option<Pending>,
         ctid: Option<String>,
-        zones: &ZoneStore,
-        durations: &Durations,
+        env: Env<'_>,
     ) -> i64 {
         let id = self.next_job;
         self.next_job += 1;
@@ -55,7 +55,8 @@ impl State {
             && p.auth.provisioning
         {
             for n in &p.names {
-                let _ = zones.add(n, DnsValue::Txt(p.auth.token.clone()), 300, durations.propagation_delay);
+                let record = DnsValue::Txt(p.auth.token.clone());
+                let _ = env.zones.add(n, record, 300, env.durations.propagation_delay);
             }
         }
         let t = now();

@@ -20,7 +20,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::ca::Issued;
-use crate::config::Product;
+use crate::config::{Durations, Product};
+use crate::dns::ZoneStore;
 use crate::faults::{FaultDice, Faults, JobOutcome};
 use crate::time::now;
 use crate::wire::{BasicUser, CertificateHistory, Message, PollMessage, SslContactOut};
@@ -149,6 +150,14 @@ struct PollRec {
 #[derive(Debug)]
 struct Prepared {
     names: Vec<String>,
+}
+
+/// What orders and jobs use from outside the state: the zones that provisioned DCV records go
+/// to, and the durations that time order terms, renewal windows and record propagation.
+#[derive(Clone, Copy, Debug)]
+pub struct Env<'a> {
+    pub zones: &'a ZoneStore,
+    pub durations: &'a Durations,
 }
 
 /// The whole simulated service.

@@ -5,9 +5,8 @@ use serde_json::json;
 
 use super::prepare::dns_line;
 use super::query::filter_page;
-use super::{ApiError, Cert, LedgerEntry, Reply, Result, State, scale};
-use crate::config::{Durations, product};
-use crate::dns::ZoneStore;
+use super::{ApiError, Cert, Env, LedgerEntry, Reply, Result, State, scale};
+use crate::config::product;
 use crate::time::{format as ts, now};
 use crate::wire::{
     BasicUser, CaCertificate, CertAuthenticationIn, CertAuthenticationOut, CertificateHistory, CertificateIn,
@@ -36,8 +35,7 @@ impl State {
         body: CertificateIn,
         ctid: Option<String>,
         provisioning_key: bool,
-        zones: &ZoneStore,
-        d: &Durations,
+        env: Env<'_>,
     ) -> Result<Reply> {
         const T: &str = "400101";
         let product_name = body
@@ -82,7 +80,7 @@ impl State {
             tech: self.contact_ok(owner, &body.technical_contact),
             auth: pending.auth.clone(),
             issued: None,
-            term_end: t + scale(d.month, months),
+            term_end: t + scale(env.durations.month, months),
             histories: Vec::new(),
             order_id: format!("{}", 2_700_000 + id),
             firstname: body.firstname.clone(),
@@ -94,7 +92,7 @@ impl State {
         };
         let name = cert.name.clone();
         self.certs.insert(id, cert);
-        let job = self.start_job(owner, id, "create", Some(pending), ctid.clone(), zones, d);
+        let job = self.start_job(owner, id, "create", Some(pending), ctid.clone(), env);
         self.ledger("create", true, id, job, &ctid);
         Ok(Reply::notify("N400101", "Certificate order was started successfully.")
             .object("Certificate", name)
@@ -121,7 +119,6 @@ impl State {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn reissue(
         &mut self,
         owner: &BasicUser,
@@ -129,8 +126,7 @@ impl State {
         body: CertificateIn,
         ctid: Option<String>,
         provisioning_key: bool,
-        zones: &ZoneStore,
-        d: &Durations,
+        env: Env<'_>,
     ) -> Result<Reply> {
         const T: &str = "400102";
         let cert = self.owned_cert(T, owner, id)?.clone();
@@ -183,7 +179,7 @@ impl State {
         let pending = self.intake(T, owner, &body, cert.product, cert.months, provisioning_key)?;
         let c = self.certs.get_mut(&id).expect("checked above");
         c.reissue_status_touch();
-        let job = self.start_job(owner, id, "reissue", Some(pending), ctid.clone(), zones, d);
+        let job = self.start_job(owner, id, "reissue", Some(pending), ctid.clone(), env);
         self.ledger("reissue", false, id, job, &ctid);
         Ok(
             Reply::notify("N400102", "Certificate reissue was started successfully.")
@@ -192,7 +188,6 @@ impl State {
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn renew(
         &mut self,
         owner: &BasicUser,
@@ -200,13 +195,12 @@ impl State {
         body: CertificateIn,
         ctid: Option<String>,
         provisioning_key: bool,
-        zones: &ZoneStore,
-        d: &Durations,
+        env: Env<'_>,
     ) -> Result<Reply> {
         const T: &str = "400106";
         let cert = self.owned_cert(T, owner, id)?.clone();
         self.not_busy(T, &cert)?;
-        let window = scale(d.month, 3);
+        let window = scale(env.durations.month, 3);
         if now() + window < cert.term_end {
             return Err(ApiError::refused(
                 T,
@@ -237,7 +231,7 @@ impl State {
         }
         cert.fill_mail_fields(&mut body);
         let pending = self.intake(T, owner, &body, cert.product, months, provisioning_key)?;
-        let job = self.start_job(owner, id, "renew", Some(pending), ctid.clone(), zones, d);
+        let job = self.start_job(owner, id, "renew", Some(pending), ctid.clone(), env);
         self.ledger("renew", true, id, job, &ctid);
         Ok(
             Reply::notify("N400106", "Certificate renewal was started successfully.")
@@ -252,8 +246,7 @@ impl State {
         id: i64,
         body: CertificateIn,
         ctid: Option<String>,
-        zones: &ZoneStore,
-        d: &Durations,
+        env: Env<'_>,
     ) -> Result<Reply> {
         const T: &str = "4001031";
         let cert = self.owned_cert(T, owner, id)?.clone();
@@ -283,7 +276,7 @@ impl State {
                 format!("certificate {id} has no serial {serial}"),
             ));
         }
-        let job = self.start_job(owner, id, "revoke", None, ctid, zones, d);
+        let job = self.start_job(owner, id, "revoke", None, ctid, env);
         self.finish_job(job, None, None);
         Ok(
             Reply::notify("N4001031", "Certificate revocation was started successfully.")
@@ -292,18 +285,11 @@ impl State {
         )
     }
 
-    pub fn delete(
-        &mut self,
-        owner: &BasicUser,
-        id: i64,
-        ctid: Option<String>,
-        zones: &ZoneStore,
-        d: &Durations,
-    ) -> Result<Reply> {
+    pub fn delete(&mut self, owner: &BasicUser, id: i64, ctid: Option<String>, env: Env<'_>) -> Result<Reply> {
         const T: &str = "400103";
         let cert = self.owned_cert(T, owner, id)?.clone();
         self.not_busy(T, &cert)?;
-        let job = self.start_job(owner, id, "delete", None, ctid, zones, d);
+        let job = self.start_job(owner, id, "delete", None, ctid, env);
         self.finish_job(job, None, None);
         self.certs.remove(&id);
         Ok(
