@@ -1,5 +1,5 @@
-//! How the JSON API answers: every answer, success or error, is the API's envelope; the one
-//! exception is no answer at all, a dropped connection.
+//! How the JSON API answers: the API's envelope, for successes and errors alike, or no answer
+//! at all (a dropped connection).
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -13,12 +13,14 @@ use crate::wire::{Envelope, ResponseStatus, StatusType};
 #[derive(Clone, Copy, Debug)]
 pub struct DropConnection;
 
+/// A response that drops the connection instead of answering.
 pub(super) fn drop_connection() -> Response {
     let mut r = Response::new(Body::empty());
     r.extensions_mut().insert(DropConnection);
     r
 }
 
+/// The envelope of a successful operation.
 pub(super) fn success(s: &Shared, ctid: &Option<String>, reply: Reply) -> Response {
     let env = Envelope {
         stid: s.lock().stid(),
@@ -35,6 +37,7 @@ pub(super) fn success(s: &Shared, ctid: &Option<String>, reply: Reply) -> Respon
     (StatusCode::OK, axum::Json(env)).into_response()
 }
 
+/// The envelope of an error, with its HTTP status and its Retry-After, if any.
 pub(super) fn error(s: &Shared, ctid: &Option<String>, e: ApiError) -> Response {
     let env = Envelope {
         stid: s.lock().stid(),

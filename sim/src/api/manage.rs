@@ -32,6 +32,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .layer(middleware::from_fn(loopback_only))
 }
 
+/// Refuses management requests from anywhere but loopback.
 async fn loopback_only(ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request, next: Next) -> Response {
     if !peer.ip().is_loopback() {
         return (

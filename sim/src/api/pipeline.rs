@@ -115,6 +115,7 @@ impl Incoming {
     }
 }
 
+/// Takes a request through the pipeline's steps to its answer.
 async fn handle(s: &Arc<Shared>, req: Incoming, log: &mut RequestEntry) -> Response {
     let ctid = &req.ctid;
     let route = match route_of(&req.method, &req.path) {

@@ -88,6 +88,7 @@ impl State {
         Ok(r)
     }
 
+    /// The id of the contact an order names, if it is one of the account's.
     pub(super) fn contact_ok(&self, owner: &BasicUser, c: &Option<SslContactIn>) -> Option<i64> {
         let id = c.as_ref()?.id?;
         self.contacts.get(&id).filter(|c| &c.owner == owner).map(|c| c.id)

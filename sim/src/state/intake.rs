@@ -166,6 +166,7 @@ impl State {
         })
     }
 
+    /// The lifetime an order asks for, in months, if the product is sold for it.
     pub(super) fn months(task: &str, product: &Product, lifetime: &Option<TimePeriod>) -> Result<i64> {
         let lt = lifetime
             .as_ref()
