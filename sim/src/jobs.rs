@@ -12,7 +12,7 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use tokio::task::JoinSet;
 
-use crate::api::Shared;
+use crate::shared::Shared;
 
 /// A resolver that asks `nameserver` directly, without caching, so a new record is seen at once.
 pub fn dcv_resolver(nameserver: SocketAddr) -> Resolver<TokioConnectionProvider> {

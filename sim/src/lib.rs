@@ -13,6 +13,7 @@ pub mod dns;
 pub mod faults;
 mod jobs;
 mod server;
+mod shared;
 mod state;
 pub mod time;
 pub mod wire;
@@ -58,7 +59,7 @@ impl Sim {
             None
         };
         let state = state::State::new(config.faults.clone(), config.seed);
-        let shared = Arc::new(api::Shared::new(
+        let shared = Arc::new(shared::Shared::new(
             state,
             ca,
             zones,
@@ -146,7 +147,7 @@ impl Drop for RunningSim {
 /// In-process access to what the management API offers.
 #[derive(Clone)]
 pub struct Control {
-    shared: Arc<api::Shared>,
+    shared: Arc<shared::Shared>,
 }
 
 impl std::fmt::Debug for Control {

@@ -1,0 +1,435 @@
+//! Certificate orders: create, reissue, renew, revoke and delete, the ledger of what each cost,
+//! and the inquiries (info, search) with the certificate as the API shows it.
+
+use serde_json::json;
+
+use super::prepare::dns_line;
+use super::query::filter_page;
+use super::{ApiError, Cert, Env, LedgerEntry, Reply, Result, State, scale};
+use crate::config::product;
+use crate::time::{format as ts, now};
+use crate::wire::{
+    BasicUser, CaCertificate, CertAuthenticationIn, CertAuthenticationOut, CertificateHistory, CertificateIn,
+    CertificateOut, ContactRef, Query, ResponseObject, SslContactIn, SubjectAlternativeName, TimePeriod,
+};
+
+impl State {
+    fn ledger(&mut self, kind: &str, charged: bool, cert_id: i64, job_id: i64, ctid: &Option<String>) {
+        let c = &self.certs[&cert_id];
+        self.ledger.push(LedgerEntry {
+            kind: kind.into(),
+            charged,
+            certificate_id: cert_id,
+            job_id,
+            name: c.name.clone(),
+            product: c.product.name.into(),
+            ctid: ctid.clone(),
+            user: c.owner.user.clone(),
+            time: ts(now()),
+        });
+    }
+
+    pub fn create(
+        &mut self,
+        owner: &BasicUser,
+        body: CertificateIn,
+        ctid: Option<String>,
+        provisioning_key: bool,
+        env: Env<'_>,
+    ) -> Result<Reply> {
+        const T: &str = "400101";
+        let product_name = body
+            .product
+            .as_deref()
+            .ok_or_else(|| ApiError::field(T, "product", "product is required"))?;
+        let product = product(product_name)
+            .ok_or_else(|| ApiError::field(T, "product", format!("unknown product '{product_name}'")))?;
+        if let Some(ct) = body.certificate_type.as_deref() {
+            if ct != product.certificate_type {
+                return Err(ApiError::field(
+                    T,
+                    "certificateType",
+                    format!(
+                        "{} needs certificateType {}, not {ct}",
+                        product.name, product.certificate_type
+                    ),
+                ));
+            }
+        } else if product.certificate_type == "MAIL" {
+            return Err(ApiError::field(
+                T,
+                "certificateType",
+                "certificateType MAIL is required for S/MIME products",
+            ));
+        }
+        let months = Self::months(T, product, &body.lifetime)?;
+        let pending = self.intake(T, owner, &body, product, months, provisioning_key)?;
+        let id = self.next_cert;
+        self.next_cert += 1;
+        let t = now();
+        let cert = Cert {
+            id,
+            owner: owner.clone(),
+            name: pending.names[0].clone(),
+            names: pending.names.clone(),
+            product,
+            months,
+            software: body.software.clone(),
+            csr: pending.csr.clone(),
+            admin: self.contact_ok(owner, &body.admin_contact),
+            tech: self.contact_ok(owner, &body.technical_contact),
+            auth: pending.auth.clone(),
+            issued: None,
+            term_end: t + scale(env.durations.month, months),
+            histories: Vec::new(),
+            order_id: format!("{}", 2_700_000 + id),
+            firstname: body.firstname.clone(),
+            lastname: body.lastname.clone(),
+            comment: body.comment.clone(),
+            created: t,
+            updated: t,
+            busy_job: None,
+        };
+        let name = cert.name.clone();
+        self.certs.insert(id, cert);
+        let job = self.start_job(owner, id, "create", Some(pending), ctid.clone(), env);
+        self.ledger("create", true, id, job, &ctid);
+        Ok(Reply::notify("N400101", "Certificate order was started successfully.")
+            .object("Certificate", name)
+            .data([json!({"id": job})]))
+    }
+
+    fn owned_cert(&self, task: &str, owner: &BasicUser, id: i64) -> Result<&Cert> {
+        self.certs
+            .get(&id)
+            .filter(|c| &c.owner == owner)
+            .ok_or_else(|| ApiError::not_found(task, "certificate", id))
+    }
+
+    fn not_busy(&self, task: &str, cert: &Cert) -> Result<()> {
+        if let Some(job) = cert.busy_job
+            && self.jobs.get(&job).is_some_and(|j| j.status == "RUNNING")
+        {
+            return Err(ApiError::refused(
+                task,
+                "EF4001020",
+                format!("job {job} is still running for certificate {}", cert.id),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn reissue(
+        &mut self,
+        owner: &BasicUser,
+        id: i64,
+        body: CertificateIn,
+        ctid: Option<String>,
+        provisioning_key: bool,
+        env: Env<'_>,
+    ) -> Result<Reply> {
+        const T: &str = "400102";
+        let cert = self.owned_cert(T, owner, id)?.clone();
+        self.not_busy(T, &cert)?;
+        if now() >= cert.term_end {
+            return Err(ApiError::refused(
+                T,
+                "EF4001022",
+                format!(
+                    "the order term of certificate {id} ended on {}; renew it first",
+                    ts(cert.term_end)
+                ),
+            ));
+        }
+        if let Some(p) = body.product.as_deref()
+            && p != cert.product.name
+        {
+            return Err(ApiError::field(
+                T,
+                "product",
+                "the product cannot be changed by a reissue",
+            ));
+        }
+        let mut body = body;
+        body.name.get_or_insert_with(|| cert.name.clone());
+        if body.name.as_deref().map(str::to_ascii_lowercase).as_deref() != Some(cert.name.as_str()) {
+            return Err(ApiError::field(
+                T,
+                "name",
+                format!(
+                    "the name of certificate {id} is {}; a reissue cannot change it",
+                    cert.name
+                ),
+            ));
+        }
+        cert.fill_contacts(&mut body);
+        if let Some(m) = body.authentication.as_ref().and_then(|a| a.method.as_deref())
+            && m != cert.auth.method
+        {
+            return Err(ApiError::field(
+                T,
+                "authentication.method",
+                format!(
+                    "the authentication method cannot be changed by a reissue (it is {})",
+                    cert.auth.method
+                ),
+            ));
+        }
+        cert.fill_mail_fields(&mut body);
+        let pending = self.intake(T, owner, &body, cert.product, cert.months, provisioning_key)?;
+        let c = self.certs.get_mut(&id).expect("checked above");
+        c.reissue_status_touch();
+        let job = self.start_job(owner, id, "reissue", Some(pending), ctid.clone(), env);
+        self.ledger("reissue", false, id, job, &ctid);
+        Ok(
+            Reply::notify("N400102", "Certificate reissue was started successfully.")
+                .object("Certificate", cert.name)
+                .data([json!({"id": job})]),
+        )
+    }
+
+    pub fn renew(
+        &mut self,
+        owner: &BasicUser,
+        id: i64,
+        body: CertificateIn,
+        ctid: Option<String>,
+        provisioning_key: bool,
+        env: Env<'_>,
+    ) -> Result<Reply> {
+        const T: &str = "400106";
+        let cert = self.owned_cert(T, owner, id)?.clone();
+        self.not_busy(T, &cert)?;
+        let window = scale(env.durations.month, 3);
+        if now() + window < cert.term_end {
+            return Err(ApiError::refused(
+                T,
+                "EF4001012",
+                format!(
+                    "certificate {id} can be renewed only within 3 months of its term end {}",
+                    ts(cert.term_end)
+                ),
+            ));
+        }
+        let months = match body.lifetime {
+            Some(_) => Self::months(T, cert.product, &body.lifetime)?,
+            None => cert.months,
+        };
+        let mut body = body;
+        body.name.get_or_insert_with(|| cert.name.clone());
+        body.csr.get_or_insert_with(|| cert.csr.clone());
+        if body.csr.as_deref() == Some("") {
+            body.csr = None;
+        }
+        cert.fill_contacts(&mut body);
+        if body.authentication.is_none() {
+            body.authentication = Some(CertAuthenticationIn {
+                method: Some(cert.auth.method.clone()),
+                provisioning: Some(cert.auth.provisioning),
+                ..Default::default()
+            });
+        }
+        cert.fill_mail_fields(&mut body);
+        let pending = self.intake(T, owner, &body, cert.product, months, provisioning_key)?;
+        let job = self.start_job(owner, id, "renew", Some(pending), ctid.clone(), env);
+        self.ledger("renew", true, id, job, &ctid);
+        Ok(
+            Reply::notify("N400106", "Certificate renewal was started successfully.")
+                .object("Certificate", cert.name)
+                .data([json!({"id": job})]),
+        )
+    }
+
+    pub fn revoke(
+        &mut self,
+        owner: &BasicUser,
+        id: i64,
+        body: CertificateIn,
+        ctid: Option<String>,
+        env: Env<'_>,
+    ) -> Result<Reply> {
+        const T: &str = "4001031";
+        let cert = self.owned_cert(T, owner, id)?.clone();
+        let serial = body
+            .serial_number
+            .clone()
+            .ok_or_else(|| ApiError::field(T, "serialNumber", "serialNumber is required"))?;
+        let current = cert.issued.as_ref().map(|i| i.serial.clone());
+        let c = self.certs.get_mut(&id).expect("checked above");
+        let t = ts(now());
+        if let Some(h) = c
+            .histories
+            .iter_mut()
+            .find(|h| h.serial_number.eq_ignore_ascii_case(&serial))
+        {
+            h.revoked = Some(t);
+        } else if current.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(&serial)) {
+            c.histories.push(CertificateHistory {
+                serial_number: serial.clone(),
+                order_id: c.order_id.clone(),
+                revoked: Some(t),
+            });
+        } else {
+            return Err(ApiError::field(
+                T,
+                "serialNumber",
+                format!("certificate {id} has no serial {serial}"),
+            ));
+        }
+        let job = self.start_job(owner, id, "revoke", None, ctid, env);
+        self.finish_job(job, None, None);
+        Ok(
+            Reply::notify("N4001031", "Certificate revocation was started successfully.")
+                .object("Certificate", cert.name)
+                .data([json!({"id": job})]),
+        )
+    }
+
+    pub fn delete(&mut self, owner: &BasicUser, id: i64, ctid: Option<String>, env: Env<'_>) -> Result<Reply> {
+        const T: &str = "400103";
+        let cert = self.owned_cert(T, owner, id)?.clone();
+        self.not_busy(T, &cert)?;
+        let job = self.start_job(owner, id, "delete", None, ctid, env);
+        self.finish_job(job, None, None);
+        self.certs.remove(&id);
+        Ok(
+            Reply::notify("N400103", "Certificate deletion was started successfully.")
+                .object("Certificate", cert.name)
+                .data([json!({"id": job})]),
+        )
+    }
+
+    pub fn info(&self, owner: &BasicUser, id: i64) -> Result<Reply> {
+        let c = self.owned_cert("400104", owner, id)?;
+        Ok(
+            Reply::success("S400104", "Certificate data were inquired successfully.")
+                .object("Certificate", &c.name)
+                .data([cert_view(c)]),
+        )
+    }
+
+    pub fn search(&self, owner: &BasicUser, q: &Query) -> Result<Reply> {
+        let all: Vec<&Cert> = self.certs.values().filter(|c| &c.owner == owner).collect();
+        let (total, found) = filter_page(all, q, |c, key| match key {
+            "id" => Some(c.id.to_string()),
+            "name" | "domain" => Some(c.name.clone()),
+            "product" => Some(c.product.name.into()),
+            "orderId" => Some(c.order_id.clone()),
+            "created" => Some(ts(c.created)),
+            "updated" => Some(ts(c.updated)),
+            "expire" => c.issued.as_ref().map(|i| ts(i.not_after)),
+            "comment" => c.comment.clone(),
+            "type" | "certificate_type" => Some(c.product.certificate_type.into()),
+            _ => None,
+        })?;
+        let mut r = Reply::success("S400105", "Certificate list was inquired successfully.")
+            .data(found.into_iter().map(cert_view));
+        r.object = Some(ResponseObject {
+            kind: "Certificate".into(),
+            value: String::new(),
+            summary: Some(total),
+            data: None,
+        });
+        Ok(r)
+    }
+}
+
+impl Cert {
+    fn reissue_status_touch(&mut self) {
+        self.updated = now();
+    }
+
+    /// A reissue or renew body may leave out the contacts: the order's stay.
+    fn fill_contacts(&self, body: &mut CertificateIn) {
+        let contact = |id: i64| SslContactIn {
+            id: Some(id),
+            ..Default::default()
+        };
+        if body.admin_contact.is_none() {
+            body.admin_contact = self.admin.map(contact);
+        }
+        if body.technical_contact.is_none() {
+            body.technical_contact = self.tech.map(contact);
+        }
+    }
+
+    /// A reissue or renew of an S/MIME order keeps its personal fields.
+    fn fill_mail_fields(&self, body: &mut CertificateIn) {
+        if self.product.certificate_type == "MAIL" {
+            body.password.get_or_insert_with(|| "unchanged".into());
+            body.firstname = body.firstname.take().or(self.firstname.clone());
+            body.lastname = body.lastname.take().or(self.lastname.clone());
+        }
+    }
+}
+
+fn cert_view(c: &Cert) -> CertificateOut {
+    let expire = c.issued.as_ref().map(|i| i.not_after);
+    CertificateOut {
+        id: c.id,
+        order_id: c.order_id.clone(),
+        partner_order_id: format!("IX-CC-{}", c.id),
+        name: c.name.clone(),
+        product: c.product.name.into(),
+        certificate_type: c.product.certificate_type.into(),
+        lifetime: TimePeriod {
+            unit: Some("MONTH".into()),
+            period: Some(c.months),
+        },
+        software: c.software.clone(),
+        csr: c.csr.clone(),
+        server: c.issued.as_ref().map(|i| i.leaf_pem.clone()),
+        serial_number: c
+            .issued
+            .as_ref()
+            .map(|i| i.serial.clone())
+            .unwrap_or_else(|| "NOT_SET".into()),
+        certification_authority: c
+            .issued
+            .as_ref()
+            .map(|i| {
+                i.chain
+                    .iter()
+                    .map(|(kind, pem)| CaCertificate {
+                        ca_type: kind.clone(),
+                        ca_certificate: pem.clone(),
+                        created: ts(c.updated),
+                        updated: ts(c.updated),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        subject_alternative_names: c
+            .names
+            .iter()
+            .skip(1)
+            .map(|n| SubjectAlternativeName {
+                name: Some(n.clone()),
+                kind: Some("FQDN".into()),
+            })
+            .collect(),
+        expire: expire.map(ts),
+        payable: ts(c.term_end),
+        multiyear: c.months > 12,
+        reissue_required: expire.is_some_and(|e| e + time::Duration::seconds(1) < c.term_end),
+        reissue_status: None,
+        admin_contact: c.admin.map(|id| ContactRef { id }),
+        technical_contact: c.tech.map(|id| ContactRef { id }),
+        authentication: CertAuthenticationOut {
+            name: Some(c.name.clone()),
+            method: c.auth.method.clone(),
+            dns: (c.auth.method == "DNS").then(|| dns_line(&c.name, &c.auth.token)),
+            provisioning: Some(c.auth.provisioning),
+            ..Default::default()
+        },
+        histories: c.histories.clone(),
+        firstname: c.firstname.clone(),
+        lastname: c.lastname.clone(),
+        comment: c.comment.clone(),
+        certificate_transparency_privacy: "PUBLIC".into(),
+        domain: c.name.clone(),
+        owner: c.owner.clone(),
+        created: ts(c.created),
+        updated: ts(c.updated),
+    }
+}

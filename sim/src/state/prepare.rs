@@ -1,0 +1,153 @@
+//! prepareOrder: judging a CSR for a product and answering how each name proves domain control,
+//! including the DNS line (one zone-file line) that a later order hands back.
+
+use super::names::check_names;
+use super::{ApiError, Prepared, Reply, Result, State};
+use crate::config::product;
+use crate::csr::{self, CsrInfo};
+use crate::wire::{BasicUser, CertAuthenticationOut, CertificateDataIn, CertificateDataOut, SubjectAlternativeName};
+
+impl State {
+    pub fn prepare_order(&mut self, _owner: &BasicUser, body: CertificateDataIn) -> Result<Reply> {
+        const T: &str = "400110";
+        let product_name = body
+            .product
+            .as_deref()
+            .ok_or_else(|| ApiError::field(T, "product", "product is required"))?;
+        let product = product(product_name)
+            .ok_or_else(|| ApiError::field(T, "product", format!("unknown product '{product_name}'")))?;
+        let plain = body
+            .plain
+            .as_deref()
+            .ok_or_else(|| ApiError::field(T, "plain", "plain (the CSR) is required"))?;
+        if let Some(bc) = body.business_case.as_deref() {
+            if !["CREATE", "RENEW", "REISSUE", "DELETE"].contains(&bc) {
+                return Err(ApiError::field(
+                    T,
+                    "businessCase",
+                    format!("unknown businessCase '{bc}'"),
+                ));
+            }
+            if bc != "CREATE" {
+                let id = body.certificate.as_ref().and_then(|c| c.id);
+                if let Some(id) = id
+                    && !self.certs.contains_key(&id)
+                {
+                    return Err(ApiError::not_found(T, "certificate", id));
+                }
+            }
+        }
+        let info = csr::parse(plain).map_err(|e| ApiError::field(T, "plain", e.to_string()))?;
+        let names = check_names(T, product, &info.names())?;
+        let token = self.token();
+        self.prepared.insert(token.clone(), Prepared { names: names.clone() });
+        let mut authentication = Vec::new();
+        for method in product.methods {
+            match *method {
+                "DNS" => {
+                    for n in &names {
+                        authentication.push(CertAuthenticationOut {
+                            name: Some(n.clone()),
+                            method: "DNS".into(),
+                            dns: Some(match &self.faults.dcv_line {
+                                Some(t) => t.replace("{name}", n).replace("{token}", &token),
+                                None => dns_line(n, &token),
+                            }),
+                            ..Default::default()
+                        });
+                    }
+                }
+                "FILE" => authentication.push(CertAuthenticationOut {
+                    name: Some(names[0].clone()),
+                    method: "FILE".into(),
+                    file_name: Some(format!("http://{}/.well-known/pki-validation/fileauth.txt", names[0])),
+                    file_content: Some(token.clone()),
+                    ..Default::default()
+                }),
+                _ => {
+                    let base = if product.certificate_type == "MAIL" {
+                        vec![names[0].clone()]
+                    } else {
+                        let domain = base_domain(&names[0]);
+                        ["admin", "administrator", "hostmaster", "webmaster", "postmaster"]
+                            .iter()
+                            .map(|l| format!("{l}@{domain}"))
+                            .collect()
+                    };
+                    authentication.push(CertAuthenticationOut {
+                        name: Some(names[0].clone()),
+                        method: "EMAIL".into(),
+                        approver_emails: base,
+                        ..Default::default()
+                    })
+                }
+            }
+        }
+        let out = CertificateDataOut {
+            plain: info.pem.clone(),
+            name: names[0].clone(),
+            subject_alternative_names: names
+                .iter()
+                .skip(1)
+                .map(|n| SubjectAlternativeName {
+                    name: Some(n.clone()),
+                    kind: Some("FQDN".into()),
+                })
+                .collect(),
+            key_size: i32::try_from(info.key_size).ok(),
+            country_code: info.country.clone(),
+            state: info.state.clone(),
+            city: info.city.clone(),
+            organization: info.organization.clone(),
+            organization_unit: info.organization_unit.clone(),
+            email: info.email.clone(),
+            product: product.name.into(),
+            business_case: body.business_case.clone(),
+            authentication,
+            algorithm: curve(&info),
+            ec_curve: curve(&info),
+            signature_hash_algorithm: "SHA256".into(),
+            valid_signature: true,
+        };
+        Ok(Reply::success("S400110", "CSR key was checked successfully.").data([out]))
+    }
+}
+
+/// The spec's `CsrHashAlgorithmConstants` value for an EC key.
+fn curve(info: &CsrInfo) -> Option<String> {
+    match (info.algorithm, info.key_size) {
+        ("ECC", 256) => Some("PRIME_256_V1".into()),
+        ("ECC", 384) => Some("SECP_384_R1".into()),
+        _ => None,
+    }
+}
+
+/// The DCV record as prepareOrder writes it: one zone-file line, tab-separated.
+pub(super) fn dns_line(name: &str, token: &str) -> String {
+    format!("{name}.\t300\tIN\tTXT\t\"{token}\"")
+}
+
+/// The token inside a zone-file line (`name. 300 IN TXT "token"`).
+pub(super) fn token_of(line: &str) -> Option<String> {
+    let start = line.find('"')?;
+    let end = line.rfind('"')?;
+    (end > start + 1).then(|| line[start + 1..end].to_string())
+}
+
+fn base_domain(name: &str) -> String {
+    let labels: Vec<&str> = name.split('.').collect();
+    labels[labels.len().saturating_sub(2)..].join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_read_back_from_a_zone_line() {
+        let line = dns_line("example.com", "20261123abc");
+        assert_eq!(token_of(&line).as_deref(), Some("20261123abc"));
+        assert_eq!(token_of("example.com. 300 IN TXT \"x y\"").as_deref(), Some("x y"));
+        assert_eq!(token_of("no quotes"), None);
+    }
+}
