@@ -72,9 +72,14 @@ pub enum Command {
     Check,
     /// Run the whole job against an embedded simulator: no network, no credentials needed.
     Demo {
-        /// Where the demo writes its configuration, state and certificates.
+        /// Where the demo writes its configuration, state and certificates. A directory the
+        /// demo did not make (it leaves a `.certkeeper-demo` marker) is refused unless empty.
         #[arg(long, default_value = "certkeeper-demo")]
         dir: PathBuf,
+        /// Use DIR although the demo did not make it: its certkeeper.toml, api-password and
+        /// root.pem are overwritten, its state and live directories removed.
+        #[arg(long)]
+        force: bool,
     },
     /// The demo's DNS hook: publishes a record in the embedded simulator's DNS.
     #[command(hide = true)]
@@ -141,7 +146,7 @@ async fn dispatch(cli: Cli) -> u8 {
             Ok(config) => status(&config, json),
             Err(code) => code,
         },
-        Some(Command::Demo { dir }) => crate::demo::run(&dir).await,
+        Some(Command::Demo { dir, force }) => crate::demo::run(&dir, force).await,
         Some(Command::DemoDnsHook {
             sim_url,
             ca_file,

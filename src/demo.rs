@@ -17,8 +17,15 @@ fn say(s: &str) {
     println!("{s}");
 }
 
-/// Runs the demo in `dir`.
-pub async fn run(dir: &Path) -> u8 {
+/// The file that marks a directory as the demo's own.
+const MARKER: &str = ".certkeeper-demo";
+
+/// Runs the demo in `dir` (`force`: even in a directory the demo did not make).
+pub async fn run(dir: &Path, force: bool) -> u8 {
+    if let Err(e) = claim(dir, force) {
+        eprintln!("certkeeper demo: {e}");
+        return cli::EXIT_CONFIG;
+    }
     match run_inner(dir).await {
         Ok(code) => code,
         Err(e) => {
@@ -28,14 +35,41 @@ pub async fn run(dir: &Path) -> u8 {
     }
 }
 
+/// Makes `dir` the demo's: a new or empty directory is marked; a marked one is reused; any
+/// other is refused without `force` (`demo --dir /etc/certkeeper` would wipe real keys). The
+/// directory must be one no other user can write, since the demo writes files into it.
+fn claim(dir: &Path, force: bool) -> Result<(), String> {
+    let existed = dir.exists();
+    crate::host::ensure_dir(dir, 0o755).map_err(|e| e.to_string())?;
+    let marked = dir.join(MARKER).exists();
+    let empty = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .next()
+        .is_none();
+    if existed && !marked && !empty && !force {
+        return Err(format!(
+            "{} was not made by the demo (it has no {MARKER}); the demo would overwrite its certkeeper.toml and api-password and remove its state and live directories. Choose another --dir, or add --force",
+            dir.display()
+        ));
+    }
+    if !marked {
+        std::fs::write(
+            dir.join(MARKER),
+            "made by `certkeeper demo`; remove the directory when done\n",
+        )
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
 async fn run_inner(dir: &Path) -> anyhow::Result<u8> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
     let dir = dir.canonicalize()?;
     for sub in ["state", "live"] {
         let _ = std::fs::remove_dir_all(dir.join(sub));
     }
     let ca_file = dir.join("root.pem");
+    let _ = std::fs::remove_file(&ca_file);
     let sim = Sim::start(SimConfig {
         ca_file: Some(ca_file.clone()),
         ..SimConfig::default()
@@ -48,8 +82,16 @@ async fn run_inner(dir: &Path) -> anyhow::Result<u8> {
 
     let password = dir.join("api-password");
     let _ = std::fs::remove_file(&password);
-    std::fs::write(&password, "demo-password\n")?;
-    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600))?;
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&password)?;
+        std::io::Write::write_all(&mut f, b"demo-password\n")?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     let exe = std::env::current_exe()?;
     let config_path = dir.join("certkeeper.toml");
     let text = format!(
@@ -102,7 +144,13 @@ dns_hook = ["{exe}", "demo-dns-hook", "{sim}", "{ca}"]
         sim = sim.sim_url(),
         ca = ca_file.display(),
     );
-    std::fs::write(&config_path, text)?;
+    // Never through a link someone left: the file is made anew.
+    let _ = std::fs::remove_file(&config_path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&config_path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))?;
     say(&format!("Wrote {}", config_path.display()));
 
     let config = config::read(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -45,12 +45,14 @@ impl Sim {
         let (ca_file, owned_ca_dir) = match &config.ca_file {
             Some(path) => (path.clone(), None),
             None => {
+                // A directory of our own: made new (never one someone prepared), 0700.
                 let dir = std::env::temp_dir().join(format!("autodns-sim-{}-{}", std::process::id(), unique()));
-                std::fs::create_dir_all(&dir)?;
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
                 (dir.join("root.pem"), Some(dir))
             }
         };
-        std::fs::write(&ca_file, &ca_pem)
+        write_replacing(&ca_file, ca_pem.as_bytes())
             .map_err(|e| anyhow::anyhow!("writing the root CA to {}: {e}", ca_file.display()))?;
         let tls = if config.tls {
             let (chain, key) = ca.server_identity()?;
@@ -197,4 +199,20 @@ impl Control {
     pub fn dns_records(&self) -> Vec<dns::RecordView> {
         self.shared.zones.list()
     }
+}
+
+/// Writes `path` as a new file and renames it into place: a link found at `path` is replaced,
+/// never written through.
+fn write_replacing(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    f.write_all(bytes)?;
+    drop(f);
+    std::fs::rename(&tmp, path)
 }

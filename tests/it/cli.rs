@@ -261,6 +261,45 @@ async fn the_demo_runs_with_no_network_and_no_credentials() {
             .unwrap();
         assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
     }
+
+    // `demo --dir /etc/certkeeper` used to overwrite the real configuration and password and
+    // remove the real state and keys. A directory the demo did not make is refused...
+    let real = dir.join("real");
+    std::fs::create_dir_all(real.join("state")).unwrap();
+    std::fs::write(real.join("certkeeper.toml"), "# the operator's\n").unwrap();
+    std::fs::write(real.join("state/keep"), "state\n").unwrap();
+    let demo = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.arg("demo")
+            .args(args)
+            .current_dir(&dir)
+            .env_remove("CERTKEEPER_CONFIG")
+            .kill_on_drop(true);
+        async move {
+            tokio::time::timeout(Duration::from_secs(120), cmd.output())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let out = demo(&["--dir", "real"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("was not made by the demo") && stderr(&out).contains("--force"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(real.join("certkeeper.toml")).unwrap(),
+        "# the operator's\n"
+    );
+    assert!(real.join("state/keep").exists());
+    // ...unless forced; and the demo's own directory is reused as before.
+    let out = demo(&["--dir", "real", "--force"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!real.join("state/keep").exists());
+    let out = demo(&["--dir", "demo"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

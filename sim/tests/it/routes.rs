@@ -410,3 +410,26 @@ async fn an_smime_order_issues_for_the_mailbox_without_dns() {
         bad.body
     );
 }
+
+/// The root CA file is written as a new file renamed into place: a link planted at its path is
+/// replaced, and what it pointed at is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_ca_file_is_never_written_through_a_link() {
+    let dir = std::env::temp_dir().join(format!("autodns-sim-test-link-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let link = dir.join("root.pem");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let api = start_with(autodns_sim::SimConfig {
+        ca_file: Some(link.clone()),
+        ..autodns_sim::SimConfig::default()
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(&link).unwrap(), api.sim.ca_pem);
+    drop(api);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
