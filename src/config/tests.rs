@@ -495,3 +495,54 @@ fn repeated_alt_names_are_listed_once_in_their_first_order() {
     assert_eq!(names[0], "n0.example.com");
     assert_eq!(names[699], "n699.example.com");
 }
+
+/// What held when certkeeper was attacked, kept tested: a certificate name becomes a path, so
+/// every name that is not a plain host name is refused, whatever it holds.
+#[test]
+fn hostile_certificate_names_are_refused() {
+    let hostile = [
+        "../../etc/passwd",
+        "..",
+        ".",
+        "",
+        "a/b.example.com",
+        "a\\b.example.com",
+        "/etc/example.com",
+        "www.example.com/..",
+        "www..example.com",
+        ".example.com",
+        "example.com..",
+        "-www.example.com",
+        "www-.example.com",
+        "*.example.com",
+        "www.*.com",
+        "www.example.com\n",
+        "www.example.com\u{0}",
+        "www.example.com\r",
+        "www.exa mple.com",
+        "www.example.com;rm -rf",
+        "$(touch x).example.com",
+        "`id`.example.com",
+        "www.example.com'",
+        "www.example.com\"",
+        "ww\u{1b}[2J.example.com",
+        "café.example.com",
+        "ｗｗｗ.example.com",
+        "192.0.2.1",
+        "localhost",
+        "www.example.123",
+        "www_under.example.com",
+    ];
+    assert_eq!(hostile.len(), 31);
+    for name in hostile {
+        let text = GOOD.replace(
+            "name = \"www.example.com\"",
+            &format!("name = {}", toml::Value::String(name.to_string())),
+        );
+        let errors = parse_text(&text).err().unwrap_or_else(|| panic!("accepted {name:?}")).0;
+        assert!(
+            errors.iter().any(|e| e.field == "certificate[0].name"),
+            "{name:?}: {errors:?}"
+        );
+    }
+}

@@ -188,6 +188,10 @@ enum Hostile {
     HugeLength,
     /// A 307 to another loopback port, over plain http.
     Redirect(u16),
+    /// The answer's head one byte every half second (slowloris, the other way round).
+    Slow,
+    /// 5,000 header lines.
+    ManyHeaders,
 }
 
 /// A fake API on loopback that answers every request the same hostile way, and counts them.
@@ -224,8 +228,31 @@ impl FakeApi {
                         Some(Hostile::RetryForever) => "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 18446744073709551615\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
                         Some(Hostile::EndlessBody) => "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n".to_string(),
                         Some(Hostile::HugeLength) => "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2147483648\r\nConnection: close\r\n\r\n".to_string(),
+                        Some(Hostile::Slow) => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_string(),
+                        Some(Hostile::ManyHeaders) => String::new(),
                         Some(Hostile::Redirect(to)) => format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{to}/v1/elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
                     };
+                    match how {
+                        Some(Hostile::Slow) => {
+                            for b in head.as_bytes() {
+                                if s.write_all(&[*b]).await.is_err() {
+                                    return;
+                                }
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                            return;
+                        }
+                        Some(Hostile::ManyHeaders) => {
+                            let mut many = String::from("HTTP/1.1 200 OK\r\n");
+                            for i in 0..5000 {
+                                many.push_str(&format!("X-Filler-{i}: {}\r\n", "x".repeat(20)));
+                            }
+                            many.push_str("Content-Length: 2\r\n\r\n{}");
+                            let _ = s.write_all(many.as_bytes()).await;
+                            return;
+                        }
+                        _ => {}
+                    }
                     if s.write_all(head.as_bytes()).await.is_err() {
                         return;
                     }
@@ -328,4 +355,84 @@ async fn a_redirect_is_not_followed() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(api.hits() >= 1);
     assert_eq!(elsewhere.hits(), 0, "the redirect was followed:\n{}", stderr(&out));
+}
+
+/// What held when certkeeper was attacked, kept tested: an answer that trickles in, or comes with
+/// 5,000 headers, ends the attempt within the configured timeout (3 s in the test config) and
+/// its retries; nothing hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_answer_or_thousands_of_headers_end_the_attempt_in_bounded_time() {
+    for how in [Hostile::Slow, Hostile::ManyHeaders] {
+        let env = TestEnv::start("hostile-slow").await;
+        let api = FakeApi::start(Some(how)).await;
+        env.write_config(&[Cert::autodns("www.example.com")], "");
+        use_api(&env, &api.url);
+        let started = Instant::now();
+        let out = env.run(&["run", "--once"], &[]).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the run took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    }
+}
+
+/// Kept tested: the API is reached over TLS only with a server certificate certkeeper can
+/// verify; the simulator's own root, not configured as `ca_file`, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_certkeeper_cannot_verify_is_refused() {
+    let env = TestEnv::start("hostile-tls").await;
+    assert!(env.sim.api_url.starts_with("https://"), "{}", env.sim.api_url);
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    std::fs::write(env.config_path(), text.replace("ca_file = \"root.pem\"\n", "")).unwrap();
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        env.sim.control().requests().is_empty(),
+        "a request reached the API over an unverified connection"
+    );
+    assert_eq!(env.paid("www.example.com"), 0);
+}
+
+/// Kept tested: the API password and the private key appear in no log line (even at trace
+/// level), no status output, no hook's environment and no hook's argv.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_appear_in_no_log_status_hook_environment_or_argv() {
+    let env = TestEnv::start("hostile-secrets").await;
+    let name = "www.example.com";
+    let seen = env.dir.join("hook.seen");
+    let reload = env.script(
+        "reload.sh",
+        &format!(
+            "{{ env; echo ---; cat /proc/$$/cmdline | tr '\\0' ' '; echo; }} >> {}",
+            seen.display()
+        ),
+    );
+    env.write_config(&[Cert::hook(name)], &format!("reload = [\"{}\"]", reload.display()));
+    let out = env.run(&["run", "--once"], &[("CERTKEEPER_LOG", "trace")]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let key = std::fs::read_to_string(env.live(name).join("privkey.pem")).unwrap();
+    let key_body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    let status = env.run_ok(&["status", "--json"]).await;
+    let places = [
+        ("the trace log", stderr(&out) + &String::from_utf8_lossy(&out.stdout)),
+        ("status", String::from_utf8_lossy(&status.stdout).into_owned()),
+        (
+            "the reload hook's environment and argv",
+            std::fs::read_to_string(&seen).unwrap(),
+        ),
+    ];
+    for (place, text) in &places {
+        assert!(!text.contains("demo-password"), "the API password is in {place}");
+        assert!(!text.contains(&key_body[..40]), "the private key is in {place}");
+        for line in key.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!text.contains(line), "a line of the private key is in {place}");
+        }
+    }
+    assert!(
+        places[0].1.contains("TRACE") || places[0].1.contains("DEBUG"),
+        "no trace output to search"
+    );
 }
