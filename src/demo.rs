@@ -173,7 +173,7 @@ dns_hook = ["{exe}", "demo-dns-hook", "{sim}", "{ca}"]
     say(&cli::status_table(&cli::status_rows(&config)));
     say("== Files ==");
     for c in &config.certificates {
-        for f in ["cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"] {
+        for f in crate::store::files::ALL {
             say(&format!("  {}", config.store.live_dir.join(&c.name).join(f).display()));
         }
     }

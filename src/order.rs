@@ -20,7 +20,7 @@ use crate::config::{CertConfig, Config, ContactSpec, DnsMode};
 use crate::dns::{self, DcvRecord};
 use crate::hooks;
 use crate::keys::PrivateKey;
-use crate::store::{CertState, KeyPem, OrderJournal, OrderKind, PaidRequest, Step, Store};
+use crate::store::{CertState, KeyPem, OrderJournal, OrderKind, PaidRequest, Step, Store, files};
 use crate::{schedule, x509};
 
 /// The environment variable that makes certkeeper stop (and wait to be killed) right after the
@@ -687,10 +687,10 @@ impl Agent {
             .unwrap_or_default();
         BTreeMap::from([
             ("CERTKEEPER_NAME".into(), cert.name.clone()),
-            ("CERTKEEPER_CERT".into(), p("cert.pem")),
-            ("CERTKEEPER_KEY".into(), p("privkey.pem")),
-            ("CERTKEEPER_CHAIN".into(), p("chain.pem")),
-            ("CERTKEEPER_FULLCHAIN".into(), p("fullchain.pem")),
+            ("CERTKEEPER_CERT".into(), p(files::CERT)),
+            ("CERTKEEPER_KEY".into(), p(files::KEY)),
+            ("CERTKEEPER_CHAIN".into(), p(files::CHAIN)),
+            ("CERTKEEPER_FULLCHAIN".into(), p(files::FULLCHAIN)),
             ("CERTKEEPER_SERIAL".into(), st.serial.clone().unwrap_or_default()),
             ("CERTKEEPER_NOT_AFTER".into(), not_after),
         ])

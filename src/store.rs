@@ -199,26 +199,25 @@ pub struct CertState {
     pub order: Option<OrderJournal>,
 }
 
-/// The paths of one installed generation.
+/// The files of a generation, as `live_dir/NAME/FILE`: the names servers and hooks are given.
+pub mod files {
+    /// The certificate.
+    pub const CERT: &str = "cert.pem";
+    /// The intermediates.
+    pub const CHAIN: &str = "chain.pem";
+    /// The certificate and the intermediates.
+    pub const FULLCHAIN: &str = "fullchain.pem";
+    /// The private key, mode 0600.
+    pub const KEY: &str = "privkey.pem";
+    /// All four.
+    pub const ALL: [&str; 4] = [CERT, CHAIN, FULLCHAIN, KEY];
+}
+
+/// One installed generation.
 #[derive(Clone, Debug)]
 pub struct Generation {
     pub number: u32,
     pub dir: PathBuf,
-}
-
-impl Generation {
-    pub fn cert(&self) -> PathBuf {
-        self.dir.join("cert.pem")
-    }
-    pub fn chain(&self) -> PathBuf {
-        self.dir.join("chain.pem")
-    }
-    pub fn fullchain(&self) -> PathBuf {
-        self.dir.join("fullchain.pem")
-    }
-    pub fn key(&self) -> PathBuf {
-        self.dir.join("privkey.pem")
-    }
 }
 
 /// The on-disk layout.
@@ -368,15 +367,26 @@ impl Store {
         self.state_dir.join("certs").join(format!("{name}.json"))
     }
 
-    /// The certificate's state; a fresh one if none was saved.
+    /// The certificate's state; a fresh one if none was saved. A state written by a newer
+    /// certkeeper (a higher `version`) is refused, and so never rewritten in the older format.
     pub fn load(&self, name: &str) -> io::Result<CertState> {
-        match fs::read(self.state_path(name)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", self.state_path(name).display()),
-                )
-            }),
+        let path = self.state_path(name);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let st: CertState = serde_json::from_slice(&bytes)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+                if st.version > STATE_VERSION {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{} was written by a newer certkeeper (state format {}, this one knows up to {STATE_VERSION}); run that version, or upgrade this one, and leave the file as it is",
+                            path.display(),
+                            st.version
+                        ),
+                    ));
+                }
+                Ok(st)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(CertState {
                 version: STATE_VERSION,
                 name: name.to_string(),
@@ -442,11 +452,11 @@ impl Store {
         host::ensure_dir(&tmp, 0o755)?;
         let leaf = ensure_newline(leaf);
         let chain_pem: String = chain.iter().map(|c| ensure_newline(c)).collect();
-        write_new(&tmp.join("privkey.pem"), key_pem.as_bytes(), 0o600)?;
-        write_new(&tmp.join("cert.pem"), leaf.as_bytes(), 0o644)?;
-        write_new(&tmp.join("chain.pem"), chain_pem.as_bytes(), 0o644)?;
+        write_new(&tmp.join(files::KEY), key_pem.as_bytes(), 0o600)?;
+        write_new(&tmp.join(files::CERT), leaf.as_bytes(), 0o644)?;
+        write_new(&tmp.join(files::CHAIN), chain_pem.as_bytes(), 0o644)?;
         write_new(
-            &tmp.join("fullchain.pem"),
+            &tmp.join(files::FULLCHAIN),
             format!("{leaf}{chain_pem}").as_bytes(),
             0o644,
         )?;
@@ -564,6 +574,51 @@ mod tests {
         let store = Store::new(&root.join("state"), &root.join("live"), 2);
         store.prepare().unwrap();
         (store, root)
+    }
+
+    /// A real journal, written by certkeeper in hook mode at `accepted` (with the order's test
+    /// key, made for this file only): the on-disk format may not change a byte.
+    const GOLDEN: &str = include_str!("../tests/golden/state-hook-accepted.json");
+
+    #[test]
+    fn the_golden_state_file_loads_and_is_written_back_byte_for_byte() {
+        let st: CertState = serde_json::from_str(GOLDEN).unwrap();
+        assert_eq!((st.version, st.name.as_str()), (STATE_VERSION, "www.example.com"));
+        let j = st.order.as_ref().unwrap();
+        assert_eq!(
+            (j.kind, j.step, j.job_id),
+            (OrderKind::Create, Step::Accepted, Some(4_297_000_000))
+        );
+        assert_eq!(j.ctid.as_deref(), st.paid.first().map(|p| p.ctid.as_str()));
+        assert!(j.key.as_ref().unwrap().0.starts_with("-----BEGIN PRIVATE KEY-----"));
+        let names = vec!["www.example.com".to_string(), "example.com".to_string()];
+        for r in &j.records {
+            r.check(&names).unwrap();
+        }
+        assert_eq!(
+            String::from_utf8(serde_json::to_vec_pretty(&st).unwrap()).unwrap(),
+            GOLDEN
+        );
+        let (store, root) = temp_store("golden");
+        fs::write(root.join("state/certs/www.example.com.json"), GOLDEN).unwrap();
+        store.save(&store.load("www.example.com").unwrap()).unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join("state/certs/www.example.com.json")).unwrap(),
+            GOLDEN
+        );
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_state_from_a_newer_certkeeper_is_refused() {
+        let (store, root) = temp_store("newer");
+        let newer = GOLDEN.replacen("\"version\": 1", "\"version\": 2", 1);
+        let path = root.join("state/certs/www.example.com.json");
+        fs::write(&path, &newer).unwrap();
+        let e = store.load("www.example.com").unwrap_err().to_string();
+        assert!(e.contains("newer certkeeper (state format 2"), "{e}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), newer);
+        fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
