@@ -35,7 +35,9 @@ fn require(test: &str, tools: &[&str]) -> bool {
         std::env::var_os("CERTKEEPER_REQUIRE_SERVERS").is_none(),
         "{why}, and CERTKEEPER_REQUIRE_SERVERS is set"
     );
-    eprintln!("{why}");
+    // Straight to stderr, past the test harness's capture, so that a skip is seen.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{why}");
     false
 }
 
