@@ -7,21 +7,13 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use time::OffsetDateTime;
 
 use crate::config::{self, Config};
-use crate::order::{Agent, Outcome};
+use crate::run::Exit;
 use crate::store::{CertState, Store};
-
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_ERROR: u8 = 1;
-pub const EXIT_CONFIG: u8 = 2;
-pub const EXIT_ORDER_FAILED: u8 = 3;
-pub const EXIT_NOT_DEPLOYED: u8 = 4;
-pub const EXIT_LOCKED: u8 = 5;
 
 /// Keeps certificates from the InterNetX AutoDNS SSL Manager valid and installed: orders,
 /// validates through DNS, reissues before expiry, installs atomically and reloads your server.
@@ -45,7 +37,9 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
     /// Reissue now and exit: the named certificates, or every configured one when none is named.
-    #[arg(long, num_args = 0.., value_name = "NAME")]
+    /// Alone or with `run` (`certkeeper --renew-now NAME`, `certkeeper run --renew-now NAME`);
+    /// not with `--once`, which it already implies.
+    #[arg(long, global = true, num_args = 0.., value_name = "NAME")]
     pub renew_now: Option<Vec<String>>,
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -58,9 +52,6 @@ pub enum Command {
         /// Do what is due, then exit.
         #[arg(long)]
         once: bool,
-        /// Reissue now and exit: the named certificates, or every one when none is named.
-        #[arg(long, num_args = 0.., value_name = "NAME")]
-        renew_now: Option<Vec<String>>,
     },
     /// Show each certificate: serial, expiry, days left, term end, state and last error.
     Status {
@@ -71,6 +62,7 @@ pub enum Command {
     /// Validate the configuration and report every error with its file, line and field.
     Check,
     /// Run the whole job against an embedded simulator: no network, no credentials needed.
+    #[cfg(feature = "demo")]
     Demo {
         /// Where the demo writes its configuration, state and certificates. A directory the
         /// demo did not make (it leaves a `.certkeeper-demo` marker) is refused unless empty.
@@ -82,6 +74,7 @@ pub enum Command {
         force: bool,
     },
     /// The demo's DNS hook: publishes a record in the embedded simulator's DNS.
+    #[cfg(feature = "demo")]
     #[command(hide = true)]
     DemoDnsHook {
         sim_url: String,
@@ -97,13 +90,7 @@ pub fn main() -> ExitCode {
     // One-shot commands run on one thread: their work is network I/O, and fewer threads mean
     // a smaller footprint. The daemon keeps a thread pool so that metrics stay responsive
     // while a key is generated.
-    let daemon = matches!(
-        cli.command,
-        Some(Command::Run {
-            once: false,
-            renew_now: None
-        })
-    ) && cli.renew_now.is_none();
+    let daemon = matches!(cli.command, Some(Command::Run { once: false })) && cli.renew_now.is_none();
     let mut builder = if daemon {
         tokio::runtime::Builder::new_multi_thread()
     } else {
@@ -113,10 +100,10 @@ pub fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("certkeeper: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_ERROR);
+            return ExitCode::from(Exit::Error.code());
         }
     };
-    ExitCode::from(runtime.block_on(dispatch(cli)))
+    ExitCode::from(runtime.block_on(dispatch(cli)).code())
 }
 
 fn init_logging(format: &str) {
@@ -139,50 +126,67 @@ fn init_logging(format: &str) {
     }
 }
 
-async fn dispatch(cli: Cli) -> u8 {
+async fn dispatch(cli: Cli) -> Exit {
+    // --renew-now is accepted in one place (a global flag) and means one thing.
+    if cli.renew_now.is_some() {
+        let clash = match &cli.command {
+            Some(Command::Run { once: true }) => Some("--once (--renew-now already runs once)"),
+            Some(Command::Status { .. }) => Some("status"),
+            Some(Command::Check) => Some("check"),
+            None | Some(Command::Run { .. }) => None,
+            #[cfg(feature = "demo")]
+            Some(_) => Some("this command"),
+        };
+        if let Some(what) = clash {
+            eprintln!("certkeeper: --renew-now cannot be combined with {what}");
+            return Exit::Config;
+        }
+    }
     match cli.command {
         Some(Command::Check) => check(&cli.config),
         Some(Command::Status { json }) => match load(&cli.config) {
             Ok(config) => status(&config, json),
             Err(code) => code,
         },
+        #[cfg(feature = "demo")]
         Some(Command::Demo { dir, force }) => crate::demo::run(&dir, force).await,
+        #[cfg(feature = "demo")]
         Some(Command::DemoDnsHook {
             sim_url,
             ca_file,
             action,
         }) => crate::demo::dns_hook(&sim_url, &ca_file, &action).await,
-        Some(Command::Run { once, renew_now }) => {
-            let renew = renew_now.or(cli.renew_now);
+        Some(Command::Run { once }) => {
+            let renew = cli.renew_now;
             match load(&cli.config) {
-                Ok(config) if renew.is_some() || once => run_once(config, renew).await,
+                Ok(config) if renew.is_some() || once => crate::run::run_once(config, renew).await,
                 Ok(config) => crate::daemon::run(cli.config.clone(), config).await,
                 Err(code) => code,
             }
         }
         None => match (cli.renew_now, load(&cli.config)) {
-            (Some(names), Ok(config)) => run_once(config, Some(names)).await,
+            (Some(names), Ok(config)) => crate::run::run_once(config, Some(names)).await,
             (None, _) => {
                 eprintln!(
                     "certkeeper: nothing to do; try `certkeeper run --once`, `certkeeper --renew-now` or `certkeeper --help`"
                 );
-                EXIT_ERROR
+                Exit::Error
             }
             (_, Err(code)) => code,
         },
     }
 }
 
-fn load(path: &Path) -> Result<Config, u8> {
+fn load(path: &Path) -> Result<Config, Exit> {
     config::read(path).map_err(|errors| {
         for e in &errors.0 {
             eprintln!("certkeeper: {e}");
         }
-        EXIT_CONFIG
+        Exit::Config
     })
 }
 
-fn check(path: &Path) -> u8 {
+fn check(path: &Path) -> Exit {
     match load(path) {
         Ok(c) => {
             println_out(&format!(
@@ -190,7 +194,7 @@ fn check(path: &Path) -> u8 {
                 path.display(),
                 c.certificates.len()
             ));
-            EXIT_OK
+            Exit::Ok
         }
         Err(code) => code,
     }
@@ -199,111 +203,6 @@ fn check(path: &Path) -> u8 {
 #[allow(clippy::print_stdout)]
 fn println_out(s: &str) {
     println!("{s}");
-}
-
-/// Does what is due (or reissues `renew` now), then returns the exit code.
-pub async fn run_once(config: Config, renew: Option<Vec<String>>) -> u8 {
-    if let Some(names) = &renew
-        && let Some(unknown) = names
-            .iter()
-            .find(|n| !config.certificates.iter().any(|c| &c.name == *n))
-    {
-        eprintln!("certkeeper: {unknown} is not a configured certificate");
-        return EXIT_CONFIG;
-    }
-    let (agent, _lock) = match start(config) {
-        Ok(started) => started,
-        Err(code) => return code,
-    };
-    run_all(&agent, renew.as_deref()).await
-}
-
-/// Builds the agent, creates its directories and takes the state directory's lock; on failure
-/// says why and gives the exit code.
-pub fn start(config: Config) -> Result<(Arc<Agent>, crate::store::Lock), u8> {
-    let agent = Agent::new(config).map(Arc::new).map_err(|e| {
-        eprintln!("certkeeper: {e:#}");
-        EXIT_ERROR
-    })?;
-    agent.store.prepare().map_err(|e| {
-        eprintln!(
-            "certkeeper: cannot use {} and {}: {e}",
-            agent.store.state_dir.display(),
-            agent.store.live_dir.display()
-        );
-        EXIT_ERROR
-    })?;
-    let lock = agent.store.lock().map_err(|e| {
-        eprintln!("certkeeper: {e}");
-        EXIT_LOCKED
-    })?;
-    agent.store.sweep();
-    Ok((agent, lock))
-}
-
-/// Works on every certificate (or the named ones, forced), a bounded number at a time.
-pub async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> u8 {
-    let certs: Vec<_> = agent
-        .config
-        .certificates
-        .iter()
-        .filter(|c| renew.is_none_or(|n| n.is_empty() || n.contains(&c.name)))
-        .cloned()
-        .collect();
-    let force = renew.is_some();
-    // Only what is due gets a task; a run with nothing due touches nothing but the state files.
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let certs: Vec<_> = certs.into_iter().filter(|c| force || agent.is_due(c, now)).collect();
-    let total = certs.len();
-    let progress = std::io::stdout().is_terminal();
-    let limit = Arc::new(tokio::sync::Semaphore::new(agent.config.order.concurrency));
-    let mut tasks = tokio::task::JoinSet::new();
-    for cert in certs {
-        let agent = agent.clone();
-        let limit = limit.clone();
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            // Boxed: a task waiting for its permit holds a pointer, not a whole order's state.
-            let result = Box::pin(agent.ensure(&cert, force)).await;
-            (cert.name, result)
-        });
-    }
-    let mut code = EXIT_OK;
-    let mut done = 0;
-    while let Some(joined) = tasks.join_next().await {
-        done += 1;
-        let (name, result) = match joined {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("certkeeper: a task failed: {e}");
-                code = code.max(EXIT_ERROR);
-                continue;
-            }
-        };
-        let line = match &result {
-            Ok(Outcome::NothingDue) => format!("{name}: nothing due"),
-            Ok(Outcome::Deployed { serial, generation }) => {
-                format!("{name}: deployed serial {serial} (generation {generation})")
-            }
-            Ok(Outcome::NotDeployed { serial, error }) => {
-                code = code.max(EXIT_NOT_DEPLOYED);
-                format!("{name}: issued serial {serial} but NOT deployed: {error}")
-            }
-            Err(e) => {
-                code = code.max(EXIT_ORDER_FAILED);
-                tracing::error!(cert = %name, error = %format!("{e:#}"), "order failed");
-                format!("{name}: FAILED: {e:#}")
-            }
-        };
-        if progress {
-            println_out(&format!("[{done}/{total}] {line}"));
-        }
-    }
-    if code == EXIT_NOT_DEPLOYED || code == EXIT_ORDER_FAILED {
-        // An order failure outranks a deploy failure.
-        return code;
-    }
-    code
 }
 
 /// One row of `status`.
@@ -378,14 +277,14 @@ pub fn status_rows(config: &Config) -> Vec<StatusRow> {
         .collect()
 }
 
-fn status(config: &Config, json: bool) -> u8 {
+fn status(config: &Config, json: bool) -> Exit {
     let rows = status_rows(config);
     if json {
         println_out(&serde_json::to_string_pretty(&rows).unwrap_or_default());
     } else {
         println_out(&status_table(&rows));
     }
-    EXIT_OK
+    Exit::Ok
 }
 
 /// Renders the status rows as a table.

@@ -14,10 +14,10 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::cli::{EXIT_ERROR, EXIT_OK};
 use crate::config::{self, CertConfig, Config};
 use crate::hooks;
 use crate::order::{self, Agent, Outcome};
+use crate::run::Exit;
 use crate::schedule::{self, Action};
 
 type Shared = Arc<RwLock<Arc<Agent>>>;
@@ -34,8 +34,8 @@ fn current(shared: &Shared) -> Arc<Agent> {
 }
 
 /// Runs until SIGTERM or SIGINT; returns the exit code.
-pub async fn run(path: PathBuf, config: Config) -> u8 {
-    let (agent, _lock) = match crate::cli::start(config) {
+pub async fn run(path: PathBuf, config: Config) -> Exit {
+    let (agent, _lock) = match crate::run::start(config) {
         Ok(started) => started,
         Err(code) => return code,
     };
@@ -46,7 +46,7 @@ pub async fn run(path: PathBuf, config: Config) -> u8 {
         signal(SignalKind::hangup()),
     ) else {
         eprintln!("certkeeper: cannot watch signals");
-        return EXIT_ERROR;
+        return Exit::Error;
     };
     let shared: Shared = Arc::new(RwLock::new(agent.clone()));
     let (tx, mut changes) = mpsc::channel::<()>(16);
@@ -191,7 +191,7 @@ pub async fn run(path: PathBuf, config: Config) -> u8 {
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     background.abort_all();
-    EXIT_OK
+    Exit::Ok
 }
 
 /// What the daemon remembers of each certificate's failures, besides its state file: the count

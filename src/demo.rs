@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use autodns_sim::{Sim, SimConfig};
 
-use crate::cli::{self, EXIT_ERROR, EXIT_OK};
+use crate::cli;
 use crate::config;
 use crate::order::Agent;
+use crate::run::{self, Exit};
 
 #[allow(clippy::print_stdout)]
 fn say(s: &str) {
@@ -21,16 +22,16 @@ fn say(s: &str) {
 const MARKER: &str = ".certkeeper-demo";
 
 /// Runs the demo in `dir` (`force`: even in a directory the demo did not make).
-pub async fn run(dir: &Path, force: bool) -> u8 {
+pub async fn run(dir: &Path, force: bool) -> Exit {
     if let Err(e) = claim(dir, force) {
         eprintln!("certkeeper demo: {e}");
-        return cli::EXIT_CONFIG;
+        return Exit::Config;
     }
     match run_inner(dir).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("certkeeper demo: {e:#}");
-            EXIT_ERROR
+            Exit::Error
         }
     }
 }
@@ -62,7 +63,7 @@ fn claim(dir: &Path, force: bool) -> Result<(), String> {
     Ok(())
 }
 
-async fn run_inner(dir: &Path) -> anyhow::Result<u8> {
+async fn run_inner(dir: &Path) -> anyhow::Result<Exit> {
     use std::os::unix::fs::PermissionsExt;
     let dir = dir.canonicalize()?;
     for sub in ["state", "live"] {
@@ -159,14 +160,14 @@ dns_hook = ["{exe}", "demo-dns-hook", "{sim}", "{ca}"]
     let _lock = agent.store.lock().map_err(anyhow::Error::msg)?;
 
     say("\n== Issuing both certificates ==");
-    let code = cli::run_all(&agent, None).await;
-    if code != EXIT_OK {
-        anyhow::bail!("issuing failed (exit code {code}); see the log above");
+    let code = run::run_all(&agent, None).await;
+    if code != Exit::Ok {
+        anyhow::bail!("issuing failed (exit code {}); see the log above", code.code());
     }
     say("\n== Reissuing www.example.com (free within the order term) ==");
-    let code = cli::run_all(&agent, Some(&["www.example.com".to_string()])).await;
-    if code != EXIT_OK {
-        anyhow::bail!("reissuing failed (exit code {code}); see the log above");
+    let code = run::run_all(&agent, Some(&["www.example.com".to_string()])).await;
+    if code != Exit::Ok {
+        anyhow::bail!("reissuing failed (exit code {}); see the log above", code.code());
     }
 
     say("\n== Status ==");
@@ -196,12 +197,12 @@ dns_hook = ["{exe}", "demo-dns-hook", "{sim}", "{ca}"]
         config.store.live_dir.join("www.example.com/chain.pem").display(),
         config.store.live_dir.join("www.example.com/cert.pem").display(),
     ));
-    Ok(EXIT_OK)
+    Ok(Exit::Ok)
 }
 
 /// The demo's DNS hook: `certkeeper demo-dns-hook SIM_URL CA_FILE present|cleanup`, with the
 /// record in `CERTKEEPER_RECORD_*`.
-pub async fn dns_hook(sim_url: &str, ca_file: &Path, action: &str) -> u8 {
+pub async fn dns_hook(sim_url: &str, ca_file: &Path, action: &str) -> Exit {
     let name = std::env::var("CERTKEEPER_RECORD_NAME").unwrap_or_default();
     let kind = std::env::var("CERTKEEPER_RECORD_TYPE").unwrap_or_else(|_| "TXT".into());
     let value = std::env::var("CERTKEEPER_RECORD_VALUE").unwrap_or_default();
@@ -210,7 +211,7 @@ pub async fn dns_hook(sim_url: &str, ca_file: &Path, action: &str) -> u8 {
         "cleanup" => serde_json::json!({ "action": "clear", "name": name, "type": kind }),
         other => {
             eprintln!("demo-dns-hook: unknown action {other}");
-            return EXIT_ERROR;
+            return Exit::Error;
         }
     };
     let result = async {
@@ -224,10 +225,10 @@ pub async fn dns_hook(sim_url: &str, ca_file: &Path, action: &str) -> u8 {
     }
     .await;
     match result {
-        Ok(()) => EXIT_OK,
+        Ok(()) => Exit::Ok,
         Err(e) => {
             eprintln!("demo-dns-hook: {e:#}");
-            EXIT_ERROR
+            Exit::Error
         }
     }
 }

@@ -7,12 +7,14 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod dns;
 pub mod hooks;
 pub mod host;
 pub mod keys;
 pub mod order;
+pub mod run;
 pub mod schedule;
 pub mod store;
 pub mod text;

@@ -347,3 +347,30 @@ async fn the_log_filter_selects_levels_per_target_and_a_bad_one_is_reported() {
         stderr(&out)
     );
 }
+
+/// `--renew-now` was accepted both before and after `run`, one silently winning over the other,
+/// and beside `--once` or `status` where it meant nothing. It is one flag now, and a combination
+/// that means nothing is refused before anything happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_now_is_one_flag_and_meaningless_combinations_are_refused() {
+    let env = TestEnv::start("renew-now-flag").await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    for args in [
+        &["run", "--once", "--renew-now", "www.example.com"][..],
+        &["status", "--renew-now"],
+        &["check", "--renew-now", "www.example.com"],
+    ] {
+        let out = env.run(args, &[]).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--renew-now cannot be combined"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(!env.dir.join("state").exists(), "a refused command wrote state");
+    assert_eq!(env.paid("www.example.com"), 0);
+    // Names compare without case, as `check` compares them.
+    env.run_ok(&["--renew-now", "WWW.Example.COM"]).await;
+    env.assert_installed("www.example.com");
+}

@@ -1,0 +1,195 @@
+//! Running certkeeper once over its certificates: the start (agent, directories, lock), the run
+//! over what is due (or forced), and the exit status with its one precedence. The command line,
+//! the daemon and the demo all start and run through here.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::order::{Agent, Outcome};
+
+/// How a command ended, as its exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: success, or nothing was due.
+    Ok,
+    /// 1: any other error.
+    Error,
+    /// 2: the configuration (or the command line) is wrong; nothing was done.
+    Config,
+    /// 3: an order failed.
+    OrderFailed,
+    /// 4: a certificate was issued but not deployed (the reload hook failed).
+    NotDeployed,
+    /// 5: another certkeeper holds the state directory.
+    Locked,
+}
+
+impl Exit {
+    /// The process exit status.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Error => 1,
+            Exit::Config => 2,
+            Exit::OrderFailed => 3,
+            Exit::NotDeployed => 4,
+            Exit::Locked => 5,
+        }
+    }
+
+    /// How serious, for a run over many certificates: what a run reports is its most serious
+    /// outcome. An order failure outranks a deploy failure (a certificate that could not be
+    /// ordered is further from being served than one that waits for its reload).
+    fn rank(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::NotDeployed => 1,
+            Exit::OrderFailed => 2,
+            Exit::Error => 3,
+            Exit::Config => 4,
+            Exit::Locked => 5,
+        }
+    }
+
+    /// The more serious of two outcomes.
+    pub fn worst(self, other: Exit) -> Exit {
+        if other.rank() > self.rank() { other } else { self }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn say(s: &str) {
+    println!("{s}");
+}
+
+/// Does what is due (or reissues `renew` now), then returns the exit code.
+pub async fn run_once(config: Config, renew: Option<Vec<String>>) -> Exit {
+    // Names compare as `check` compares them: without case.
+    let renew: Option<Vec<String>> = renew.map(|names| names.iter().map(|n| n.to_ascii_lowercase()).collect());
+    if let Some(names) = &renew
+        && let Some(unknown) = names
+            .iter()
+            .find(|n| !config.certificates.iter().any(|c| &c.name == *n))
+    {
+        eprintln!("certkeeper: {unknown} is not a configured certificate");
+        return Exit::Config;
+    }
+    let (agent, _lock) = match start(config) {
+        Ok(started) => started,
+        Err(code) => return code,
+    };
+    run_all(&agent, renew.as_deref()).await
+}
+
+/// Builds the agent, creates its directories and takes the state directory's lock; on failure
+/// says why and gives the exit code.
+pub fn start(config: Config) -> Result<(Arc<Agent>, crate::store::Lock), Exit> {
+    let agent = Agent::new(config).map(Arc::new).map_err(|e| {
+        eprintln!("certkeeper: {e:#}");
+        Exit::Error
+    })?;
+    agent.store.prepare().map_err(|e| {
+        eprintln!(
+            "certkeeper: cannot use {} and {}: {e}",
+            agent.store.state_dir.display(),
+            agent.store.live_dir.display()
+        );
+        Exit::Error
+    })?;
+    let lock = agent.store.lock().map_err(|e| {
+        eprintln!("certkeeper: {e}");
+        Exit::Locked
+    })?;
+    agent.store.sweep();
+    Ok((agent, lock))
+}
+
+/// Works on every certificate (or the named ones, forced), a bounded number at a time.
+pub async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exit {
+    let certs: Vec<_> = agent
+        .config
+        .certificates
+        .iter()
+        .filter(|c| renew.is_none_or(|n| n.is_empty() || n.contains(&c.name)))
+        .cloned()
+        .collect();
+    let force = renew.is_some();
+    // Only what is due gets a task; a run with nothing due touches nothing but the state files.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let certs: Vec<_> = certs.into_iter().filter(|c| force || agent.is_due(c, now)).collect();
+    let total = certs.len();
+    let progress = std::io::stdout().is_terminal();
+    let limit = Arc::new(tokio::sync::Semaphore::new(agent.config.order.concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for cert in certs {
+        let agent = agent.clone();
+        let limit = limit.clone();
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            // Boxed: a task waiting for its permit holds a pointer, not a whole order's state.
+            let result = Box::pin(agent.ensure(&cert, force)).await;
+            (cert.name, result)
+        });
+    }
+    let mut code = Exit::Ok;
+    let mut done = 0;
+    while let Some(joined) = tasks.join_next().await {
+        done += 1;
+        let (name, result) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("certkeeper: a task failed: {e}");
+                code = code.worst(Exit::Error);
+                continue;
+            }
+        };
+        let line = match &result {
+            Ok(Outcome::NothingDue) => format!("{name}: nothing due"),
+            Ok(Outcome::Deployed { serial, generation }) => {
+                format!("{name}: deployed serial {serial} (generation {generation})")
+            }
+            Ok(Outcome::NotDeployed { serial, error }) => {
+                code = code.worst(Exit::NotDeployed);
+                format!("{name}: issued serial {serial} but NOT deployed: {error}")
+            }
+            Err(e) => {
+                code = code.worst(Exit::OrderFailed);
+                tracing::error!(cert = %name, error = %format!("{e:#}"), "order failed");
+                format!("{name}: FAILED: {e:#}")
+            }
+        };
+        if progress {
+            say(&format!("[{done}/{total}] {line}"));
+        }
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After an order failure and a deploy failure in the same run, the run reported 4 (the
+    /// larger number), though an order failure is the more serious.
+    #[test]
+    fn an_order_failure_outranks_a_deploy_failure_in_either_order() {
+        assert_eq!(Exit::OrderFailed.worst(Exit::NotDeployed), Exit::OrderFailed);
+        assert_eq!(Exit::NotDeployed.worst(Exit::OrderFailed), Exit::OrderFailed);
+        assert_eq!(Exit::Ok.worst(Exit::NotDeployed), Exit::NotDeployed);
+        assert_eq!(Exit::OrderFailed.worst(Exit::Error), Exit::Error);
+        assert_eq!(Exit::Ok.worst(Exit::Ok).code(), 0);
+        let codes: Vec<u8> = [
+            Exit::Ok,
+            Exit::Error,
+            Exit::Config,
+            Exit::OrderFailed,
+            Exit::NotDeployed,
+            Exit::Locked,
+        ]
+        .iter()
+        .map(|e| e.code())
+        .collect();
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5], "the documented exit codes");
+    }
+}
