@@ -1,0 +1,213 @@
+//! Everything certkeeper writes to disk, and the only module that does.
+//!
+//! - `state_dir/certs/NAME.json` (0600): the state of one certificate and the journal of its
+//!   order in flight, the order's new key included; replaced durably (temp file, fsync, rename,
+//!   fsync of the directory). Its format is in [`state`].
+//! - `live_dir/.generations/NAME/N/{cert,chain,fullchain,privkey}.pem`: each issuance, and
+//!   `live_dir/NAME`: a symlink to the live generation, switched with one atomic rename ([`live`]).
+//! - `state_dir/lock`: held with an exclusive lock while certkeeper works; holds the PID.
+//!
+//! Names become path components only after `config::is_hostname` accepted them; every directory
+//! is checked by `host` before it is used.
+
+mod fs;
+mod live;
+mod state;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+pub use fs::write_atomic;
+pub use live::{Generation, files};
+pub use state::*;
+
+use crate::host;
+
+/// The on-disk layout.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub state_dir: PathBuf,
+    pub live_dir: PathBuf,
+    pub keep: usize,
+}
+
+/// An exclusive hold on the state directory; released when dropped or when the process dies.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+impl Store {
+    pub fn new(state_dir: &Path, live_dir: &Path, keep: usize) -> Self {
+        Self {
+            state_dir: state_dir.to_path_buf(),
+            live_dir: live_dir.to_path_buf(),
+            keep,
+        }
+    }
+
+    /// Creates the directories (state 0700, live 0755) or checks the existing ones: each must be
+    /// a real directory of root's or certkeeper's user, writable by nobody else, under parents
+    /// nobody else can write (see `host`).
+    pub fn prepare(&self) -> io::Result<()> {
+        host::check_parents(&self.state_dir)?;
+        host::check_parents(&self.live_dir)?;
+        host::ensure_dir(&self.state_dir, 0o700)?;
+        host::ensure_dir(&self.state_dir.join("certs"), 0o700)?;
+        host::ensure_dir(&self.live_dir, 0o755)?;
+        host::ensure_dir(&self.live_dir.join(".generations"), 0o755)
+    }
+
+    /// Removes what a run killed mid-write (or a full disk) left behind: temp state files, temp
+    /// generations, temp symlinks. Called with the lock held, so nothing else is writing them.
+    pub fn sweep(&self) {
+        let mut dirs = vec![
+            self.state_dir.clone(),
+            self.state_dir.join("certs"),
+            self.live_dir.clone(),
+        ];
+        dirs.extend(
+            std::fs::read_dir(self.live_dir.join(".generations"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+        for dir in dirs {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if !(name.starts_with(".tmp-") || name.starts_with(".switch-")) {
+                    continue;
+                }
+                let path = entry.path();
+                let removed = match entry.file_type() {
+                    Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+                    _ => std::fs::remove_file(&path),
+                };
+                match removed {
+                    Ok(()) => tracing::info!(path = %path.display(), "removed a leftover of an interrupted write"),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover of an interrupted write")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the exclusive lock, or says which process holds it.
+    pub fn lock(&self) -> Result<Lock, String> {
+        let path = self.state_dir.join("lock");
+        // Never through a link, and nothing is truncated before it proves to be our own file.
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32)
+            .open(&path)
+            .map_err(|e| {
+                format!(
+                    "cannot open {} (it must be a regular file, not a link): {e}",
+                    path.display()
+                )
+            })?;
+        let meta = file.metadata().map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() || !host::trusted_owner(std::os::unix::fs::MetadataExt::uid(&meta)) {
+            return Err(format!(
+                "{} is not a regular file of root's or certkeeper's user; remove it",
+                path.display()
+            ));
+        }
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0)
+                    .and_then(|_| writeln!(file, "{}", std::process::id()))
+                    .and_then(|_| file.sync_all())
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok(Lock { _file: file })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                Err(format!(
+                    "another certkeeper (PID {}) is using {}; only one may run at a time",
+                    holder.trim(),
+                    self.state_dir.display()
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+        }
+    }
+
+    fn state_path(&self, name: &str) -> PathBuf {
+        self.state_dir.join("certs").join(format!("{name}.json"))
+    }
+
+    /// The certificate's state; a fresh one if none was saved. A state written by a newer
+    /// certkeeper (a higher `version`) is refused, and so never rewritten in the older format.
+    pub fn load(&self, name: &str) -> io::Result<CertState> {
+        let path = self.state_path(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let st: CertState = serde_json::from_slice(&bytes)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+                if st.version > STATE_VERSION {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{} was written by a newer certkeeper (state format {}, this one knows up to {STATE_VERSION}); run that version, or upgrade this one, and leave the file as it is",
+                            path.display(),
+                            st.version
+                        ),
+                    ));
+                }
+                Ok(st)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(CertState {
+                version: STATE_VERSION,
+                name: name.to_string(),
+                ..CertState::default()
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the state durably.
+    pub fn save(&self, state: &CertState) -> io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
+        write_atomic(&self.state_path(&state.name), &bytes, 0o600)
+    }
+
+    /// Every certificate name with a state file.
+    pub fn known_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.state_dir.join("certs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .map(str::to_owned)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Where contacts created from details are remembered.
+    pub fn contacts_path(&self) -> PathBuf {
+        self.state_dir.join("contacts.json")
+    }
+
+    pub fn write_contacts(&self, bytes: &[u8]) -> io::Result<()> {
+        write_atomic(&self.contacts_path(), bytes, 0o600)
+    }
+}
+
+#[cfg(test)]
+mod tests;

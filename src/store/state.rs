@@ -1,0 +1,188 @@
+//! The on-disk state of one certificate, versioned: what it knows of its order and
+//! certificate, and the journal of the order in flight. This is a format users' files are
+//! written in: a change here must keep old files loading (serde defaults) and bump
+//! [`STATE_VERSION`] when older certkeepers could no longer read the new files.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dns::DcvRecord;
+
+/// The state format's version, written into every state file.
+pub const STATE_VERSION: u32 = 1;
+
+/// What an order does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderKind {
+    /// A new order (paid).
+    Create,
+    /// A new certificate within the term (free).
+    Reissue,
+    /// The next term (paid).
+    Renew,
+}
+
+impl OrderKind {
+    pub fn is_paid(self) -> bool {
+        matches!(self, Self::Create | Self::Renew)
+    }
+}
+
+/// The steps of one order. Each is written to the journal before the side effect it enables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Decided; the key is being made.
+    Planned,
+    /// The key is on disk and the CSR built.
+    Keyed,
+    /// prepareOrder answered with the validation records.
+    Prepared,
+    /// The DNS hook published the records.
+    DnsPublished,
+    /// Every authoritative nameserver serves them (or AutoDNS provisions them).
+    DnsVerified,
+    /// The paid or reissue request is about to leave, with this ctid.
+    Sending,
+    /// The API accepted it; the job id is known.
+    Accepted,
+    /// The job ended with success; the certificate id is known.
+    JobDone,
+    /// The certificate and chain are here.
+    Downloaded,
+    /// The generation directory is written.
+    Installed,
+}
+
+impl Step {
+    pub const ALL: [Step; 10] = [
+        Step::Planned,
+        Step::Keyed,
+        Step::Prepared,
+        Step::DnsPublished,
+        Step::DnsVerified,
+        Step::Sending,
+        Step::Accepted,
+        Step::JobDone,
+        Step::Downloaded,
+        Step::Installed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Planned => "planned",
+            Step::Keyed => "keyed",
+            Step::Prepared => "prepared",
+            Step::DnsPublished => "dns_published",
+            Step::DnsVerified => "dns_verified",
+            Step::Sending => "sending",
+            Step::Accepted => "accepted",
+            Step::JobDone => "job_done",
+            Step::Downloaded => "downloaded",
+            Step::Installed => "installed",
+        }
+    }
+}
+
+/// The journal of the order in flight.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OrderJournal {
+    pub id: String,
+    pub kind: OrderKind,
+    pub step: Step,
+    pub started_at: i64,
+    /// SHA-256 of the key's SubjectPublicKeyInfo, hex.
+    #[serde(default)]
+    pub spki_sha256: Option<String>,
+    /// The order's new private key (PKCS#8 PEM); it moves to the generation directory once issued.
+    #[serde(default)]
+    pub key: Option<KeyPem>,
+    #[serde(default)]
+    pub csr: Option<String>,
+    #[serde(default)]
+    pub records: Vec<DcvRecord>,
+    #[serde(default)]
+    pub ctid: Option<String>,
+    #[serde(default)]
+    pub sent_at: Option<i64>,
+    #[serde(default)]
+    pub job_id: Option<i64>,
+    #[serde(default)]
+    pub certificate_id: Option<i64>,
+    #[serde(default)]
+    pub leaf: Option<String>,
+    #[serde(default)]
+    pub chain: Vec<String>,
+    #[serde(default)]
+    pub generation: Option<u32>,
+    #[serde(default)]
+    pub term_end: Option<i64>,
+}
+
+/// A private key in PEM inside the journal. Its `Debug` never shows the key.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyPem(pub String);
+
+impl std::fmt::Debug for KeyPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyPem(..)")
+    }
+}
+
+/// One paid request, kept so that the spend guard can count them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PaidRequest {
+    pub kind: OrderKind,
+    pub ctid: String,
+    pub sent_at: i64,
+    /// Which term it pays for: 0 for the first order, else the end (unix time) of the term renewed.
+    pub term: i64,
+    /// `sent` (answer pending or lost), `accepted`, or `not_made` (proven never to have arrived).
+    pub status: String,
+    #[serde(default)]
+    pub job_id: Option<i64>,
+}
+
+/// The state of one certificate.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CertState {
+    pub version: u32,
+    pub name: String,
+    #[serde(default)]
+    pub certificate_id: Option<i64>,
+    /// The end of the order term (the API's `payable`), unix time.
+    #[serde(default)]
+    pub term_end: Option<i64>,
+    #[serde(default)]
+    pub serial: Option<String>,
+    #[serde(default)]
+    pub not_before: Option<i64>,
+    #[serde(default)]
+    pub not_after: Option<i64>,
+    /// The generation `live_dir/NAME` should point at.
+    #[serde(default)]
+    pub generation: Option<u32>,
+    /// Whether the reload hook accepted the live generation.
+    #[serde(default)]
+    pub deployed: bool,
+    /// An issued generation whose reload failed; retried on the next run.
+    #[serde(default)]
+    pub pending_deploy: Option<u32>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub last_success: Option<i64>,
+    #[serde(default)]
+    pub failures: u32,
+    /// When the last failed attempt ended, unix time.
+    #[serde(default)]
+    pub last_failure: Option<i64>,
+    /// The API asked not to retry before this time.
+    #[serde(default)]
+    pub retry_after: Option<i64>,
+    #[serde(default)]
+    pub paid: Vec<PaidRequest>,
+    #[serde(default)]
+    pub order: Option<OrderJournal>,
+}
