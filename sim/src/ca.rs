@@ -60,14 +60,17 @@ impl TestCa {
         &self.root_pem
     }
 
-    /// A TLS server certificate for the API on loopback: `(chain DER, PKCS#8 key DER)`.
-    pub fn server_identity(&self) -> Result<(Vec<Vec<u8>>, Vec<u8>), rcgen::Error> {
+    /// A TLS server certificate for the API on loopback: `(chain DER, PKCS#8 key DER)`; for
+    /// `wrong_host` alone instead, when given.
+    pub fn server_identity(&self, wrong_host: Option<&str>) -> Result<(Vec<Vec<u8>>, Vec<u8>), rcgen::Error> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
-        params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
+        let mut params = CertificateParams::new(vec![wrong_host.unwrap_or("localhost").to_string()])?;
+        if wrong_host.is_none() {
+            params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
+        }
         params.distinguished_name.push(DnType::CommonName, "autodns-sim");
         let now = OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::days(1);

@@ -70,6 +70,9 @@ pub struct SimConfig {
     pub dns_listen: SocketAddr,
     /// Serve the API over TLS with a certificate from the simulator's own CA (default true).
     pub tls: bool,
+    /// The one name in the API's TLS certificate instead of localhost and the loopback
+    /// addresses: a server that answers for another host, which a client must refuse.
+    pub tls_wrong_host: Option<String>,
     pub accounts: Vec<Account>,
     /// Zones the DNS server is authoritative for.
     pub zones: Vec<String>,
@@ -89,6 +92,7 @@ impl Default for SimConfig {
             api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             dns_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: true,
+            tls_wrong_host: None,
             accounts: vec![Account::demo()],
             zones: vec!["example.com".into(), "example.net".into(), "example.org".into()],
             dcv_nameserver: None,

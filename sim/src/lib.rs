@@ -55,7 +55,7 @@ impl Sim {
         write_replacing(&ca_file, ca_pem.as_bytes())
             .map_err(|e| anyhow::anyhow!("writing the root CA to {}: {e}", ca_file.display()))?;
         let tls = if config.tls {
-            let (chain, key) = ca.server_identity()?;
+            let (chain, key) = ca.server_identity(config.tls_wrong_host.as_deref())?;
             Some(server::tls_config(chain, key)?)
         } else {
             None

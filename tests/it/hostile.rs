@@ -436,3 +436,28 @@ async fn secrets_appear_in_no_log_status_hook_environment_or_argv() {
         "no trace output to search"
     );
 }
+
+/// Kept tested: a server whose certificate names another host is refused, though its CA is
+/// trusted (`ca_file`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_with_a_certificate_for_another_host_is_refused() {
+    let env = TestEnv::start_sim(
+        "hostile-wrong-host",
+        autodns_sim::SimConfig {
+            tls_wrong_host: Some("api.example.net".into()),
+            faults: Faults {
+                rate_limit: 0.0,
+                ..Faults::default()
+            },
+            ..autodns_sim::SimConfig::default()
+        },
+    )
+    .await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        env.sim.control().requests().is_empty(),
+        "a request reached a server that answers for another host"
+    );
+}

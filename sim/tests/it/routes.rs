@@ -433,3 +433,20 @@ async fn the_root_ca_file_is_never_written_through_a_link() {
     drop(api);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `tls_wrong_host` serves a certificate for another name only: a client that checks the host
+/// (the simulator's own root trusted) cannot connect, and one that does not would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_certificate_for_another_host_is_served_on_request() {
+    let api = start_with(autodns_sim::SimConfig {
+        tls_wrong_host: Some("api.example.net".into()),
+        ..autodns_sim::SimConfig::default()
+    })
+    .await;
+    let Err(err) = api.try_call(Method::GET, "/hello", None).await else {
+        panic!("connected to a server whose certificate names another host");
+    };
+    assert!(err.is_connect(), "{err:?}");
+    let api = start().await;
+    assert!(api.try_call(Method::GET, "/hello", None).await.is_ok());
+}
