@@ -382,10 +382,16 @@ async fn the_binary_takes_its_settings_from_flags_and_the_environment() {
         .env("AUTODNS_SIM_FAULTS", r#"{"kinds": ["status503"], "rate_limit": 0}"#)
         .env("AUTODNS_SIM_MUTATION", "expired")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    let mut log = child.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut log, &mut text).await;
+        text
+    });
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let ready: serde_json::Value = serde_json::from_str(
         &tokio::time::timeout(Duration::from_secs(20), lines.next_line())
@@ -441,6 +447,10 @@ async fn the_binary_takes_its_settings_from_flags_and_the_environment() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}");
+    // Its log, redirected to a file or a pipe, is plain text: no colour codes.
+    let log = log.await.unwrap();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a redirected log: {log:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
