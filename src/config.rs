@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use crate::schedule::RenewBefore;
+
 /// The environment variable that may hold the API password.
 pub const PASSWORD_ENV: &str = "CERTKEEPER_API_PASSWORD";
 
@@ -189,13 +191,6 @@ impl KeyKind {
             .map(|(n, _)| *n)
             .unwrap_or("?")
     }
-}
-
-/// When to reissue: when this share of the validity is left, or this long before expiry.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum RenewBefore {
-    Share(f64),
-    Before(Duration),
 }
 
 /// A contact: an existing id, or details to create it once.

@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use crate::config::RenewBefore;
-
 /// What certkeeper should do for one certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -45,6 +43,13 @@ pub struct Facts {
     pub last_failure: Option<i64>,
     /// The API's Retry-After, as an absolute time.
     pub retry_after: Option<i64>,
+}
+
+/// When to reissue: when this share of the validity is left, or this long before expiry.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RenewBefore {
+    Share(f64),
+    Before(Duration),
 }
 
 /// The policy for one certificate.
