@@ -15,6 +15,8 @@ use toml::Spanned;
 
 pub use crate::schedule::RenewBefore;
 
+mod defaults;
+
 /// The environment variable that may hold the API password.
 pub const PASSWORD_ENV: &str = "CERTKEEPER_API_PASSWORD";
 
@@ -348,7 +350,7 @@ struct RawSettings {
     hook_timeout: Option<Spanned<String>>,
 }
 
-const PRODUCTS: &[&str] = &[
+const KNOWN_PRODUCTS: &[&str] = &[
     "QUICKSSLPREMIUM",
     "SSL123",
     "RAPID_SSL",
@@ -356,7 +358,7 @@ const PRODUCTS: &[&str] = &[
     "SSLWEB",
     "DEMOSSL",
 ];
-const SOFTWARE: &[&str] = &["IIS4", "IIS5", "APACHE2", "APACHESSL", "PLESK", "TOMCAT", "NOT_SET"];
+const KNOWN_SOFTWARE: &[&str] = &["IIS4", "IIS5", "APACHE2", "APACHESSL", "PLESK", "TOMCAT", "NOT_SET"];
 
 /// Reads and validates the file at `path`.
 pub fn read(path: &Path) -> Result<Config, ConfigErrors> {
@@ -568,9 +570,9 @@ impl Validator<'_> {
                 }
             }
         };
-        let timeout = self.duration(&raw.timeout, "api.timeout", Duration::from_secs(30));
+        let timeout = self.duration(&raw.timeout, "api.timeout", defaults::API_TIMEOUT);
         let rate_limit = match &raw.rate_limit {
-            None => 3.0,
+            None => defaults::API_RATE_LIMIT,
             Some(r) if *r.get_ref() > 0.0 && r.get_ref().is_finite() => *r.get_ref(),
             Some(r) => {
                 self.err(
@@ -578,7 +580,7 @@ impl Validator<'_> {
                     "api.rate_limit",
                     "must be a number of requests per second above zero",
                 );
-                3.0
+                defaults::API_RATE_LIMIT
             }
         };
         Some(ApiConfig {
@@ -605,7 +607,7 @@ impl Validator<'_> {
             );
         }
         let keep = match &raw.keep_generations {
-            None => 3,
+            None => defaults::KEEP_GENERATIONS,
             Some(k) if (2..=100).contains(k.get_ref()) => *k.get_ref() as usize,
             Some(k) => {
                 self.err(
@@ -613,7 +615,7 @@ impl Validator<'_> {
                     "store.keep_generations",
                     "must be between 2 and 100 (the previous generation is kept for rollback)",
                 );
-                3
+                defaults::KEEP_GENERATIONS
             }
         };
         Some(StoreConfig {
@@ -644,53 +646,53 @@ impl Validator<'_> {
 
     fn dns(&mut self, raw: RawDns) -> DnsConfig {
         let port = match &raw.nameserver_port {
-            None => 53,
+            None => defaults::DNS_PORT,
             Some(p) => match u16::try_from(*p.get_ref()) {
                 Ok(p) if p > 0 => p,
                 _ => {
                     self.err(p.span(), "dns.nameserver_port", "must be a port number from 1 to 65535");
-                    53
+                    defaults::DNS_PORT
                 }
             },
         };
         DnsConfig {
-            resolvers: self.addrs(&raw.resolvers, "dns.resolvers", 53),
+            resolvers: self.addrs(&raw.resolvers, "dns.resolvers", defaults::DNS_PORT),
             nameservers: self.addrs(&raw.nameservers, "dns.nameservers", port),
             nameserver_port: port,
             propagation_timeout: self.duration(
                 &raw.propagation_timeout,
                 "dns.propagation_timeout",
-                Duration::from_secs(600),
+                defaults::PROPAGATION_TIMEOUT,
             ),
-            check_interval: self.duration(&raw.check_interval, "dns.check_interval", Duration::from_millis(250)),
+            check_interval: self.duration(&raw.check_interval, "dns.check_interval", defaults::CHECK_INTERVAL),
         }
     }
 
     fn order(&mut self, raw: RawOrder) -> OrderConfig {
         let concurrency = match &raw.concurrency {
-            None => 8,
+            None => defaults::CONCURRENCY,
             Some(c) if (1..=256).contains(c.get_ref()) => *c.get_ref() as usize,
             Some(c) => {
                 self.err(c.span(), "order.concurrency", "must be between 1 and 256");
-                8
+                defaults::CONCURRENCY
             }
         };
         OrderConfig {
-            job_timeout: self.duration(&raw.job_timeout, "order.job_timeout", Duration::from_secs(3600)),
-            poll_interval: self.duration(&raw.poll_interval, "order.poll_interval", Duration::from_secs(2)),
+            job_timeout: self.duration(&raw.job_timeout, "order.job_timeout", defaults::JOB_TIMEOUT),
+            poll_interval: self.duration(&raw.poll_interval, "order.poll_interval", defaults::POLL_INTERVAL),
             poll_interval_max: self.duration(
                 &raw.poll_interval_max,
                 "order.poll_interval_max",
-                Duration::from_secs(60),
+                defaults::POLL_INTERVAL_MAX,
             ),
-            reconcile_grace: self.duration(&raw.reconcile_grace, "order.reconcile_grace", Duration::from_secs(1800)),
+            reconcile_grace: self.duration(&raw.reconcile_grace, "order.reconcile_grace", defaults::RECONCILE_GRACE),
             concurrency,
         }
     }
 
     fn daemon(&mut self, raw: RawDaemon, base: &Path) -> DaemonConfig {
         let retry_backoff = match &raw.retry_backoff {
-            None => crate::schedule::default_backoff(),
+            None => defaults::retry_backoff(),
             Some(list) => {
                 let mut steps = Vec::new();
                 for s in list.get_ref() {
@@ -709,19 +711,19 @@ impl Validator<'_> {
                         "daemon.retry_backoff",
                         "needs at least one pause, e.g. [\"1m\", \"10m\", \"100m\", \"6h\"]",
                     );
-                    steps = crate::schedule::default_backoff();
+                    steps = defaults::retry_backoff();
                 }
                 steps
             }
         };
         let jitter = match &raw.jitter {
-            None => 0.05,
+            None => defaults::JITTER,
             Some(j) if j.get_ref().trim() == "0%" => 0.0,
             Some(j) => match parse_renew_before(j.get_ref()) {
                 Ok(RenewBefore::Share(s)) if s <= 0.5 => s,
                 _ => {
                     self.err(j.span(), "daemon.jitter", "must be a share from 0% to 50%, e.g. \"5%\"");
-                    0.05
+                    defaults::JITTER
                 }
             },
         };
@@ -742,11 +744,7 @@ impl Validator<'_> {
         };
         DaemonConfig {
             retry_backoff,
-            term_warning: self.duration(
-                &raw.term_warning,
-                "daemon.term_warning",
-                Duration::from_secs(30 * 86_400),
-            ),
+            term_warning: self.duration(&raw.term_warning, "daemon.term_warning", defaults::TERM_WARNING),
             jitter,
             metrics_listen,
             on_failure,
@@ -810,16 +808,20 @@ impl Validator<'_> {
         let product = match pick!(product) {
             Some((p, field)) => {
                 let v = p.get_ref().to_ascii_uppercase();
-                if !PRODUCTS.contains(&v.as_str()) {
+                if !KNOWN_PRODUCTS.contains(&v.as_str()) {
                     self.err(
                         p.span(),
                         &field,
-                        &format!("unknown product '{}' (known: {})", p.get_ref(), PRODUCTS.join(", ")),
+                        &format!(
+                            "unknown product '{}' (known: {})",
+                            p.get_ref(),
+                            KNOWN_PRODUCTS.join(", ")
+                        ),
                     );
                 }
                 v
             }
-            None => "QUICKSSLPREMIUM".into(),
+            None => defaults::PRODUCT.into(),
         };
         let lifetime_months = match pick!(lifetime_months) {
             Some((m, field)) => match *m.get_ref() {
@@ -830,27 +832,27 @@ impl Validator<'_> {
                         &field,
                         &format!("{other} is not an order term; use 12 or 24 (months)"),
                     );
-                    12
+                    defaults::LIFETIME_MONTHS
                 }
             },
-            None => 12,
+            None => defaults::LIFETIME_MONTHS,
         };
         let software = match pick!(software) {
             Some((s, field)) => {
-                if !SOFTWARE.contains(&s.get_ref().as_str()) {
+                if !KNOWN_SOFTWARE.contains(&s.get_ref().as_str()) {
                     self.err(
                         s.span(),
                         &field,
                         &format!(
                             "unknown software '{}' (use one of {})",
                             s.get_ref(),
-                            SOFTWARE.join(", ")
+                            KNOWN_SOFTWARE.join(", ")
                         ),
                     );
                 }
                 s.into_inner()
             }
-            None => "APACHESSL".into(),
+            None => defaults::SOFTWARE.into(),
         };
         let key = match pick!(key) {
             Some((k, field)) => KeyKind::parse(k.get_ref()).unwrap_or_else(|| {
@@ -860,9 +862,9 @@ impl Validator<'_> {
                     &field,
                     &format!("unknown key type '{}' (use one of {})", k.get_ref(), names.join(", ")),
                 );
-                KeyKind::EcdsaP256
+                defaults::KEY
             }),
-            None => KeyKind::EcdsaP256,
+            None => defaults::KEY,
         };
         let mut contact = |which: Option<(Spanned<ContactSpec>, String)>, what: &str| match which {
             Some((c, field)) => {
@@ -894,10 +896,10 @@ impl Validator<'_> {
                         &field,
                         &format!("'{other}' is not a DNS mode; use \"autodns\" or \"hook\""),
                     );
-                    DnsMode::Autodns
+                    defaults::DNS_MODE
                 }
             },
-            None => DnsMode::Autodns,
+            None => defaults::DNS_MODE,
         };
         let dns_hook = match pick!(dns_hook) {
             Some((h, field)) => self.command(h, &field, base),
@@ -915,25 +917,27 @@ impl Validator<'_> {
                 Ok(v) => v,
                 Err(e) => {
                     self.err(r.span(), &field, &e);
-                    RenewBefore::Share(1.0 / 3.0)
+                    defaults::RENEW_BEFORE
                 }
             },
-            None => RenewBefore::Share(1.0 / 3.0),
+            None => defaults::RENEW_BEFORE,
         };
-        let renew_term = pick!(renew_term).map(|(b, _)| *b.get_ref()).unwrap_or(false);
+        let renew_term = pick!(renew_term)
+            .map(|(b, _)| *b.get_ref())
+            .unwrap_or(defaults::RENEW_TERM);
         let max_paid_orders = match pick!(max_paid_orders) {
             Some((m, field)) => match u32::try_from(*m.get_ref()) {
                 Ok(v) if (1..=10).contains(&v) => v,
                 _ => {
                     self.err(m.span(), &field, "must be between 1 and 10");
-                    1
+                    defaults::MAX_PAID_ORDERS
                 }
             },
-            None => 1,
+            None => defaults::MAX_PAID_ORDERS,
         };
         let hook_timeout = match pick!(hook_timeout) {
-            Some((t, field)) => self.duration(&Some(t), &field, Duration::from_secs(60)),
-            None => Duration::from_secs(60),
+            Some((t, field)) => self.duration(&Some(t), &field, defaults::HOOK_TIMEOUT),
+            None => defaults::HOOK_TIMEOUT,
         };
         if self.errors.len() > before {
             return None;
