@@ -60,7 +60,7 @@ pub const SOFTWARE: &str = "APACHESSL";
 pub const KEY: KeyKind = KeyKind::EcdsaP256;
 /// `dns`: who publishes the DCV record.
 pub const DNS_MODE: DnsMode = DnsMode::Autodns;
-/// `max_paid_orders`: paid requests of one kind allowed per order term.
+/// `max_paid_orders`: paid orders (create, renew) allowed per certificate and term.
 pub const MAX_PAID_ORDERS: u32 = 1;
 /// `hook_timeout`: how long `dns_hook` and `reload` may run.
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,490 +1,35 @@
-//! The configuration file: a strict TOML model (unknown keys are refused) turned into a
-//! validated [`Config`]. Every error names the file, the line and the field.
-//!
-//! Reading (`read`) is separate from parsing (`parse`), so that tests and `check` can parse text.
-//! The API password never comes from the file itself: it is read from `password_file` (refused
-//! when group- or world-readable) or from `CERTKEEPER_API_PASSWORD`.
+//! The [`Validator`]: turns the file as written ([`super::file`]) into the checked
+//! [`super::Config`], applying the defaults and collecting every error with its line and field.
 
-use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
-pub use crate::schedule::RenewBefore;
+use super::defaults;
+use super::file::{RawApi, RawDaemon, RawDns, RawOrder, RawSettings, RawStore};
+use super::values::{
+    KNOWN_PRODUCTS, KNOWN_SOFTWARE, MAX_NAME, check_api_url, is_hostname, parse_duration, parse_renew_before,
+};
+use super::{
+    ApiConfig, CertConfig, ConfigError, ContactSpec, DaemonConfig, DnsConfig, DnsMode, KeyKind, OrderConfig,
+    PASSWORD_ENV, RenewBefore, Secret, StoreConfig,
+};
 
-mod defaults;
-
-/// The environment variable that may hold the API password.
-pub const PASSWORD_ENV: &str = "CERTKEEPER_API_PASSWORD";
-
-/// One configuration error, located in its file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    /// 1-based line, when known.
-    pub line: Option<usize>,
-    /// The dotted field name, e.g. `certificate[2].key`.
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}: {}", self.file.display(), line, self.field, self.message),
-            None => write!(f, "{}: {}: {}", self.file.display(), self.field, self.message),
-        }
-    }
-}
-
-/// All errors found in one configuration file.
-#[derive(Debug)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// The validated configuration.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub path: PathBuf,
-    pub api: ApiConfig,
-    pub store: StoreConfig,
-    pub dns: DnsConfig,
-    pub order: OrderConfig,
-    pub daemon: DaemonConfig,
-    pub certificates: Vec<CertConfig>,
-}
-
-/// How the daemon schedules, retries and reports.
-#[derive(Clone, Debug)]
-pub struct DaemonConfig {
-    /// Pauses after the 1st, 2nd, ... failure of a certificate; the last repeats.
-    pub retry_backoff: Vec<Duration>,
-    /// Warn this long before an order term ends when `renew_term` is off.
-    pub term_warning: Duration,
-    /// The largest share of a certificate's validity by which its reissue is moved earlier, per
-    /// host and name, to spread a fleet's requests.
-    pub jitter: f64,
-    /// Where to serve Prometheus metrics, if anywhere.
-    pub metrics_listen: Option<std::net::SocketAddr>,
-    /// Run when a certificate fails or gets close to expiry.
-    pub on_failure: Vec<String>,
-}
-
-/// A secret that never shows in `Debug` output or logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: String) -> Self {
-        Self(s)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct ApiConfig {
-    pub url: String,
-    pub user: String,
-    pub context: i32,
-    pub password: Secret,
-    /// Where the password was read from, if from a file (the daemon watches it).
-    pub password_file: Option<PathBuf>,
-    /// Extra trust roots (PEM), e.g. the simulator's.
-    pub ca_pem: Option<String>,
-    pub timeout: Duration,
-    /// Requests per second at most, for all certificates together.
-    pub rate_limit: f64,
-}
-
-#[derive(Clone, Debug)]
-pub struct StoreConfig {
-    pub state_dir: PathBuf,
-    pub live_dir: PathBuf,
-    /// How many generations to keep per certificate, the live one included.
-    pub keep_generations: usize,
-}
-
-#[derive(Clone, Debug)]
-pub struct DnsConfig {
-    /// Resolvers used to find a zone's authoritative servers; empty: the system's.
-    pub resolvers: Vec<std::net::SocketAddr>,
-    /// Query these instead of the discovered authoritative servers.
-    pub nameservers: Vec<std::net::SocketAddr>,
-    /// The port authoritative servers are queried on.
-    pub nameserver_port: u16,
-    pub propagation_timeout: Duration,
-    pub check_interval: Duration,
-}
-
-#[derive(Clone, Debug)]
-pub struct OrderConfig {
-    /// How long to wait for a job before giving up for this run.
-    pub job_timeout: Duration,
-    /// First and longest pause between two looks at a running job.
-    pub poll_interval: Duration,
-    pub poll_interval_max: Duration,
-    /// How long a paid request with a lost answer is searched for before it counts as not made.
-    pub reconcile_grace: Duration,
-    /// How many certificates are worked on at once.
-    pub concurrency: usize,
-}
-
-/// How the DCV record gets published.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DnsMode {
-    /// AutoDNS provisions it (`provisioning: true`).
-    Autodns,
-    /// The `dns_hook` command does.
-    Hook,
-}
-
-/// The private key type for new keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyKind {
-    EcdsaP256,
-    EcdsaP384,
-    Rsa2048,
-    Rsa3072,
-    Rsa4096,
-}
-
-impl KeyKind {
-    const NAMES: &[(&str, KeyKind)] = &[
-        ("ecdsa-p256", KeyKind::EcdsaP256),
-        ("ecdsa-p384", KeyKind::EcdsaP384),
-        ("rsa-2048", KeyKind::Rsa2048),
-        ("rsa-3072", KeyKind::Rsa3072),
-        ("rsa-4096", KeyKind::Rsa4096),
-    ];
-
-    fn parse(s: &str) -> Option<Self> {
-        Self::NAMES.iter().find(|(n, _)| *n == s).map(|(_, k)| *k)
-    }
-
-    pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(_, k)| *k == self)
-            .map(|(n, _)| *n)
-            .unwrap_or("?")
-    }
-}
-
-/// A contact: an existing id, or details to create it once.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum ContactSpec {
-    Id(i64),
-    Details(Box<ContactDetails>),
-}
-
-/// Contact details, as `POST /sslcontact` takes them.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize, Hash)]
-#[serde(deny_unknown_fields)]
-pub struct ContactDetails {
-    pub fname: String,
-    pub lname: String,
-    pub email: String,
-    pub phone: String,
-    #[serde(default)]
-    pub title: Option<String>,
-    #[serde(default)]
-    pub organization: Option<String>,
-    #[serde(default)]
-    pub address: Option<String>,
-    #[serde(default)]
-    pub pcode: Option<String>,
-    #[serde(default)]
-    pub city: Option<String>,
-    #[serde(default)]
-    pub state: Option<String>,
-    #[serde(default)]
-    pub country: Option<String>,
-}
-
-/// One managed certificate, with every default applied.
-#[derive(Clone, Debug)]
-pub struct CertConfig {
-    pub name: String,
-    pub alt_names: Vec<String>,
-    pub product: String,
-    pub lifetime_months: u32,
-    pub software: String,
-    pub key: KeyKind,
-    pub admin_contact: ContactSpec,
-    pub technical_contact: ContactSpec,
-    pub dns: DnsMode,
-    pub dns_hook: Vec<String>,
-    pub reload: Vec<String>,
-    pub renew_before: RenewBefore,
-    pub renew_term: bool,
-    pub max_paid_orders: u32,
-    pub hook_timeout: Duration,
-}
-
-impl CertConfig {
-    /// The common name first, then every other name, without duplicates.
-    pub fn all_names(&self) -> Vec<String> {
-        let mut names = vec![self.name.clone()];
-        for n in &self.alt_names {
-            if !names.contains(n) {
-                names.push(n.clone());
-            }
-        }
-        names
-    }
-}
-
-// ----- the file model ---------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    api: Spanned<RawApi>,
-    store: Spanned<RawStore>,
-    #[serde(default)]
-    dns: Option<Spanned<RawDns>>,
-    #[serde(default)]
-    order: Option<Spanned<RawOrder>>,
-    #[serde(default)]
-    daemon: Option<Spanned<RawDaemon>>,
-    #[serde(default)]
-    defaults: Option<Spanned<RawSettings>>,
-    #[serde(default)]
-    certificate: Vec<Spanned<RawSettings>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawApi {
-    url: Spanned<String>,
-    user: Spanned<String>,
-    context: Spanned<i64>,
-    password_file: Option<Spanned<PathBuf>>,
-    ca_file: Option<Spanned<PathBuf>>,
-    timeout: Option<Spanned<String>>,
-    rate_limit: Option<Spanned<f64>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStore {
-    state_dir: Spanned<PathBuf>,
-    live_dir: Spanned<PathBuf>,
-    keep_generations: Option<Spanned<i64>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawDns {
-    resolvers: Option<Spanned<Vec<String>>>,
-    nameservers: Option<Spanned<Vec<String>>>,
-    nameserver_port: Option<Spanned<i64>>,
-    propagation_timeout: Option<Spanned<String>>,
-    check_interval: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawOrder {
-    job_timeout: Option<Spanned<String>>,
-    poll_interval: Option<Spanned<String>>,
-    poll_interval_max: Option<Spanned<String>>,
-    reconcile_grace: Option<Spanned<String>>,
-    concurrency: Option<Spanned<i64>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawDaemon {
-    retry_backoff: Option<Spanned<Vec<String>>>,
-    term_warning: Option<Spanned<String>>,
-    jitter: Option<Spanned<String>>,
-    metrics_listen: Option<Spanned<String>>,
-    on_failure: Option<Spanned<Vec<String>>>,
-}
-
-/// `[defaults]` and each `[[certificate]]`: the same keys, `name` and `alt_names` only in the latter.
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-struct RawSettings {
-    name: Option<Spanned<String>>,
-    alt_names: Option<Spanned<Vec<String>>>,
-    product: Option<Spanned<String>>,
-    lifetime_months: Option<Spanned<i64>>,
-    software: Option<Spanned<String>>,
-    key: Option<Spanned<String>>,
-    admin_contact: Option<Spanned<ContactSpec>>,
-    technical_contact: Option<Spanned<ContactSpec>>,
-    dns: Option<Spanned<String>>,
-    dns_hook: Option<Spanned<Vec<String>>>,
-    reload: Option<Spanned<Vec<String>>>,
-    renew_before: Option<Spanned<String>>,
-    renew_term: Option<Spanned<bool>>,
-    max_paid_orders: Option<Spanned<i64>>,
-    hook_timeout: Option<Spanned<String>>,
-}
-
-const KNOWN_PRODUCTS: &[&str] = &[
-    "QUICKSSLPREMIUM",
-    "SSL123",
-    "RAPID_SSL",
-    "BASIC_SSL",
-    "SSLWEB",
-    "DEMOSSL",
-];
-const KNOWN_SOFTWARE: &[&str] = &["IIS4", "IIS5", "APACHE2", "APACHESSL", "PLESK", "TOMCAT", "NOT_SET"];
-
-/// Reads and validates the file at `path`.
-pub fn read(path: &Path) -> Result<Config, ConfigErrors> {
-    // Its hooks run as root: a configuration another user can write is refused.
-    let text = crate::host::read_settings(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: path.to_path_buf(),
-            line: None,
-            field: "(file)".into(),
-            message: format!("cannot use the configuration: {e}"),
-        }])
-    })?;
-    parse(&text, path, &|k| std::env::var(k).ok())
-}
-
-/// Parses and validates configuration text; `path` is used in messages and to resolve relative
-/// paths, `env` to look up `CERTKEEPER_API_PASSWORD`.
-pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-    let mut v = Validator {
-        text,
-        file: path.to_path_buf(),
-        errors: Vec::new(),
-    };
-    let raw: RawConfig = match toml::from_str(text) {
-        Ok(r) => r,
-        Err(e) => {
-            let line = e.span().map(|s| v.line(s.start));
-            let message = e.message().trim().to_string();
-            let field = field_from_toml_error(text, e.span()).unwrap_or_else(|| "(syntax)".into());
-            return Err(ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line,
-                field,
-                message,
-            }]));
-        }
-    };
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let api = v.api(raw.api.into_inner(), &base, env);
-    let store = v.store(raw.store, &base);
-    let dns = v.dns(raw.dns.map(Spanned::into_inner).unwrap_or_default());
-    let order = v.order(raw.order.map(Spanned::into_inner).unwrap_or_default());
-    let daemon = v.daemon(raw.daemon.map(Spanned::into_inner).unwrap_or_default(), &base);
-    let defaults = raw.defaults.map(|d| {
-        let d = d.into_inner();
-        if let Some(n) = &d.name {
-            v.err(
-                n.span(),
-                "defaults.name",
-                "name belongs in a [[certificate]] table, not in [defaults]",
-            );
-        }
-        if let Some(n) = &d.alt_names {
-            v.err(
-                n.span(),
-                "defaults.alt_names",
-                "alt_names belongs in a [[certificate]] table, not in [defaults]",
-            );
-        }
-        d
-    });
-    let defaults = defaults.unwrap_or_default();
-    let mut certificates = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (i, c) in raw.certificate.into_iter().enumerate() {
-        let span = c.span();
-        if let Some(cert) = v.certificate(i, span.clone(), c.into_inner(), &defaults, &base) {
-            if !seen.insert(cert.name.clone()) {
-                v.err(
-                    span,
-                    &format!("certificate[{i}].name"),
-                    &format!("{} is configured twice", cert.name),
-                );
-            } else {
-                certificates.push(cert);
-            }
-        }
-    }
-    match (api, store, v.errors.is_empty()) {
-        (Some(api), Some(store), true) => Ok(Config {
-            path: path.to_path_buf(),
-            api,
-            store,
-            dns,
-            order,
-            daemon,
-            certificates,
-        }),
-        _ => Err(ConfigErrors(v.errors)),
-    }
-}
-
-/// Finds the key an error from the TOML parser points at, for the `field` part of the message.
-fn field_from_toml_error(text: &str, span: Option<Range<usize>>) -> Option<String> {
-    let span = span?;
-    let start = span.start.min(text.len());
-    let snippet = text.get(start..span.end.min(text.len()))?.trim();
-    let key: String = snippet
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-        .collect();
-    if !key.is_empty() {
-        return Some(key);
-    }
-    let line_start = text[..start].rfind('\n').map(|p| p + 1).unwrap_or(0);
-    let line = text[line_start..].lines().next()?;
-    let key: String = line
-        .trim()
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-        .collect();
-    (!key.is_empty()).then_some(key)
-}
-
-struct Validator<'a> {
-    text: &'a str,
-    file: PathBuf,
-    errors: Vec<ConfigError>,
+/// Checks one file's sections, collecting every error instead of stopping at the first.
+pub(super) struct Validator<'a> {
+    pub(super) text: &'a str,
+    pub(super) file: PathBuf,
+    pub(super) errors: Vec<ConfigError>,
 }
 
 impl Validator<'_> {
-    fn line(&self, offset: usize) -> usize {
+    pub(super) fn line(&self, offset: usize) -> usize {
         self.text[..offset.min(self.text.len())].matches('\n').count() + 1
     }
 
-    fn err(&mut self, span: Range<usize>, field: &str, message: &str) {
+    pub(super) fn err(&mut self, span: Range<usize>, field: &str, message: &str) {
         let line = Some(self.line(span.start));
         self.errors.push(ConfigError {
             file: self.file.clone(),
@@ -516,7 +61,7 @@ impl Validator<'_> {
         if p.is_absolute() { p.clone() } else { base.join(p) }
     }
 
-    fn api(&mut self, raw: RawApi, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Option<ApiConfig> {
+    pub(super) fn api(&mut self, raw: RawApi, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Option<ApiConfig> {
         let url = raw.url.get_ref().trim_end_matches('/').to_string();
         if let Err(e) = check_api_url(&url) {
             self.err(raw.url.span(), "api.url", &e);
@@ -595,7 +140,7 @@ impl Validator<'_> {
         })
     }
 
-    fn store(&mut self, raw: Spanned<RawStore>, base: &Path) -> Option<StoreConfig> {
+    pub(super) fn store(&mut self, raw: Spanned<RawStore>, base: &Path) -> Option<StoreConfig> {
         let raw = raw.into_inner();
         let state_dir = self.path(&raw.state_dir, base);
         let live_dir = self.path(&raw.live_dir, base);
@@ -644,7 +189,7 @@ impl Validator<'_> {
         out
     }
 
-    fn dns(&mut self, raw: RawDns) -> DnsConfig {
+    pub(super) fn dns(&mut self, raw: RawDns) -> DnsConfig {
         let port = match &raw.nameserver_port {
             None => defaults::DNS_PORT,
             Some(p) => match u16::try_from(*p.get_ref()) {
@@ -668,7 +213,7 @@ impl Validator<'_> {
         }
     }
 
-    fn order(&mut self, raw: RawOrder) -> OrderConfig {
+    pub(super) fn order(&mut self, raw: RawOrder) -> OrderConfig {
         let concurrency = match &raw.concurrency {
             None => defaults::CONCURRENCY,
             Some(c) if (1..=256).contains(c.get_ref()) => *c.get_ref() as usize,
@@ -690,7 +235,7 @@ impl Validator<'_> {
         }
     }
 
-    fn daemon(&mut self, raw: RawDaemon, base: &Path) -> DaemonConfig {
+    pub(super) fn daemon(&mut self, raw: RawDaemon, base: &Path) -> DaemonConfig {
         let retry_backoff = match &raw.retry_backoff {
             None => defaults::retry_backoff(),
             Some(list) => {
@@ -751,7 +296,7 @@ impl Validator<'_> {
         }
     }
 
-    fn certificate(
+    pub(super) fn certificate(
         &mut self,
         i: usize,
         span: Range<usize>,
@@ -997,91 +542,3 @@ fn read_password_file(path: &Path) -> Result<String, String> {
     }
     Ok(password)
 }
-
-/// The longest certificate name: it becomes the file name `NAME.json`, and a file name has at
-/// most 255 bytes.
-pub const MAX_NAME: usize = 250;
-
-/// Whether `n` is a host name a public certificate can carry (no wildcard, no IP address).
-pub fn is_hostname(n: &str) -> bool {
-    let labels: Vec<&str> = n.split('.').collect();
-    n.len() <= 253
-        && labels.len() >= 2
-        && labels.iter().all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        })
-        && !labels.last().is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()))
-}
-
-/// The API's URL: https, or plain http to a loopback address only. The host is the parsed URL's
-/// host, not a prefix of the text (`http://127.0.0.1@api.example.com/` goes to api.example.com),
-/// and no user name or password may ride in it (the password comes from a file).
-pub fn check_api_url(text: &str) -> Result<(), String> {
-    let url = url::Url::parse(text).map_err(|e| format!("'{text}' is not a URL: {e}"))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not carry a user name or password (use api.user and api.password_file)".into());
-    }
-    let loopback = match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    };
-    match url.scheme() {
-        "https" if url.host().is_some() => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err("must be an https:// URL (plain http is allowed only on loopback)".into()),
-    }
-}
-
-/// The longest duration any setting takes: 400 days, longer than any certificate lives. A
-/// larger value is a typo, and would overflow the clock arithmetic it feeds.
-pub const MAX_DURATION: Duration = Duration::from_secs(400 * 86_400);
-
-/// Parses `250ms`, `10s`, `5m`, `2h`, `30d` (or a bare number of seconds), at most 400 days.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration such as 30s, 10m or 2d"))?;
-    let secs = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86_400.0,
-        other => return Err(format!("unknown unit '{other}' in '{s}' (use ms, s, m, h or d)")),
-    };
-    let d = Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a duration"))?;
-    if d > MAX_DURATION {
-        return Err(format!("'{s}' is longer than the longest allowed, 400d"));
-    }
-    Ok(d)
-}
-
-/// Parses `renew_before`: a share such as `33%` or a duration such as `30d`.
-pub fn parse_renew_before(s: &str) -> Result<RenewBefore, String> {
-    if let Some(p) = s.trim().strip_suffix('%') {
-        let v: f64 = p
-            .trim()
-            .parse()
-            .map_err(|_| format!("'{s}' is not a share such as 33%"))?;
-        if !(v > 0.0 && v < 100.0) {
-            return Err(format!("'{s}': the share must lie between 0% and 100%"));
-        }
-        return Ok(RenewBefore::Share(v / 100.0));
-    }
-    parse_duration(s)
-        .map(RenewBefore::Before)
-        .map_err(|_| format!("'{s}' is neither a share such as 33% nor a duration such as 30d"))
-}
-
-#[cfg(test)]
-mod tests;
