@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use crate::config::RenewBefore;
-
 /// What certkeeper should do for one certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -47,6 +45,13 @@ pub struct Facts {
     pub retry_after: Option<i64>,
 }
 
+/// When to reissue: when this share of the validity is left, or this long before expiry.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RenewBefore {
+    Share(f64),
+    Before(Duration),
+}
+
 /// The policy for one certificate.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
@@ -60,21 +65,41 @@ pub struct Policy {
     pub jitter_share: f64,
 }
 
+/// By default a certificate is reissued when a third of its validity is left.
+pub const DEFAULT_RENEW_BEFORE: RenewBefore = RenewBefore::Share(1.0 / 3.0);
+
+/// By default an order term is not renewed (bought again) on its own: that costs money.
+pub const DEFAULT_RENEW_TERM: bool = false;
+
+/// By default the warning comes 30 days before an order term ends.
+pub const DEFAULT_TERM_WARNING: Duration = Duration::from_secs(30 * 86_400);
+
+/// By default a reissue moves earlier by at most 5% of the validity.
+pub const DEFAULT_JITTER_SHARE: f64 = 0.05;
+
+/// The default pauses after failures: 1 min, 10 min, 100 min, then every 6 h.
+pub const DEFAULT_BACKOFF: [Duration; 4] = [
+    Duration::from_secs(60),
+    Duration::from_secs(600),
+    Duration::from_secs(6000),
+    Duration::from_secs(21_600),
+];
+
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            renew_before: RenewBefore::Share(1.0 / 3.0),
-            renew_term: false,
-            term_warning: Duration::from_secs(30 * 86_400),
+            renew_before: DEFAULT_RENEW_BEFORE,
+            renew_term: DEFAULT_RENEW_TERM,
+            term_warning: DEFAULT_TERM_WARNING,
             backoff: default_backoff(),
-            jitter_share: 0.05,
+            jitter_share: DEFAULT_JITTER_SHARE,
         }
     }
 }
 
-/// 1 min, 10 min, 100 min, then every 6 h.
+/// [`DEFAULT_BACKOFF`] as the list a [`Policy`] holds.
 pub fn default_backoff() -> Vec<Duration> {
-    [60, 600, 6000, 21_600].into_iter().map(Duration::from_secs).collect()
+    DEFAULT_BACKOFF.to_vec()
 }
 
 /// A stable number from the host and certificate names, which spreads a fleet's requests.

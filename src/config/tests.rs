@@ -1,3 +1,6 @@
+//! Tests of the configuration: what a good file gives, and that every kind of mistake is
+//! reported with its file, line and field.
+
 use super::*;
 
 const GOOD: &str = r#"

@@ -1,0 +1,298 @@
+//! The configuration file: a strict TOML model (unknown keys are refused) turned into a
+//! validated [`Config`]. Every error names the file, the line and the field.
+//!
+//! Reading (`read`) is separate from parsing (`parse`), so that tests and `check` can parse text.
+//! The API password never comes from the file itself: it is read from `password_file` (refused
+//! when group- or world-readable) or from `CERTKEEPER_API_PASSWORD`.
+//!
+//! The parts: `file` is the TOML format as written, `validate` checks it into the types below,
+//! `defaults` holds every default, `values` the value parsers and checks, and `error` the
+//! located errors.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+mod defaults;
+mod error;
+mod file;
+mod validate;
+mod values;
+
+pub use crate::schedule::RenewBefore;
+pub use error::{ConfigError, ConfigErrors};
+pub use values::{KeyKind, MAX_DURATION, MAX_NAME, check_api_url, is_hostname, parse_duration, parse_renew_before};
+
+use error::field_from_toml_error;
+use file::RawConfig;
+use validate::Validator;
+
+/// The environment variable that may hold the API password.
+pub const PASSWORD_ENV: &str = "CERTKEEPER_API_PASSWORD";
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub api: ApiConfig,
+    pub store: StoreConfig,
+    pub dns: DnsConfig,
+    pub order: OrderConfig,
+    pub daemon: DaemonConfig,
+    pub certificates: Vec<CertConfig>,
+}
+
+/// How the daemon schedules, retries and reports.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// Pauses after the 1st, 2nd, ... failure of a certificate; the last repeats.
+    pub retry_backoff: Vec<Duration>,
+    /// Warn this long before an order term ends when `renew_term` is off.
+    pub term_warning: Duration,
+    /// The largest share of a certificate's validity by which its reissue is moved earlier, per
+    /// host and name, to spread a fleet's requests.
+    pub jitter: f64,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Run when a certificate fails or gets close to expiry.
+    pub on_failure: Vec<String>,
+}
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub url: String,
+    pub user: String,
+    pub context: i32,
+    pub password: Secret,
+    /// Where the password was read from, if from a file (the daemon watches it).
+    pub password_file: Option<PathBuf>,
+    /// Extra trust roots (PEM), e.g. the simulator's.
+    pub ca_pem: Option<String>,
+    pub timeout: Duration,
+    /// Requests per second at most, for all certificates together.
+    pub rate_limit: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub state_dir: PathBuf,
+    pub live_dir: PathBuf,
+    /// How many generations to keep per certificate, the live one included.
+    pub keep_generations: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct DnsConfig {
+    /// Resolvers used to find a zone's authoritative servers; empty: the system's.
+    pub resolvers: Vec<std::net::SocketAddr>,
+    /// Query these instead of the discovered authoritative servers.
+    pub nameservers: Vec<std::net::SocketAddr>,
+    /// The port authoritative servers are queried on.
+    pub nameserver_port: u16,
+    pub propagation_timeout: Duration,
+    pub check_interval: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct OrderConfig {
+    /// How long to wait for a job before giving up for this run.
+    pub job_timeout: Duration,
+    /// First and longest pause between two looks at a running job.
+    pub poll_interval: Duration,
+    pub poll_interval_max: Duration,
+    /// How long a paid request with a lost answer is searched for before it counts as not made.
+    pub reconcile_grace: Duration,
+    /// How many certificates are worked on at once.
+    pub concurrency: usize,
+}
+
+/// How the DCV record gets published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsMode {
+    /// AutoDNS provisions it (`provisioning: true`).
+    Autodns,
+    /// The `dns_hook` command does.
+    Hook,
+}
+
+/// A contact: an existing id, or details to create it once.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ContactSpec {
+    Id(i64),
+    Details(Box<ContactDetails>),
+}
+
+/// Contact details, as `POST /sslcontact` takes them.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct ContactDetails {
+    pub fname: String,
+    pub lname: String,
+    pub email: String,
+    pub phone: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub organization: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub pcode: Option<String>,
+    #[serde(default)]
+    pub city: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+}
+
+/// One managed certificate, with every default applied.
+#[derive(Clone, Debug)]
+pub struct CertConfig {
+    pub name: String,
+    pub alt_names: Vec<String>,
+    pub product: String,
+    pub lifetime_months: u32,
+    pub software: String,
+    pub key: KeyKind,
+    pub admin_contact: ContactSpec,
+    pub technical_contact: ContactSpec,
+    pub dns: DnsMode,
+    pub dns_hook: Vec<String>,
+    pub reload: Vec<String>,
+    pub renew_before: RenewBefore,
+    pub renew_term: bool,
+    pub max_paid_orders: u32,
+    pub hook_timeout: Duration,
+}
+
+impl CertConfig {
+    /// The common name first, then every other name, without duplicates.
+    pub fn all_names(&self) -> Vec<String> {
+        let mut names = vec![self.name.clone()];
+        for n in &self.alt_names {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        names
+    }
+}
+
+/// Reads and validates the file at `path`.
+pub fn read(path: &Path) -> Result<Config, ConfigErrors> {
+    // Its hooks run as root: a configuration another user can write is refused.
+    let text = crate::host::read_settings(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            field: "(file)".into(),
+            message: format!("cannot use the configuration: {e}"),
+        }])
+    })?;
+    parse(&text, path, &|k| std::env::var(k).ok())
+}
+
+/// Parses and validates configuration text; `path` is used in messages and to resolve relative
+/// paths, `env` to look up `CERTKEEPER_API_PASSWORD`.
+pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let mut v = Validator {
+        text,
+        file: path.to_path_buf(),
+        errors: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let line = e.span().map(|s| v.line(s.start));
+            let message = e.message().trim().to_string();
+            let field = field_from_toml_error(text, e.span()).unwrap_or_else(|| "(syntax)".into());
+            return Err(ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line,
+                field,
+                message,
+            }]));
+        }
+    };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let api = v.api(raw.api.into_inner(), &base, env);
+    let store = v.store(raw.store, &base);
+    let dns = v.dns(raw.dns.map(Spanned::into_inner).unwrap_or_default());
+    let order = v.order(raw.order.map(Spanned::into_inner).unwrap_or_default());
+    let daemon = v.daemon(raw.daemon.map(Spanned::into_inner).unwrap_or_default(), &base);
+    let defaults = raw.defaults.map(|d| {
+        let d = d.into_inner();
+        if let Some(n) = &d.name {
+            v.err(
+                n.span(),
+                "defaults.name",
+                "name belongs in a [[certificate]] table, not in [defaults]",
+            );
+        }
+        if let Some(n) = &d.alt_names {
+            v.err(
+                n.span(),
+                "defaults.alt_names",
+                "alt_names belongs in a [[certificate]] table, not in [defaults]",
+            );
+        }
+        d
+    });
+    let defaults = defaults.unwrap_or_default();
+    let mut certificates = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, c) in raw.certificate.into_iter().enumerate() {
+        let span = c.span();
+        if let Some(cert) = v.certificate(i, span.clone(), c.into_inner(), &defaults, &base) {
+            if !seen.insert(cert.name.clone()) {
+                v.err(
+                    span,
+                    &format!("certificate[{i}].name"),
+                    &format!("{} is configured twice", cert.name),
+                );
+            } else {
+                certificates.push(cert);
+            }
+        }
+    }
+    match (api, store, v.errors.is_empty()) {
+        (Some(api), Some(store), true) => Ok(Config {
+            path: path.to_path_buf(),
+            api,
+            store,
+            dns,
+            order,
+            daemon,
+            certificates,
+        }),
+        _ => Err(ConfigErrors(v.errors)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

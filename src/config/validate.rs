@@ -1,0 +1,544 @@
+//! The [`Validator`]: turns the file as written ([`super::file`]) into the checked
+//! [`super::Config`], applying the defaults and collecting every error with its line and field.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::defaults;
+use super::file::{RawApi, RawDaemon, RawDns, RawOrder, RawSettings, RawStore};
+use super::values::{
+    KNOWN_PRODUCTS, KNOWN_SOFTWARE, MAX_NAME, check_api_url, is_hostname, parse_duration, parse_renew_before,
+};
+use super::{
+    ApiConfig, CertConfig, ConfigError, ContactSpec, DaemonConfig, DnsConfig, DnsMode, KeyKind, OrderConfig,
+    PASSWORD_ENV, RenewBefore, Secret, StoreConfig,
+};
+
+/// Checks one file's sections, collecting every error instead of stopping at the first.
+pub(super) struct Validator<'a> {
+    pub(super) text: &'a str,
+    pub(super) file: PathBuf,
+    pub(super) errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    pub(super) fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+    }
+
+    pub(super) fn err(&mut self, span: Range<usize>, field: &str, message: &str) {
+        let line = Some(self.line(span.start));
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, v: &Option<Spanned<String>>, field: &str, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => match parse_duration(s.get_ref()) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    self.err(s.span(), field, "must be longer than zero");
+                    default
+                }
+                Err(e) => {
+                    self.err(s.span(), field, &e);
+                    default
+                }
+            },
+        }
+    }
+
+    fn path(&mut self, p: &Spanned<PathBuf>, base: &Path) -> PathBuf {
+        let p = p.get_ref();
+        if p.is_absolute() { p.clone() } else { base.join(p) }
+    }
+
+    pub(super) fn api(&mut self, raw: RawApi, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Option<ApiConfig> {
+        let url = raw.url.get_ref().trim_end_matches('/').to_string();
+        if let Err(e) = check_api_url(&url) {
+            self.err(raw.url.span(), "api.url", &e);
+        }
+        if raw.user.get_ref().is_empty() {
+            self.err(raw.user.span(), "api.user", "must not be empty");
+        }
+        let context = i32::try_from(*raw.context.get_ref()).unwrap_or(-1);
+        if context < 1 {
+            self.err(raw.context.span(), "api.context", "must be a positive number, e.g. 4");
+        }
+        let password = match (&raw.password_file, env(PASSWORD_ENV)) {
+            (Some(pf), _) => {
+                let path = self.path(pf, base);
+                match read_password_file(&path) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        self.err(pf.span(), "api.password_file", &e);
+                        None
+                    }
+                }
+            }
+            (None, Some(p)) if !p.is_empty() => Some(p),
+            (None, _) => {
+                self.err(
+                    0..0,
+                    "api.password_file",
+                    &format!("no API password: set password_file or the environment variable {PASSWORD_ENV}"),
+                );
+                None
+            }
+        };
+        let ca_pem = match &raw.ca_file {
+            None => None,
+            Some(f) => {
+                let path = self.path(f, base);
+                match crate::host::read_settings(&path) {
+                    Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(pem),
+                    Ok(_) => {
+                        self.err(
+                            f.span(),
+                            "api.ca_file",
+                            &format!("{} holds no PEM certificate", path.display()),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.err(f.span(), "api.ca_file", &e.to_string());
+                        None
+                    }
+                }
+            }
+        };
+        let timeout = self.duration(&raw.timeout, "api.timeout", defaults::API_TIMEOUT);
+        let rate_limit = match &raw.rate_limit {
+            None => defaults::API_RATE_LIMIT,
+            Some(r) if *r.get_ref() > 0.0 && r.get_ref().is_finite() => *r.get_ref(),
+            Some(r) => {
+                self.err(
+                    r.span(),
+                    "api.rate_limit",
+                    "must be a number of requests per second above zero",
+                );
+                defaults::API_RATE_LIMIT
+            }
+        };
+        Some(ApiConfig {
+            url,
+            user: raw.user.into_inner(),
+            context,
+            password: Secret(password?),
+            password_file: raw.password_file.as_ref().map(|pf| self.path(pf, base)),
+            ca_pem,
+            timeout,
+            rate_limit,
+        })
+    }
+
+    pub(super) fn store(&mut self, raw: Spanned<RawStore>, base: &Path) -> Option<StoreConfig> {
+        let raw = raw.into_inner();
+        let state_dir = self.path(&raw.state_dir, base);
+        let live_dir = self.path(&raw.live_dir, base);
+        if state_dir == live_dir {
+            self.err(
+                raw.live_dir.span(),
+                "store.live_dir",
+                "must differ from store.state_dir",
+            );
+        }
+        let keep = match &raw.keep_generations {
+            None => defaults::KEEP_GENERATIONS,
+            Some(k) if (2..=100).contains(k.get_ref()) => *k.get_ref() as usize,
+            Some(k) => {
+                self.err(
+                    k.span(),
+                    "store.keep_generations",
+                    "must be between 2 and 100 (the previous generation is kept for rollback)",
+                );
+                defaults::KEEP_GENERATIONS
+            }
+        };
+        Some(StoreConfig {
+            state_dir,
+            live_dir,
+            keep_generations: keep,
+        })
+    }
+
+    fn addrs(&mut self, v: &Option<Spanned<Vec<String>>>, field: &str, default_port: u16) -> Vec<std::net::SocketAddr> {
+        let Some(list) = v else { return Vec::new() };
+        let mut out = Vec::new();
+        for a in list.get_ref() {
+            let parsed = a
+                .parse::<std::net::SocketAddr>()
+                .or_else(|_| a.parse::<std::net::IpAddr>().map(|ip| (ip, default_port).into()));
+            match parsed {
+                Ok(addr) => out.push(addr),
+                Err(_) => self.err(
+                    list.span(),
+                    field,
+                    &format!("'{a}' is not an address such as 192.0.2.53 or 127.0.0.1:5353"),
+                ),
+            }
+        }
+        out
+    }
+
+    pub(super) fn dns(&mut self, raw: RawDns) -> DnsConfig {
+        let port = match &raw.nameserver_port {
+            None => defaults::DNS_PORT,
+            Some(p) => match u16::try_from(*p.get_ref()) {
+                Ok(p) if p > 0 => p,
+                _ => {
+                    self.err(p.span(), "dns.nameserver_port", "must be a port number from 1 to 65535");
+                    defaults::DNS_PORT
+                }
+            },
+        };
+        DnsConfig {
+            resolvers: self.addrs(&raw.resolvers, "dns.resolvers", defaults::DNS_PORT),
+            nameservers: self.addrs(&raw.nameservers, "dns.nameservers", port),
+            nameserver_port: port,
+            propagation_timeout: self.duration(
+                &raw.propagation_timeout,
+                "dns.propagation_timeout",
+                defaults::PROPAGATION_TIMEOUT,
+            ),
+            check_interval: self.duration(&raw.check_interval, "dns.check_interval", defaults::CHECK_INTERVAL),
+        }
+    }
+
+    pub(super) fn order(&mut self, raw: RawOrder) -> OrderConfig {
+        let concurrency = match &raw.concurrency {
+            None => defaults::CONCURRENCY,
+            Some(c) if (1..=256).contains(c.get_ref()) => *c.get_ref() as usize,
+            Some(c) => {
+                self.err(c.span(), "order.concurrency", "must be between 1 and 256");
+                defaults::CONCURRENCY
+            }
+        };
+        OrderConfig {
+            job_timeout: self.duration(&raw.job_timeout, "order.job_timeout", defaults::JOB_TIMEOUT),
+            poll_interval: self.duration(&raw.poll_interval, "order.poll_interval", defaults::POLL_INTERVAL),
+            poll_interval_max: self.duration(
+                &raw.poll_interval_max,
+                "order.poll_interval_max",
+                defaults::POLL_INTERVAL_MAX,
+            ),
+            reconcile_grace: self.duration(&raw.reconcile_grace, "order.reconcile_grace", defaults::RECONCILE_GRACE),
+            concurrency,
+        }
+    }
+
+    pub(super) fn daemon(&mut self, raw: RawDaemon, base: &Path) -> DaemonConfig {
+        let retry_backoff = match &raw.retry_backoff {
+            None => defaults::retry_backoff(),
+            Some(list) => {
+                let mut steps = Vec::new();
+                for s in list.get_ref() {
+                    match parse_duration(s) {
+                        Ok(d) if !d.is_zero() => steps.push(d),
+                        _ => self.err(
+                            list.span(),
+                            "daemon.retry_backoff",
+                            &format!("'{s}' is not a duration above zero such as 1m"),
+                        ),
+                    }
+                }
+                if steps.is_empty() {
+                    self.err(
+                        list.span(),
+                        "daemon.retry_backoff",
+                        "needs at least one pause, e.g. [\"1m\", \"10m\", \"100m\", \"6h\"]",
+                    );
+                    steps = defaults::retry_backoff();
+                }
+                steps
+            }
+        };
+        let jitter = match &raw.jitter {
+            None => defaults::JITTER,
+            Some(j) if j.get_ref().trim() == "0%" => 0.0,
+            Some(j) => match parse_renew_before(j.get_ref()) {
+                Ok(RenewBefore::Share(s)) if s <= 0.5 => s,
+                _ => {
+                    self.err(j.span(), "daemon.jitter", "must be a share from 0% to 50%, e.g. \"5%\"");
+                    defaults::JITTER
+                }
+            },
+        };
+        let metrics_listen = raw.metrics_listen.as_ref().and_then(|m| match m.get_ref().parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    m.span(),
+                    "daemon.metrics_listen",
+                    &format!("'{}' is not an address such as 127.0.0.1:9477", m.get_ref()),
+                );
+                None
+            }
+        });
+        let on_failure = match raw.on_failure {
+            Some(h) => self.command(h, "daemon.on_failure", base),
+            None => Vec::new(),
+        };
+        DaemonConfig {
+            retry_backoff,
+            term_warning: self.duration(&raw.term_warning, "daemon.term_warning", defaults::TERM_WARNING),
+            jitter,
+            metrics_listen,
+            on_failure,
+        }
+    }
+
+    pub(super) fn certificate(
+        &mut self,
+        i: usize,
+        span: Range<usize>,
+        c: RawSettings,
+        d: &RawSettings,
+        base: &Path,
+    ) -> Option<CertConfig> {
+        let f = |name: &str| format!("certificate[{i}].{name}");
+        let before = self.errors.len();
+        let Some(name) = c.name.clone() else {
+            self.err(span, &f("name"), "every [[certificate]] needs a name");
+            return None;
+        };
+        let name_span = name.span();
+        let name = name.into_inner().to_ascii_lowercase();
+        if !is_hostname(&name) {
+            self.err(
+                name_span.clone(),
+                &f("name"),
+                &format!("'{name}' is not a host name such as www.example.com"),
+            );
+        } else if name.len() > MAX_NAME {
+            self.err(
+                name_span.clone(),
+                &f("name"),
+                &format!(
+                    "is {} bytes long; a certificate's name becomes a file name (NAME.json), so it may have at most {MAX_NAME} (list a longer name in alt_names)",
+                    name.len()
+                ),
+            );
+        }
+        let mut alt_names = Vec::new();
+        if let Some(alts) = &c.alt_names {
+            let mut seen = std::collections::HashSet::new();
+            for a in alts.get_ref() {
+                let a = a.to_ascii_lowercase();
+                if !is_hostname(&a) {
+                    self.err(alts.span(), &f("alt_names"), &format!("'{a}' is not a host name"));
+                } else if a != name && seen.insert(a.clone()) {
+                    alt_names.push(a);
+                }
+            }
+        }
+        // Each setting: the certificate's own value, else the default.
+        macro_rules! pick {
+            ($field:ident) => {
+                c.$field.clone().map(|v| (v, f(stringify!($field)))).or_else(|| {
+                    d.$field
+                        .clone()
+                        .map(|v| (v, format!("defaults.{}", stringify!($field))))
+                })
+            };
+        }
+        let product = match pick!(product) {
+            Some((p, field)) => {
+                let v = p.get_ref().to_ascii_uppercase();
+                if !KNOWN_PRODUCTS.contains(&v.as_str()) {
+                    self.err(
+                        p.span(),
+                        &field,
+                        &format!(
+                            "unknown product '{}' (known: {})",
+                            p.get_ref(),
+                            KNOWN_PRODUCTS.join(", ")
+                        ),
+                    );
+                }
+                v
+            }
+            None => defaults::PRODUCT.into(),
+        };
+        let lifetime_months = match pick!(lifetime_months) {
+            Some((m, field)) => match *m.get_ref() {
+                12 | 24 => *m.get_ref() as u32,
+                other => {
+                    self.err(
+                        m.span(),
+                        &field,
+                        &format!("{other} is not an order term; use 12 or 24 (months)"),
+                    );
+                    defaults::LIFETIME_MONTHS
+                }
+            },
+            None => defaults::LIFETIME_MONTHS,
+        };
+        let software = match pick!(software) {
+            Some((s, field)) => {
+                if !KNOWN_SOFTWARE.contains(&s.get_ref().as_str()) {
+                    self.err(
+                        s.span(),
+                        &field,
+                        &format!(
+                            "unknown software '{}' (use one of {})",
+                            s.get_ref(),
+                            KNOWN_SOFTWARE.join(", ")
+                        ),
+                    );
+                }
+                s.into_inner()
+            }
+            None => defaults::SOFTWARE.into(),
+        };
+        let key = match pick!(key) {
+            Some((k, field)) => KeyKind::parse(k.get_ref()).unwrap_or_else(|| {
+                let names: Vec<&str> = KeyKind::NAMES.iter().map(|(n, _)| *n).collect();
+                self.err(
+                    k.span(),
+                    &field,
+                    &format!("unknown key type '{}' (use one of {})", k.get_ref(), names.join(", ")),
+                );
+                defaults::KEY
+            }),
+            None => defaults::KEY,
+        };
+        let mut contact = |which: Option<(Spanned<ContactSpec>, String)>, what: &str| match which {
+            Some((c, field)) => {
+                if let ContactSpec::Id(id) = c.get_ref()
+                    && *id <= 0
+                {
+                    self.err(c.span(), &field, "a contact id must be a positive number");
+                }
+                Some(c.into_inner())
+            }
+            None => {
+                self.err(
+                    span.clone(),
+                    &f(what),
+                    &format!("no {what}: set it in [defaults] or here (an id, or a table of contact details)"),
+                );
+                None
+            }
+        };
+        let admin_contact = contact(pick!(admin_contact), "admin_contact");
+        let technical_contact = contact(pick!(technical_contact), "technical_contact");
+        let dns = match pick!(dns) {
+            Some((m, field)) => match m.get_ref().as_str() {
+                "autodns" => DnsMode::Autodns,
+                "hook" => DnsMode::Hook,
+                other => {
+                    self.err(
+                        m.span(),
+                        &field,
+                        &format!("'{other}' is not a DNS mode; use \"autodns\" or \"hook\""),
+                    );
+                    defaults::DNS_MODE
+                }
+            },
+            None => defaults::DNS_MODE,
+        };
+        let dns_hook = match pick!(dns_hook) {
+            Some((h, field)) => self.command(h, &field, base),
+            None => Vec::new(),
+        };
+        if dns == DnsMode::Hook && dns_hook.is_empty() {
+            self.err(span.clone(), &f("dns_hook"), "dns = \"hook\" needs a dns_hook command");
+        }
+        let reload = match pick!(reload) {
+            Some((h, field)) => self.command(h, &field, base),
+            None => Vec::new(),
+        };
+        let renew_before = match pick!(renew_before) {
+            Some((r, field)) => match parse_renew_before(r.get_ref()) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.err(r.span(), &field, &e);
+                    defaults::RENEW_BEFORE
+                }
+            },
+            None => defaults::RENEW_BEFORE,
+        };
+        let renew_term = pick!(renew_term)
+            .map(|(b, _)| *b.get_ref())
+            .unwrap_or(defaults::RENEW_TERM);
+        let max_paid_orders = match pick!(max_paid_orders) {
+            Some((m, field)) => match u32::try_from(*m.get_ref()) {
+                Ok(v) if (1..=10).contains(&v) => v,
+                _ => {
+                    self.err(m.span(), &field, "must be between 1 and 10");
+                    defaults::MAX_PAID_ORDERS
+                }
+            },
+            None => defaults::MAX_PAID_ORDERS,
+        };
+        let hook_timeout = match pick!(hook_timeout) {
+            Some((t, field)) => self.duration(&Some(t), &field, defaults::HOOK_TIMEOUT),
+            None => defaults::HOOK_TIMEOUT,
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(CertConfig {
+            name,
+            alt_names,
+            product,
+            lifetime_months,
+            software,
+            key,
+            admin_contact: admin_contact?,
+            technical_contact: technical_contact?,
+            dns,
+            dns_hook,
+            reload,
+            renew_before,
+            renew_term,
+            max_paid_orders,
+            hook_timeout,
+        })
+    }
+
+    /// Checks a hook command: a non-empty argv whose program is an absolute or config-relative path
+    /// or a bare command name looked up in PATH.
+    fn command(&mut self, h: Spanned<Vec<String>>, field: &str, base: &Path) -> Vec<String> {
+        let mut argv = h.get_ref().clone();
+        match argv.first() {
+            None => {
+                self.err(
+                    h.span(),
+                    field,
+                    "must name a program, e.g. [\"systemctl\", \"reload\", \"nginx\"]",
+                );
+            }
+            Some(p) if p.trim().is_empty() => self.err(h.span(), field, "the program name is empty"),
+            Some(p) if p.contains('/') && !Path::new(p).is_absolute() => {
+                argv[0] = base.join(p).to_string_lossy().into_owned();
+            }
+            Some(_) => {}
+        }
+        if argv.iter().any(|a| a.contains('\0')) {
+            self.err(h.span(), field, "arguments must not contain NUL bytes");
+        }
+        argv
+    }
+}
+
+/// Reads the password file, refusing one that others can read.
+fn read_password_file(path: &Path) -> Result<String, String> {
+    // A regular file, no link, owned by root or certkeeper's user, 0600: checked on the opened
+    // descriptor, and a FIFO is refused instead of hanging `check`.
+    let text = crate::host::read_secret(path).map_err(|e| e.to_string())?;
+    let password = text.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(password)
+}
