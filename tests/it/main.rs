@@ -14,6 +14,8 @@ mod host;
 mod hostile;
 /// Issue, reissue, both DNS modes, both key families, files checked by openssl.
 mod issue;
+/// The real API's published answers, read by certkeeper's client.
+mod real;
 /// Spoiled deliveries are refused; reload failures roll back.
 mod refuse;
 /// Real servers: BIND9 with the RFC 2136 hook, nginx and Apache with the reload hooks.

@@ -295,3 +295,31 @@ impl Drop for TestEnv {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// The variable that makes a missing `shared/` a failure instead of a skip (.ci/run sets it).
+pub const REQUIRE_SHARED: &str = "CERTKEEPER_REQUIRE_SHARED";
+
+/// `rel` inside the project's `shared/` folder beside the checkout (the real API samples, the
+/// spec, the help pages): the one way certkeeper's tests reach it. Without it, says once (past
+/// the harness's capture) that the tests needing it are skipped and why, and returns None; with
+/// `REQUIRE_SHARED` set, its absence fails the test instead.
+pub fn shared(rel: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared").join(rel);
+    if path.exists() {
+        return Some(path);
+    }
+    let why = format!(
+        "{} is missing: the tests against the real API samples are skipped (put the project's shared/ folder beside the checkout to run them)",
+        path.display()
+    );
+    assert!(
+        std::env::var_os(REQUIRE_SHARED).is_none(),
+        "{why}, and {REQUIRE_SHARED} is set"
+    );
+    static SAID: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    SAID.get_or_init(|| {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "{why}");
+    });
+    None
+}

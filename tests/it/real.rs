@@ -1,0 +1,204 @@
+//! The real API, not our belief of it: every answer InterNetX and others published (in
+//! `shared/autodns/real/`, see its SOURCES.md) is served to certkeeper's own client, route by
+//! route, and must be read as the client reads answers in production.
+
+use std::time::Duration;
+
+use certkeeper::api::{Client, Error};
+use certkeeper::config::{ApiConfig, Secret};
+use serde_json::Value;
+
+use crate::support::*;
+
+/// A loopback server that answers every request with `status` and `body`.
+async fn serving(status: u16, body: String) -> (Client, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65_536];
+                let _ = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    let client = Client::new(&ApiConfig {
+        url,
+        user: "u".into(),
+        context: 4,
+        password: Secret::new("p".into()),
+        password_file: None,
+        ca_pem: None,
+        timeout: Duration::from_secs(5),
+        rate_limit: 100.0,
+    })
+    .unwrap()
+    .with_retry(certkeeper::api::RetryPolicy {
+        attempts: 1,
+        ..Default::default()
+    });
+    (client, task)
+}
+
+/// A sample's envelope and HTTP status: the JS SDK's wrappers hold the envelope inside.
+fn envelope(file: &str, v: Value) -> (u16, Value) {
+    if file.contains(".result-wrapper.") {
+        let status = v["status"].as_u64().unwrap_or(200) as u16;
+        let inner = if v.get("result").is_some() {
+            &v["result"]
+        } else {
+            &v["data"]
+        };
+        return (status, inner.clone());
+    }
+    let status = file
+        .split(".error-http")
+        .nth(1)
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    (status, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_real_answer_is_read_by_the_client_as_in_production() {
+    let Some(dir) = shared("autodns/real") else { return };
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".json") && !n.contains(".request"))
+        .collect();
+    files.sort();
+    let mut read = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let (status, env) = envelope(file, serde_json::from_str(&text).unwrap());
+        let route = file.split("__").next().unwrap();
+        let (client, server) = serving(status, env.to_string()).await;
+        let what = format!("{file} (HTTP {status})");
+        if status >= 400 {
+            // An error is a refusal with the API's own code and words.
+            let e = Client::check(
+                reqwest::StatusCode::from_u16(status).unwrap(),
+                None,
+                env.to_string().as_bytes(),
+            )
+            .unwrap_err();
+            assert!(matches!(e, Error::Refused { .. }), "{what}: {e:?}");
+            assert!(!e.outcome_unknown(), "{what}: a refusal proves nothing was done");
+            assert!(
+                e.to_string().len() > "the API refused the request: ".len() + 2,
+                "{what}: {e}"
+            );
+        } else if file.contains(".TRUNCATED.") && route.starts_with("PUT_certificate") {
+            // Cut off before its status type: an answer whose outcome is unknown, never a failure.
+            let e = client.reissue(1, &order(), "ctid").await.unwrap_err();
+            assert!(e.outcome_unknown(), "{what}: {e:?}");
+        } else {
+            match route {
+                "POST_certificate_prepareOrder" => {
+                    let p = client.prepare_order("csr", "QUICKSSLPREMIUM", "CREATE", None).await;
+                    let p = p.unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert!(!p.dns_lines.is_empty(), "{what}: no DNS line read");
+                    for (name, line) in &p.dns_lines {
+                        certkeeper::dns::read_dcv_line(line, std::slice::from_ref(name))
+                            .unwrap_or_else(|e| panic!("{what}: the real DNS line is refused: {e}"));
+                    }
+                }
+                "POST_certificate" => {
+                    let job = client
+                        .create(&order(), "ctid")
+                        .await
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert!(job > 0, "{what}");
+                }
+                "PUT_certificate_id" => {
+                    let job = client
+                        .reissue(1, &order(), "ctid")
+                        .await
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert!(job > 0, "{what}");
+                }
+                "PUT_certificate_id_renew" => {
+                    let job = client
+                        .renew(1, &order(), "ctid")
+                        .await
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert!(job > 0, "{what}");
+                }
+                "GET_certificate_id" => {
+                    let id = env["data"][0]["id"].as_i64().unwrap();
+                    client.certificate(id).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+                }
+                "GET_job_id" => {
+                    let id = env["data"][0]["job"]["id"].as_i64().unwrap();
+                    let j = client.job(id).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert!(j.job.status.is_some(), "{what}: no job status read");
+                }
+                "GET_poll" => {
+                    let m = client.poll().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+                    let m = m.unwrap_or_else(|| panic!("{what}: the message was not read"));
+                    assert!(m.job.is_some_and(|j| j.id > 0), "{what}: no job in the message");
+                }
+                "PUT_poll_id" => client.confirm(1).await.unwrap_or_else(|e| panic!("{what}: {e}")),
+                "POST_sslcontact" => {
+                    let details: certkeeper::config::ContactDetails = serde_json::from_str(
+                        r#"{"fname":"Jo","lname":"Doe","email":"jo@example.com","phone":"+49-941-1234560"}"#,
+                    )
+                    .unwrap();
+                    let id = client
+                        .create_contact(&details)
+                        .await
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert!(id > 0, "{what}");
+                }
+                "POST_job_search" => {
+                    let since = time::OffsetDateTime::UNIX_EPOCH;
+                    let jobs = client
+                        .search_jobs("example.com", since)
+                        .await
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert!(!jobs.is_empty(), "{what}: no job read");
+                }
+                _ => {
+                    Client::check(reqwest::StatusCode::OK, None, env.to_string().as_bytes())
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                }
+            }
+        }
+        server.abort();
+        read += 1;
+    }
+    assert!(read >= 20, "only {read} real answers were found in {}", dir.display());
+}
+
+fn order() -> certkeeper::api::wire::OrderRequest {
+    use certkeeper::api::wire::{ContactRef, OrderAuthentication, OrderRequest, TimePeriod};
+    OrderRequest {
+        id: None,
+        name: "example.com".into(),
+        product: "QUICKSSLPREMIUM".into(),
+        lifetime: TimePeriod {
+            unit: "MONTH",
+            period: 12,
+        },
+        software: "APACHESSL".into(),
+        csr: "x".into(),
+        admin_contact: ContactRef { id: 1 },
+        technical_contact: ContactRef { id: 1 },
+        authentication: OrderAuthentication {
+            method: "DNS",
+            dns: None,
+            provisioning: true,
+        },
+    }
+}
