@@ -2,7 +2,7 @@
 """certkeeper's benchmarks, against autodns-sim on loopback. One command:
 
     python3 bench/run.py            # everything (about 25 minutes, 10 of them the rate-limited run)
-    python3 bench/run.py cpu noop   # only some: cpu, rss, noop, ratelimit, dnslag, idle
+    python3 bench/run.py cpu noop   # only some: features, cpu, rss, noop, ratelimit, dnslag, idle
 
 It builds the release binaries, starts autodns-sim (job delay 0) as a child process, writes
 configs into a temporary directory, runs certkeeper as child processes under GNU time (CPU and
@@ -295,7 +295,36 @@ with open({os.path.join(d, "visible_at")!r}, "w") as out:
     return lags
 
 
-BENCHES = {"cpu": bench_cpu, "noop": bench_noop, "rss": bench_rss, "idle": bench_idle, "dnslag": bench_dnslag, "ratelimit": bench_ratelimit}
+def text_rodata(binary):
+    """Bytes of code and read-only data (what the kernel maps from the binary), from size -A."""
+    out = subprocess.run(["size", "-A", binary], capture_output=True, text=True, check=True).stdout
+    return sum(int(line.split()[1]) for line in out.splitlines() if line.split()[:1] in ([".text"], [".rodata"]))
+
+
+def bench_features():
+    """The default build (with `certkeeper demo`, which embeds the simulator) against one built
+    with --no-default-features: code size, and the one-shot peak RSS of one P-256 certificate."""
+    global CERTKEEPER
+    nodemo_target = os.path.join(TARGET, "nodemo")
+    subprocess.run(["cargo", "build", "--release", "--no-default-features", "-p", "certkeeper",
+                    "--target-dir", nodemo_target], cwd=ROOT, check=True)
+    builds = {"default": CERTKEEPER, "no_default_features": os.path.join(nodemo_target, "release", "certkeeper")}
+    sim = Sim("--rate-limit", "0")
+    contact(sim)
+    d = workdir(sim, names(20))
+    ck(d, "run", "--once")
+    default_binary = CERTKEEPER
+    for label, binary in builds.items():
+        CERTKEEPER = binary
+        rss = [ck(d, "--renew-now", name)[2] for name in names(20)]
+        results[f"features_{label}"] = {"text_rodata_bytes": text_rodata(binary), "binary_bytes": os.path.getsize(binary),
+                                         "one_shot_peak_rss_kib_median": statistics.median(rss), "one_shot_peak_rss_kib_max": max(rss)}
+        print(label, json.dumps(results[f"features_{label}"]), flush=True)
+    CERTKEEPER = default_binary
+    sim.stop()
+
+
+BENCHES = {"features": bench_features, "cpu": bench_cpu, "noop": bench_noop, "rss": bench_rss, "idle": bench_idle, "dnslag": bench_dnslag, "ratelimit": bench_ratelimit}
 
 if __name__ == "__main__":
     wanted = sys.argv[1:] or list(BENCHES)
