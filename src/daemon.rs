@@ -3,7 +3,7 @@
 //! configuration when the file or the password file changes (or on SIGHUP), serves metrics, and
 //! stops on SIGTERM without starting new work; an order in flight resumes at the next start.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -336,16 +336,14 @@ async fn alarm(agent: Arc<Agent>, cert: CertConfig, event: &'static str, error: 
         return;
     }
     let st = agent.store.load(&cert.name).unwrap_or_default();
-    let env = BTreeMap::from([
-        ("CERTKEEPER_NAME".to_string(), cert.name.clone()),
-        ("CERTKEEPER_EVENT".to_string(), event.to_string()),
-        ("CERTKEEPER_ERROR".to_string(), error),
-        ("CERTKEEPER_FAILURES".to_string(), st.failures.to_string()),
-        (
-            "CERTKEEPER_NOT_AFTER".to_string(),
-            st.not_after.map(|t| t.to_string()).unwrap_or_default(),
-        ),
-    ]);
+    let env = hooks::FailureEnv {
+        name: &cert.name,
+        event,
+        error: &error,
+        failures: st.failures,
+        not_after: st.not_after,
+    }
+    .vars();
     if let Err(e) = hooks::run(argv, &env, cert.hook_timeout).await {
         tracing::error!(cert = %cert.name, error = %e, "the on_failure hook failed");
     }

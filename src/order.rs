@@ -20,7 +20,7 @@ use crate::config::{CertConfig, Config, ContactSpec, DnsMode};
 use crate::dns::{self, DcvRecord};
 use crate::hooks;
 use crate::keys::PrivateKey;
-use crate::store::{CertState, KeyPem, OrderJournal, OrderKind, PaidRequest, Step, Store, files};
+use crate::store::{CertState, KeyPem, OrderJournal, OrderKind, PaidRequest, Step, Store};
 use crate::{schedule, x509};
 
 /// The environment variable that makes certkeeper stop (and wait to be killed) right after the
@@ -677,23 +677,14 @@ impl Agent {
         policy_for(cert, &self.config.daemon)
     }
 
-    fn reload_env(&self, cert: &CertConfig, st: &CertState) -> BTreeMap<String, String> {
-        let live = self.store.live_dir.join(&cert.name);
-        let p = |f: &str| live.join(f).to_string_lossy().into_owned();
-        let not_after = st
-            .not_after
-            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-            .unwrap_or_default();
-        BTreeMap::from([
-            ("CERTKEEPER_NAME".into(), cert.name.clone()),
-            ("CERTKEEPER_CERT".into(), p(files::CERT)),
-            ("CERTKEEPER_KEY".into(), p(files::KEY)),
-            ("CERTKEEPER_CHAIN".into(), p(files::CHAIN)),
-            ("CERTKEEPER_FULLCHAIN".into(), p(files::FULLCHAIN)),
-            ("CERTKEEPER_SERIAL".into(), st.serial.clone().unwrap_or_default()),
-            ("CERTKEEPER_NOT_AFTER".into(), not_after),
-        ])
+    fn reload_env(&self, cert: &CertConfig, st: &CertState) -> hooks::Env {
+        hooks::ReloadEnv {
+            name: &cert.name,
+            live: &self.store.live_dir.join(&cert.name),
+            serial: st.serial.as_deref(),
+            not_after: st.not_after,
+        }
+        .vars()
     }
 
     async fn order_body(&self, cert: &CertConfig, st: &CertState) -> anyhow::Result<OrderRequest> {
@@ -865,15 +856,8 @@ fn dns_hook_argv(cert: &CertConfig, action: &str) -> Vec<String> {
     argv
 }
 
-fn record_env(name: &str, rec: &DcvRecord) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("CERTKEEPER_NAME".into(), name.to_string()),
-        ("CERTKEEPER_RECORD_NAME".into(), rec.name.clone()),
-        ("CERTKEEPER_RECORD_TYPE".into(), rec.kind.clone()),
-        ("CERTKEEPER_RECORD_VALUE".into(), rec.value.clone()),
-        ("CERTKEEPER_RECORD_TTL".into(), rec.ttl.to_string()),
-        ("CERTKEEPER_RECORD_ZONE_LINE".into(), rec.canonical_line()),
-    ])
+fn record_env(name: &str, rec: &DcvRecord) -> hooks::Env {
+    hooks::DnsRecordEnv { name, record: rec }.vars()
 }
 
 fn hex(bytes: &[u8]) -> String {
