@@ -68,7 +68,6 @@ pub async fn run(path: PathBuf, config: Config) -> u8 {
         "certkeeper daemon started"
     );
 
-    let host = order::host_name();
     let mut tasks: JoinSet<anyhow::Result<Outcome>> = JoinSet::new();
     let mut task_names: HashMap<tokio::task::Id, CertConfig> = HashMap::new();
     let mut in_flight: HashSet<String> = HashSet::new();
@@ -86,12 +85,7 @@ pub async fn run(path: PathBuf, config: Config) -> u8 {
                 continue;
             }
             let st = agent.store.load(&cert.name).unwrap_or_default();
-            let d = schedule::next(
-                t,
-                &setbacks.facts(&cert.name, &st),
-                &agent.policy(cert),
-                schedule::jitter_seed(host, &cert.name),
-            );
+            let d = order::next_from(&setbacks.facts(&cert.name, &st), cert, &agent.config.daemon, t);
             if d.term_warning && warned.insert(cert.name.clone()) {
                 tracing::warn!(cert = %cert.name, term_end = ?st.term_end, "the order term ends soon and renew_term is off: renew it in the SSL Manager, or set renew_term = true");
             }
@@ -393,7 +387,6 @@ async fn answer_metrics(mut stream: tokio::net::TcpStream, shared: &Shared, last
 
 /// The metrics, with names modelled on cert-manager's.
 pub fn metrics_text(agent: &Agent, last_check: i64) -> String {
-    let host = order::host_name();
     let t = now();
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, values: &mut dyn Iterator<Item = (String, f64)>| {
@@ -422,18 +415,7 @@ pub fn metrics_text(agent: &Agent, last_check: i64) -> String {
     metric(
         "certkeeper_certificate_renewal_timestamp_seconds",
         "The date from which certkeeper will renew the certificate, as a Unix timestamp.",
-        &mut pick(&|c, s| {
-            Some(
-                schedule::next(
-                    t,
-                    &order::facts(s),
-                    &agent.policy(c),
-                    schedule::jitter_seed(host, &c.name),
-                )
-                .at as f64,
-            )
-        })
-        .into_iter(),
+        &mut pick(&|c, s| Some(order::next(c, s, &agent.config.daemon, t).at as f64)).into_iter(),
     );
     metric(
         "certkeeper_certificate_term_end_timestamp_seconds",

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use crate::api::wire::{ContactRef, OrderAuthentication, OrderRequest, TimePeriod, object_certificate_id, parse_time};
 use crate::api::{self, Client};
-use crate::config::{CertConfig, Config, ContactSpec, DnsMode};
+use crate::config::{CertConfig, Config, ContactSpec, DaemonConfig, DnsMode};
 use crate::dns::{self, DcvRecord};
 use crate::hooks;
 use crate::keys::PrivateKey;
@@ -100,8 +100,7 @@ impl Agent {
         }
         if st.order.is_none() {
             let now = OffsetDateTime::now_utc().unix_timestamp();
-            let policy = self.policy(cert);
-            let Some(kind) = decide(st, cert, &policy, now, force)? else {
+            let Some(kind) = decide(st, cert, &self.config.daemon, now, force)? else {
                 return Ok(Outcome::NothingDue);
             };
             tracing::info!(cert = %cert.name, ?kind, "starting an order");
@@ -666,15 +665,10 @@ impl Agent {
     pub fn is_due(&self, cert: &CertConfig, now: i64) -> bool {
         match self.store.load(&cert.name) {
             Ok(st) if st.order.is_none() && st.pending_deploy.is_none() => {
-                !matches!(decide(&st, cert, &self.policy(cert), now, false), Ok(None))
+                !matches!(decide(&st, cert, &self.config.daemon, now, false), Ok(None))
             }
             _ => true,
         }
-    }
-
-    /// The schedule's policy for a certificate.
-    pub fn policy(&self, cert: &CertConfig) -> schedule::Policy {
-        policy_for(cert, &self.config.daemon)
     }
 
     fn reload_env(&self, cert: &CertConfig, st: &CertState) -> hooks::Env {
@@ -752,7 +746,7 @@ impl Agent {
 }
 
 /// The schedule's policy for a certificate under the daemon settings.
-pub fn policy_for(cert: &CertConfig, daemon: &crate::config::DaemonConfig) -> schedule::Policy {
+pub fn policy_for(cert: &CertConfig, daemon: &DaemonConfig) -> schedule::Policy {
     schedule::Policy {
         renew_before: cert.renew_before,
         renew_term: cert.renew_term,
@@ -791,11 +785,27 @@ pub fn host_name() -> &'static str {
     })
 }
 
+/// The schedule's next decision for a certificate: when it is due, and for what. The one place
+/// that puts a certificate's facts, policy and jitter seed together.
+pub fn next(cert: &CertConfig, st: &CertState, daemon: &DaemonConfig, now: i64) -> schedule::Decision {
+    next_from(&facts(st), cert, daemon, now)
+}
+
+/// [`next`] from facts the caller adjusted (the daemon knows failures its state file may not).
+pub fn next_from(facts: &schedule::Facts, cert: &CertConfig, daemon: &DaemonConfig, now: i64) -> schedule::Decision {
+    schedule::next(
+        now,
+        facts,
+        &policy_for(cert, daemon),
+        schedule::jitter_seed(host_name(), &cert.name),
+    )
+}
+
 /// What to do now for one certificate, if anything (`force`: reissue now, whatever the schedule).
 pub fn decide(
     st: &CertState,
     cert: &CertConfig,
-    policy: &schedule::Policy,
+    daemon: &DaemonConfig,
     now: i64,
     force: bool,
 ) -> anyhow::Result<Option<OrderKind>> {
@@ -804,7 +814,7 @@ pub fn decide(
         f.failures = 0;
         f.retry_after = None;
     }
-    let d = schedule::next(now, &f, policy, schedule::jitter_seed(host_name(), &cert.name));
+    let d = next_from(&f, cert, daemon, now);
     let kind = match d.action {
         schedule::Action::Create => OrderKind::Create,
         schedule::Action::Renew => OrderKind::Renew,
@@ -874,17 +884,18 @@ mod tests {
     use super::*;
     use crate::config::{ContactSpec, DnsMode, KeyKind, RenewBefore};
 
-    fn policy(c: &CertConfig) -> schedule::Policy {
-        schedule::Policy {
-            renew_before: c.renew_before,
-            renew_term: c.renew_term,
-            jitter_share: 0.0,
-            ..schedule::Policy::default()
+    fn daemon() -> DaemonConfig {
+        DaemonConfig {
+            retry_backoff: schedule::default_backoff(),
+            term_warning: Duration::from_secs(30 * 86_400),
+            jitter: 0.0,
+            metrics_listen: None,
+            on_failure: vec![],
         }
     }
 
     fn decide(st: &CertState, c: &CertConfig, now: i64, force: bool) -> anyhow::Result<Option<OrderKind>> {
-        super::decide(st, c, &policy(c), now, force)
+        super::decide(st, c, &daemon(), now, force)
     }
 
     fn cert(renew_term: bool) -> CertConfig {
