@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::config::{ContactSpec, KeyKind, RenewBefore};
+use crate::config::{ContactSpec, DnsMode, KeyKind, RenewBefore};
 use crate::store::PaidRequest;
 
 fn daemon() -> DaemonConfig {
@@ -130,4 +130,144 @@ fn the_spend_guard_counts_accepted_and_lost_requests_but_not_those_never_made() 
     assert_eq!(paid_in_term(&st, OrderKind::Renew, 5), 1);
     assert_eq!(paid_in_term(&st, OrderKind::Renew, 9), 1);
     assert_eq!(paid_in_term(&st, OrderKind::Create, 5), 0);
+}
+
+// The state machine.
+
+const MODES: [DnsMode; 2] = [DnsMode::Hook, DnsMode::Autodns];
+
+#[test]
+fn each_step_moves_to_the_next_and_only_an_unarrived_request_moves_back() {
+    for (i, from) in Step::ALL.iter().enumerate() {
+        for to in Step::ALL {
+            let forward = Step::ALL.get(i + 1) == Some(&to);
+            let back = *from == Step::Sending && to == Step::DnsVerified;
+            assert_eq!(allowed(*from, to), forward || back, "{} -> {}", from.name(), to.name());
+        }
+    }
+    // Every allowed move is listed once, and nothing leaves `installed` but the order's end.
+    assert_eq!(TRANSITIONS.len(), Step::ALL.len());
+    assert!(Step::ALL.iter().all(|to| !allowed(Step::Installed, *to)));
+}
+
+#[test]
+fn the_steps_written_to_disk_in_each_dns_mode() {
+    let hook = [
+        Step::Prepared,
+        Step::DnsPublished,
+        Step::Sending,
+        Step::Accepted,
+        Step::JobDone,
+        Step::Installed,
+    ];
+    let autodns = [Step::Sending, Step::Accepted, Step::JobDone, Step::Installed];
+    for step in Step::ALL {
+        assert_eq!(
+            persists(step, DnsMode::Hook),
+            hook.contains(&step),
+            "hook: {}",
+            step.name()
+        );
+        assert_eq!(
+            persists(step, DnsMode::Autodns),
+            autodns.contains(&step),
+            "autodns: {}",
+            step.name()
+        );
+    }
+}
+
+#[test]
+fn a_move_writes_the_journal_where_its_step_persists_and_on_every_step_back() {
+    for dns in MODES {
+        for (from, to) in TRANSITIONS {
+            let expected = if to < from { true } else { persists(to, dns) };
+            assert_eq!(
+                writes(from, to, dns),
+                expected,
+                "{} -> {} ({dns:?})",
+                from.name(),
+                to.name()
+            );
+        }
+        // The request that never arrived: `sending` is on disk and must not stay there.
+        assert!(writes(Step::Sending, Step::DnsVerified, dns));
+        // Before a paid request leaves, and once the API holds our job, the journal is on disk.
+        assert!(writes(Step::DnsVerified, Step::Sending, dns));
+        assert!(writes(Step::Sending, Step::Accepted, dns));
+    }
+}
+
+fn paid(kind: OrderKind, term: i64, status: &str) -> PaidRequest {
+    PaidRequest {
+        kind,
+        ctid: "c".into(),
+        sent_at: 0,
+        term,
+        status: status.into(),
+        job_id: None,
+    }
+}
+
+#[test]
+fn the_spend_guard_counts_per_kind_and_term() {
+    let term_end = 1_800_000_000;
+    let mut st = CertState {
+        term_end: Some(term_end),
+        ..CertState::default()
+    };
+    // A create pays for term 0, a renew for the term it renews.
+    assert_eq!(term_of(OrderKind::Create, &st), 0);
+    assert_eq!(term_of(OrderKind::Renew, &st), term_end);
+    assert_eq!(spend_guard(&st, OrderKind::Create, 1), None);
+    assert_eq!(spend_guard(&st, OrderKind::Renew, 1), None);
+
+    // A request proven never to have arrived costs nothing; one accepted or lost counts.
+    st.paid = vec![paid(OrderKind::Create, 0, "not_made")];
+    assert_eq!(spend_guard(&st, OrderKind::Create, 1), None);
+    st.paid.push(paid(OrderKind::Create, 0, "sent"));
+    assert_eq!(spend_guard(&st, OrderKind::Create, 1), Some(1));
+    assert_eq!(spend_guard(&st, OrderKind::Create, 2), None);
+    st.paid.push(paid(OrderKind::Create, 0, "accepted"));
+    assert_eq!(spend_guard(&st, OrderKind::Create, 2), Some(2));
+
+    // Creates do not count against renewals, nor an earlier term's renewal against this one.
+    st.paid.push(paid(OrderKind::Renew, term_end - 365 * DAY, "accepted"));
+    assert_eq!(spend_guard(&st, OrderKind::Renew, 1), None);
+    st.paid.push(paid(OrderKind::Renew, term_end, "accepted"));
+    assert_eq!(spend_guard(&st, OrderKind::Renew, 1), Some(1));
+
+    // A reissue is free: never refused, whatever was paid.
+    assert_eq!(spend_guard(&st, OrderKind::Reissue, 1), None);
+}
+
+#[test]
+fn the_endings_and_their_dns_cleanup() {
+    let cleans_up = [
+        (Ending::Installed, true),
+        (Ending::DeliveryRefused, true),
+        (Ending::RequestRefused, true),
+        (Ending::JobFailed, true),
+        (Ending::SpendGuard, false),
+    ];
+    assert_eq!(cleans_up.len(), Ending::ALL.len());
+    for (ending, cleans) in cleans_up {
+        assert_eq!(ending.cleans_up(), cleans, "{ending:?}");
+        // The deploy writes the state after `installed`; every other ending writes it at once.
+        assert_eq!(ending.writes(), ending != Ending::Installed, "{ending:?}");
+        for step in Step::ALL {
+            // Nothing to remove in autodns mode, nor before the hook may have run.
+            assert!(
+                !dns_cleanup(ending, step, DnsMode::Autodns),
+                "{ending:?} at {}",
+                step.name()
+            );
+            assert_eq!(
+                dns_cleanup(ending, step, DnsMode::Hook),
+                cleans && step >= Step::Prepared,
+                "{ending:?} at {}",
+                step.name()
+            );
+        }
+    }
 }
