@@ -1,31 +1,31 @@
 use std::time::Duration;
 
 use autodns_sim::{FaultKind, Faults};
+use certkeeper::order;
+use certkeeper::store::Step;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::*;
 
-/// The journal's steps, and `answered`: the paid request's answer arrived but is not journaled.
-const STEPS: [&str; 11] = [
-    "planned",
-    "keyed",
-    "prepared",
-    "dns_published",
-    "dns_verified",
-    "sending",
-    "answered",
-    "accepted",
-    "job_done",
-    "downloaded",
-    "installed",
-];
+/// The journal's steps in order, and after `sending` the point `answered`: the paid request's
+/// answer arrived but is not journaled.
+fn pause_points() -> Vec<&'static str> {
+    let mut points = Vec::new();
+    for step in Step::ALL {
+        points.push(step.name());
+        if step == Step::Sending {
+            points.push(order::ANSWERED);
+        }
+    }
+    points
+}
 
 /// Starts certkeeper paused at `step`, waits until it says so, and kills it with SIGKILL by PID.
 async fn kill_at(env: &TestEnv, args: &[&str], step: &str) {
     let mut child = tokio::process::Command::new(BIN)
         .args(args)
         .env("CERTKEEPER_CONFIG", env.config_path())
-        .env("CERTKEEPER_TEST_PAUSE_AT", step)
+        .env(order::PAUSE_ENV, step)
         .env("CERTKEEPER_LOG", "warn")
         .current_dir(&env.dir)
         .stdout(std::process::Stdio::null())
@@ -62,7 +62,7 @@ async fn kill_at(env: &TestEnv, args: &[&str], step: &str) {
 /// Kills a create and then a reissue at every step, in one DNS mode (the steps written to disk
 /// differ between the modes), and checks each resumes to one paid order and a new certificate.
 async fn kill_at_every_step(env: &TestEnv, hook: bool, prefix: &str) {
-    for (i, step) in STEPS.iter().enumerate() {
+    for (i, step) in pause_points().into_iter().enumerate() {
         let name = format!("{prefix}{i}.example.com");
         let cert = if hook { Cert::hook(&name) } else { Cert::autodns(&name) };
         env.write_config(&[cert], "");
