@@ -146,11 +146,15 @@ impl Ending {
         Ending::SpendGuard,
     ];
 
-    /// Whether the validation records the DNS hook published are removed.
+    /// Whether the validation records the DNS hook published are removed: after every ending,
+    /// so that no record outlives its order (a new ending must say so here too).
     pub fn cleans_up(self) -> bool {
         match self {
-            Ending::Installed | Ending::DeliveryRefused | Ending::RequestRefused | Ending::JobFailed => true,
-            Ending::SpendGuard => false,
+            Ending::Installed
+            | Ending::DeliveryRefused
+            | Ending::RequestRefused
+            | Ending::JobFailed
+            | Ending::SpendGuard => true,
         }
     }
 

@@ -179,3 +179,60 @@ retry_backoff = [\"1s\"]",
         .count();
     assert!(faulted >= 5, "only {faulted} faults were injected");
 }
+
+/// The spend guard ends an order after the DNS hook published its records: like every other
+/// ending, it runs the hook's `cleanup`, so that no validation record stays in the zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spend_guard_refusal_removes_the_records_the_dns_hook_published() {
+    use certkeeper::store::{CertState, OrderKind, PaidRequest, STATE_VERSION, Store};
+
+    let env = TestEnv::start("guard").await;
+    let name = "guard.example.com";
+    env.write_config(&[Cert::hook(name)], "");
+    // The demo hook, wrapped so that each call is written down: the action and the record.
+    let calls = env.dir.join("hook.calls");
+    let wrapper = env.script(
+        "dns-hook.sh",
+        &format!(
+            "for a; do action=$a; done\necho \"$action $CERTKEEPER_RECORD_NAME\" >> {}\nexec \"$@\"",
+            calls.display()
+        ),
+    );
+    let config = std::fs::read_to_string(env.config_path()).unwrap();
+    let wrapped = config.replace("dns_hook = [\"", &format!("dns_hook = [\"{}\", \"", wrapper.display()));
+    assert_ne!(config, wrapped);
+    std::fs::write(env.config_path(), wrapped).unwrap();
+    // A create already paid in this term, and no certificate id to reissue: the next order is
+    // another create, which the guard (max_paid_orders = 1) refuses.
+    let store = Store::new(&env.dir.join("state"), &env.dir.join("live"), 3);
+    store.prepare().unwrap();
+    store
+        .save(&CertState {
+            version: STATE_VERSION,
+            name: name.into(),
+            paid: vec![PaidRequest {
+                kind: OrderKind::Create,
+                ctid: "certkeeper-earlier".into(),
+                sent_at: 0,
+                term: 0,
+                status: "accepted".into(),
+                job_id: None,
+            }],
+            ..CertState::default()
+        })
+        .unwrap();
+
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("spend guard"), "{}", stderr(&out));
+    assert_eq!(env.paid(name), 0, "{:?}", env.sim.control().ledger());
+    let calls = std::fs::read_to_string(&calls).unwrap_or_default();
+    let actions: Vec<&str> = calls.lines().filter_map(|l| l.split(' ').next()).collect();
+    assert!(actions.contains(&"present"), "the DNS hook never published: {calls}");
+    assert_eq!(
+        actions.last(),
+        Some(&"cleanup"),
+        "the record the DNS hook published stays after the spend guard's refusal: {calls}"
+    );
+    assert!(!env.live(name).exists());
+}

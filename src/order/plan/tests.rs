@@ -248,7 +248,7 @@ fn the_endings_and_their_dns_cleanup() {
         (Ending::DeliveryRefused, true),
         (Ending::RequestRefused, true),
         (Ending::JobFailed, true),
-        (Ending::SpendGuard, false),
+        (Ending::SpendGuard, true),
     ];
     assert_eq!(cleans_up.len(), Ending::ALL.len());
     for (ending, cleans) in cleans_up {
