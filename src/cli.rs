@@ -256,13 +256,7 @@ pub fn status_rows(config: &Config) -> Vec<StatusRow> {
                     .map(|na| ((na - now) as f64 / 86400.0 * 10.0).round() / 10.0),
                 term_end: fmt(st.term_end),
                 next_renewal: {
-                    let seed = crate::schedule::jitter_seed(crate::order::host_name(), &c.name);
-                    let d = crate::schedule::next(
-                        now,
-                        &crate::order::facts(&st),
-                        &crate::order::policy_for(c, &config.daemon),
-                        seed,
-                    );
+                    let d = crate::order::next(c, &st, &config.daemon, now);
                     if d.action == crate::schedule::Action::TermEnded {
                         None
                     } else {

@@ -3,7 +3,7 @@
 //! configuration when the file or the password file changes (or on SIGHUP), serves metrics, and
 //! stops on SIGTERM without starting new work; an order in flight resumes at the next start.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -68,7 +68,6 @@ pub async fn run(path: PathBuf, config: Config) -> Exit {
         "certkeeper daemon started"
     );
 
-    let host = order::host_name();
     let mut tasks: JoinSet<anyhow::Result<Outcome>> = JoinSet::new();
     let mut task_names: HashMap<tokio::task::Id, CertConfig> = HashMap::new();
     let mut in_flight: HashSet<String> = HashSet::new();
@@ -86,12 +85,7 @@ pub async fn run(path: PathBuf, config: Config) -> Exit {
                 continue;
             }
             let st = agent.store.load(&cert.name).unwrap_or_default();
-            let d = schedule::next(
-                t,
-                &setbacks.facts(&cert.name, &st),
-                &agent.policy(cert),
-                schedule::jitter_seed(host, &cert.name),
-            );
+            let d = order::next_from(&setbacks.facts(&cert.name, &st), cert, &agent.config.daemon, t);
             if d.term_warning && warned.insert(cert.name.clone()) {
                 tracing::warn!(cert = %cert.name, term_end = ?st.term_end, "the order term ends soon and renew_term is off: renew it in the SSL Manager, or set renew_term = true");
             }
@@ -336,16 +330,14 @@ async fn alarm(agent: Arc<Agent>, cert: CertConfig, event: &'static str, error: 
         return;
     }
     let st = agent.store.load(&cert.name).unwrap_or_default();
-    let env = BTreeMap::from([
-        ("CERTKEEPER_NAME".to_string(), cert.name.clone()),
-        ("CERTKEEPER_EVENT".to_string(), event.to_string()),
-        ("CERTKEEPER_ERROR".to_string(), error),
-        ("CERTKEEPER_FAILURES".to_string(), st.failures.to_string()),
-        (
-            "CERTKEEPER_NOT_AFTER".to_string(),
-            st.not_after.map(|t| t.to_string()).unwrap_or_default(),
-        ),
-    ]);
+    let env = hooks::FailureEnv {
+        name: &cert.name,
+        event,
+        error: &error,
+        failures: st.failures,
+        not_after: st.not_after,
+    }
+    .vars();
     if let Err(e) = hooks::run(argv, &env, cert.hook_timeout).await {
         tracing::error!(cert = %cert.name, error = %e, "the on_failure hook failed");
     }
@@ -395,7 +387,6 @@ async fn answer_metrics(mut stream: tokio::net::TcpStream, shared: &Shared, last
 
 /// The metrics, with names modelled on cert-manager's.
 pub fn metrics_text(agent: &Agent, last_check: i64) -> String {
-    let host = order::host_name();
     let t = now();
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, values: &mut dyn Iterator<Item = (String, f64)>| {
@@ -424,18 +415,7 @@ pub fn metrics_text(agent: &Agent, last_check: i64) -> String {
     metric(
         "certkeeper_certificate_renewal_timestamp_seconds",
         "The date from which certkeeper will renew the certificate, as a Unix timestamp.",
-        &mut pick(&|c, s| {
-            Some(
-                schedule::next(
-                    t,
-                    &order::facts(s),
-                    &agent.policy(c),
-                    schedule::jitter_seed(host, &c.name),
-                )
-                .at as f64,
-            )
-        })
-        .into_iter(),
+        &mut pick(&|c, s| Some(order::next(c, s, &agent.config.daemon, t).at as f64)).into_iter(),
     );
     metric(
         "certkeeper_certificate_term_end_timestamp_seconds",

@@ -1,13 +1,126 @@
 //! Running hooks: argv without a shell, a scrubbed environment plus our variables, a process
 //! group of their own, one deadline for the hook and its output, and the output written to the
-//! log.
+//! log. The variables each hook is given (the contract the README documents) are built here and
+//! only here: [`ReloadEnv`], [`DnsRecordEnv`], [`FailureEnv`].
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
+
+use crate::dns::DcvRecord;
+use crate::store::files;
+
+/// The names of the variables hooks are given, each written once.
+pub mod vars {
+    /// Every hook: the certificate's name.
+    pub const NAME: &str = "CERTKEEPER_NAME";
+    /// Reload hook: the live files, `live/NAME/...`.
+    pub const CERT: &str = "CERTKEEPER_CERT";
+    pub const KEY: &str = "CERTKEEPER_KEY";
+    pub const CHAIN: &str = "CERTKEEPER_CHAIN";
+    pub const FULLCHAIN: &str = "CERTKEEPER_FULLCHAIN";
+    /// Reload hook: the new serial, hex.
+    pub const SERIAL: &str = "CERTKEEPER_SERIAL";
+    /// Reload hook: the expiry, RFC 3339; `on_failure`: the expiry, unix time.
+    pub const NOT_AFTER: &str = "CERTKEEPER_NOT_AFTER";
+    /// DNS hook: one validation record.
+    pub const RECORD_NAME: &str = "CERTKEEPER_RECORD_NAME";
+    pub const RECORD_TYPE: &str = "CERTKEEPER_RECORD_TYPE";
+    pub const RECORD_VALUE: &str = "CERTKEEPER_RECORD_VALUE";
+    pub const RECORD_TTL: &str = "CERTKEEPER_RECORD_TTL";
+    pub const RECORD_ZONE_LINE: &str = "CERTKEEPER_RECORD_ZONE_LINE";
+    /// `on_failure`: what happened (`failed`, `not_deployed`, `expiring`), the error, the count.
+    pub const EVENT: &str = "CERTKEEPER_EVENT";
+    pub const ERROR: &str = "CERTKEEPER_ERROR";
+    pub const FAILURES: &str = "CERTKEEPER_FAILURES";
+}
+
+/// The environment of a hook: variable names and values.
+pub type Env = BTreeMap<String, String>;
+
+fn env<const N: usize>(pairs: [(&str, String); N]) -> Env {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// What the reload hook is told about the certificate just made live.
+pub struct ReloadEnv<'a> {
+    pub name: &'a str,
+    /// `live_dir/NAME`, the symlink to the live generation.
+    pub live: &'a Path,
+    pub serial: Option<&'a str>,
+    /// Unix time.
+    pub not_after: Option<i64>,
+}
+
+impl ReloadEnv<'_> {
+    pub fn vars(&self) -> Env {
+        let p = |f: &str| self.live.join(f).to_string_lossy().into_owned();
+        let not_after = self
+            .not_after
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default();
+        env([
+            (vars::NAME, self.name.to_string()),
+            (vars::CERT, p(files::CERT)),
+            (vars::KEY, p(files::KEY)),
+            (vars::CHAIN, p(files::CHAIN)),
+            (vars::FULLCHAIN, p(files::FULLCHAIN)),
+            (vars::SERIAL, self.serial.unwrap_or_default().to_string()),
+            (vars::NOT_AFTER, not_after),
+        ])
+    }
+}
+
+/// What the DNS hook is told about one validation record (`present` or `cleanup`).
+pub struct DnsRecordEnv<'a> {
+    pub name: &'a str,
+    pub record: &'a DcvRecord,
+}
+
+impl DnsRecordEnv<'_> {
+    pub fn vars(&self) -> Env {
+        let r = self.record;
+        env([
+            (vars::NAME, self.name.to_string()),
+            (vars::RECORD_NAME, r.name.clone()),
+            (vars::RECORD_TYPE, r.kind.clone()),
+            (vars::RECORD_VALUE, r.value.clone()),
+            (vars::RECORD_TTL, r.ttl.to_string()),
+            (vars::RECORD_ZONE_LINE, r.canonical_line()),
+        ])
+    }
+}
+
+/// What the `on_failure` hook is told.
+pub struct FailureEnv<'a> {
+    pub name: &'a str,
+    pub event: &'a str,
+    pub error: &'a str,
+    pub failures: u32,
+    /// Unix time.
+    pub not_after: Option<i64>,
+}
+
+impl FailureEnv<'_> {
+    pub fn vars(&self) -> Env {
+        env([
+            (vars::NAME, self.name.to_string()),
+            (vars::EVENT, self.event.to_string()),
+            (vars::ERROR, self.error.to_string()),
+            (vars::FAILURES, self.failures.to_string()),
+            (
+                vars::NOT_AFTER,
+                self.not_after.map(|t| t.to_string()).unwrap_or_default(),
+            ),
+        ])
+    }
+}
 
 /// Variables kept from certkeeper's own environment; everything else is dropped.
 const KEEP: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "SYSTEMD_EXEC_PID"];
@@ -125,8 +238,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("certkeeper-hook-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let out = dir.join("out");
-        let env = BTreeMap::from([("CERTKEEPER_NAME".to_string(), "www.example.com".to_string())]);
-        let script = format!("printf '%s|%s' \"$CERTKEEPER_NAME\" \"$1\" > {}", out.display());
+        let env = BTreeMap::from([(vars::NAME.to_string(), "www.example.com".to_string())]);
+        let script = format!("printf '%s|%s' \"${}\" \"$1\" > {}", vars::NAME, out.display());
         run(
             &argv(&["sh", "-c", &script, "sh", "$(touch pwned);*"]),
             &env,

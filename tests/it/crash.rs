@@ -1,31 +1,31 @@
 use std::time::Duration;
 
 use autodns_sim::{FaultKind, Faults};
+use certkeeper::order;
+use certkeeper::store::Step;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::*;
 
-/// The journal's steps, and `answered`: the paid request's answer arrived but is not journaled.
-const STEPS: [&str; 11] = [
-    "planned",
-    "keyed",
-    "prepared",
-    "dns_published",
-    "dns_verified",
-    "sending",
-    "answered",
-    "accepted",
-    "job_done",
-    "downloaded",
-    "installed",
-];
+/// The journal's steps in order, and after `sending` the point `answered`: the paid request's
+/// answer arrived but is not journaled.
+fn pause_points() -> Vec<&'static str> {
+    let mut points = Vec::new();
+    for step in Step::ALL {
+        points.push(step.name());
+        if step == Step::Sending {
+            points.push(order::ANSWERED);
+        }
+    }
+    points
+}
 
 /// Starts certkeeper paused at `step`, waits until it says so, and kills it with SIGKILL by PID.
 async fn kill_at(env: &TestEnv, args: &[&str], step: &str) {
     let mut child = tokio::process::Command::new(BIN)
         .args(args)
         .env("CERTKEEPER_CONFIG", env.config_path())
-        .env("CERTKEEPER_TEST_PAUSE_AT", step)
+        .env(order::PAUSE_ENV, step)
         .env("CERTKEEPER_LOG", "warn")
         .current_dir(&env.dir)
         .stdout(std::process::Stdio::null())
@@ -62,7 +62,7 @@ async fn kill_at(env: &TestEnv, args: &[&str], step: &str) {
 /// Kills a create and then a reissue at every step, in one DNS mode (the steps written to disk
 /// differ between the modes), and checks each resumes to one paid order and a new certificate.
 async fn kill_at_every_step(env: &TestEnv, hook: bool, prefix: &str) {
-    for (i, step) in STEPS.iter().enumerate() {
+    for (i, step) in pause_points().into_iter().enumerate() {
         let name = format!("{prefix}{i}.example.com");
         let cert = if hook { Cert::hook(&name) } else { Cert::autodns(&name) };
         env.write_config(&[cert], "");
@@ -178,4 +178,61 @@ retry_backoff = [\"1s\"]",
         .filter(|r| r.fault.is_some())
         .count();
     assert!(faulted >= 5, "only {faulted} faults were injected");
+}
+
+/// The spend guard ends an order after the DNS hook published its records: like every other
+/// ending, it runs the hook's `cleanup`, so that no validation record stays in the zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spend_guard_refusal_removes_the_records_the_dns_hook_published() {
+    use certkeeper::store::{CertState, OrderKind, PaidRequest, STATE_VERSION, Store};
+
+    let env = TestEnv::start("guard").await;
+    let name = "guard.example.com";
+    env.write_config(&[Cert::hook(name)], "");
+    // The demo hook, wrapped so that each call is written down: the action and the record.
+    let calls = env.dir.join("hook.calls");
+    let wrapper = env.script(
+        "dns-hook.sh",
+        &format!(
+            "for a; do action=$a; done\necho \"$action $CERTKEEPER_RECORD_NAME\" >> {}\nexec \"$@\"",
+            calls.display()
+        ),
+    );
+    let config = std::fs::read_to_string(env.config_path()).unwrap();
+    let wrapped = config.replace("dns_hook = [\"", &format!("dns_hook = [\"{}\", \"", wrapper.display()));
+    assert_ne!(config, wrapped);
+    std::fs::write(env.config_path(), wrapped).unwrap();
+    // A create already paid in this term, and no certificate id to reissue: the next order is
+    // another create, which the guard (max_paid_orders = 1) refuses.
+    let store = Store::new(&env.dir.join("state"), &env.dir.join("live"), 3);
+    store.prepare().unwrap();
+    store
+        .save(&CertState {
+            version: STATE_VERSION,
+            name: name.into(),
+            paid: vec![PaidRequest {
+                kind: OrderKind::Create,
+                ctid: "certkeeper-earlier".into(),
+                sent_at: 0,
+                term: 0,
+                status: "accepted".into(),
+                job_id: None,
+            }],
+            ..CertState::default()
+        })
+        .unwrap();
+
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("spend guard"), "{}", stderr(&out));
+    assert_eq!(env.paid(name), 0, "{:?}", env.sim.control().ledger());
+    let calls = std::fs::read_to_string(&calls).unwrap_or_default();
+    let actions: Vec<&str> = calls.lines().filter_map(|l| l.split(' ').next()).collect();
+    assert!(actions.contains(&"present"), "the DNS hook never published: {calls}");
+    assert_eq!(
+        actions.last(),
+        Some(&"cleanup"),
+        "the record the DNS hook published stays after the spend guard's refusal: {calls}"
+    );
+    assert!(!env.live(name).exists());
 }

@@ -1,0 +1,260 @@
+//! One certificate's order, end to end, as a journaled state machine.
+//!
+//! Each step is written durably to the certificate's state file before the side effect it enables
+//! (see `store::Step`), so that a run killed at any instant resumes where it stopped. A paid
+//! request whose answer was lost is never simply sent again: the agent first searches the API's
+//! jobs for its ctid and adopts what it finds; only when nothing appears within the grace period
+//! does the request count as never made. A spend guard caps paid requests per term. Nothing is
+//! installed before the delivery is verified, and a failed reload rolls the symlink back.
+//!
+//! The map: [`Agent::ensure`] starts or resumes an order, `drive` calls one function per step,
+//! and three functions here are the only ones that touch the order's course: `begin` (a new
+//! journal), `advance` (the next step, written where [`persists`] says) and `end` (the DNS
+//! cleanup where [`plan::Ending`] says, the journal dropped). What they may do is decided in
+//! `plan` (pure: what is due, the allowed moves, the spend guard); the steps themselves are in
+//! `prepare` (key, CSR, prepareOrder), `validate` (the DNS hook and the propagation wait), `send`
+//! (the paid request, reconciliation, contacts), `job` (waiting for the job) and `install`
+//! (download, verify, generation, deploy, rollback).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use time::OffsetDateTime;
+
+use crate::api::{self, Client};
+use crate::config::{CertConfig, Config};
+use crate::store::{CertState, OrderJournal, OrderKind, Step, Store};
+
+mod install;
+mod job;
+pub mod plan;
+mod prepare;
+mod send;
+mod validate;
+
+pub use plan::{Ending, decide, facts, next, next_from, paid_in_term, persists, policy_for};
+
+/// The environment variable that makes certkeeper stop (and wait to be killed) right after the
+/// journal reached the named step. For crash tests only.
+pub const PAUSE_ENV: &str = "CERTKEEPER_TEST_PAUSE_AT";
+
+/// The crash-test point between the paid request's answer and its journal entry.
+pub const ANSWERED: &str = "answered";
+
+/// What one run did for one certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing was due.
+    NothingDue,
+    /// A new certificate is live and the reload hook accepted it.
+    Deployed { serial: String, generation: u32 },
+    /// A new certificate was issued, but the reload hook failed: the old one stays live.
+    NotDeployed { serial: String, error: String },
+}
+
+/// Shared by every certificate of one run.
+pub struct Agent {
+    pub config: Config,
+    pub client: Client,
+    pub store: Store,
+    finished_jobs: std::sync::Mutex<HashSet<i64>>,
+    contacts: tokio::sync::Mutex<()>,
+}
+
+impl Agent {
+    pub fn new(config: Config) -> anyhow::Result<Self> {
+        let client = Client::new(&config.api).context("setting up the API client")?;
+        let store = Store::new(
+            &config.store.state_dir,
+            &config.store.live_dir,
+            config.store.keep_generations,
+        );
+        Ok(Self {
+            config,
+            client,
+            store,
+            finished_jobs: Default::default(),
+            contacts: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Brings one certificate up to date: resumes its order in flight, retries a pending deploy,
+    /// or starts a new order when one is due (`force`: reissue now).
+    pub async fn ensure(&self, cert: &CertConfig, force: bool) -> anyhow::Result<Outcome> {
+        let mut st = self
+            .store
+            .load(&cert.name)
+            .with_context(|| format!("reading the state of {}", cert.name))?;
+        let result = self.ensure_inner(cert, force, &mut st).await;
+        if let Err(e) = &result {
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            st.last_error = Some(format!("{e:#}"));
+            st.failures += 1;
+            st.last_failure = Some(now);
+            st.retry_after = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<api::Error>())
+                .and_then(api::Error::retry_after)
+                .map(|d| now + d.as_secs() as i64);
+            let _ = self.store.save(&st);
+        }
+        result
+    }
+
+    async fn ensure_inner(&self, cert: &CertConfig, force: bool, st: &mut CertState) -> anyhow::Result<Outcome> {
+        // Before anything is ordered: a certificate that could not be installed is not bought.
+        self.store
+            .check_live(&cert.name)
+            .with_context(|| format!("the live directory of {}", cert.name))?;
+        if let Some(generation) = st.pending_deploy
+            && st.order.is_none()
+        {
+            tracing::info!(cert = %cert.name, generation, "retrying the deploy of an issued certificate");
+            return self.deploy(cert, st, generation).await;
+        }
+        if st.order.is_none() {
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let Some(kind) = decide(st, cert, &self.config.daemon, now, force)? else {
+                return Ok(Outcome::NothingDue);
+            };
+            tracing::info!(cert = %cert.name, ?kind, "starting an order");
+            // A forced reissue is a decision the schedule would not make again after a crash.
+            self.begin(st, kind, now, force)?;
+        } else {
+            let j = st.order.as_ref().map(|j| (j.kind, j.step));
+            tracing::info!(cert = %cert.name, ?j, "resuming the order in flight");
+        }
+        self.drive(cert, st).await
+    }
+
+    /// Runs the order in flight from its step to its end, one function per step.
+    async fn drive(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<Outcome> {
+        for _ in 0..32 {
+            match Self::journal(st)?.step {
+                Step::Planned => self.make_key(cert, st)?,
+                Step::Keyed => self.prepare(cert, st).await?,
+                Step::Prepared => self.publish(cert, st).await?,
+                Step::DnsPublished => self.wait_for_dns(cert, st).await?,
+                Step::DnsVerified => self.send(cert, st).await?,
+                Step::Sending => self.reconcile(cert, st).await?,
+                Step::Accepted => self.wait_for_job(cert, st).await?,
+                Step::JobDone => self.download(cert, st).await?,
+                Step::Downloaded => self.verify_and_write(cert, st).await?,
+                Step::Installed => return self.install(cert, st).await,
+            }
+        }
+        bail!("the order of {} did not finish within its step bound", cert.name)
+    }
+
+    /// Starts a new order at `planned`, written at once when `durable`.
+    fn begin(&self, st: &mut CertState, kind: OrderKind, now: i64, durable: bool) -> anyhow::Result<()> {
+        st.order = Some(OrderJournal {
+            id: format!("{}-{}", now, random_hex(4)),
+            kind,
+            step: Step::Planned,
+            started_at: now,
+            spki_sha256: None,
+            key: None,
+            csr: None,
+            records: Vec::new(),
+            ctid: None,
+            sent_at: None,
+            job_id: None,
+            certificate_id: None,
+            leaf: None,
+            chain: Vec::new(),
+            generation: None,
+            term_end: None,
+        });
+        self.settle(st, Step::Planned, durable)
+    }
+
+    /// Moves the order to `step`, the one way its step changes. The journal is written where
+    /// [`plan::writes`] says a crash must find it; in between, the order lives in memory and a
+    /// crash resumes from the last write.
+    fn advance(&self, cert: &CertConfig, st: &mut CertState, step: Step) -> anyhow::Result<()> {
+        let j = Self::journal(st)?;
+        let from = j.step;
+        if !plan::allowed(from, step) {
+            bail!(
+                "the order of {} cannot move from {} to {}",
+                cert.name,
+                from.name(),
+                step.name()
+            );
+        }
+        j.step = step;
+        self.settle(st, step, plan::writes(from, step, cert.dns))
+    }
+
+    /// Writes the journal durably when `write`, then honours the crash-test pause.
+    fn settle(&self, st: &CertState, step: Step, write: bool) -> anyhow::Result<()> {
+        if write {
+            self.store
+                .save(st)
+                .with_context(|| format!("writing the journal of {}", st.name))?;
+        }
+        pause_for_tests(step.name(), &st.name);
+        Ok(())
+    }
+
+    /// Ends the order in flight, the one way an order ends: the DNS cleanup where `ending` calls
+    /// for it, the journal (with the order's key) dropped, and the state written unless the
+    /// ending leaves that to its caller.
+    async fn end(&self, cert: &CertConfig, st: &mut CertState, ending: Ending) -> anyhow::Result<()> {
+        let Some(j) = st.order.take() else { return Ok(()) };
+        if plan::dns_cleanup(ending, j.step, cert.dns) {
+            self.clean_dns(cert, &j.records).await;
+        }
+        if ending.writes() {
+            self.store.save(st)?;
+        }
+        Ok(())
+    }
+
+    fn journal(st: &mut CertState) -> anyhow::Result<&mut OrderJournal> {
+        st.order.as_mut().ok_or_else(|| anyhow!("no order in flight"))
+    }
+
+    /// Whether `ensure` has anything to do for `cert` at `now` (an unreadable state or an ended
+    /// term count as due, so that `ensure` reports them).
+    pub fn is_due(&self, cert: &CertConfig, now: i64) -> bool {
+        match self.store.load(&cert.name) {
+            Ok(st) if st.order.is_none() && st.pending_deploy.is_none() => {
+                !matches!(decide(&st, cert, &self.config.daemon, now, false), Ok(None))
+            }
+            _ => true,
+        }
+    }
+}
+
+/// The host name, part of the jitter seed; read once.
+pub fn host_name() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// The crash tests' hook: with `CERTKEEPER_TEST_PAUSE_AT=POINT` (a step's name, or [`ANSWERED`]:
+/// the order's answer is here but not yet journaled), stops there so that a test can kill the
+/// process at that point.
+fn pause_for_tests(point: &str, name: &str) {
+    if std::env::var_os(PAUSE_ENV).is_some_and(|v| v == point) {
+        eprintln!("certkeeper: paused at {point} for {name}");
+        std::thread::sleep(Duration::from_secs(120));
+        std::process::exit(99);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_hex(n: usize) -> String {
+    let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
+    hex(&bytes)
+}

@@ -1,0 +1,197 @@
+//! The request that may cost money, sent once: the spend guard, a fresh ctid journaled with the
+//! request before it leaves (`dns_verified` → `sending`), the answer (`accepted`), and for an
+//! answer that was lost, the search for the job by its ctid (reconciliation). Also the body of
+//! the request and the contacts it names.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, anyhow, bail};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::{ANSWERED, Agent, Ending, hex, pause_for_tests, plan, random_hex};
+use crate::api;
+use crate::api::wire::{ContactRef, OrderAuthentication, OrderRequest, TimePeriod, object_certificate_id};
+use crate::config::{CertConfig, ContactSpec, DnsMode};
+use crate::store::{CertState, OrderKind, PaidRequest, Step};
+
+impl Agent {
+    /// `dns_verified`: sends the create, reissue or renew request once, journaled first.
+    pub(super) async fn send(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<()> {
+        let j = Self::journal(st)?.clone();
+        if let Some(spent) = plan::spend_guard(st, j.kind, cert.max_paid_orders) {
+            self.end(cert, st, Ending::SpendGuard).await?;
+            bail!(
+                "spend guard: {spent} paid {:?} request(s) for {} in this term already; raise max_paid_orders to allow another",
+                j.kind,
+                cert.name
+            );
+        }
+        let ctid = format!("certkeeper-{}", random_hex(12));
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if j.kind.is_paid() {
+            st.paid.push(PaidRequest {
+                kind: j.kind,
+                ctid: ctid.clone(),
+                sent_at: now,
+                term: plan::term_of(j.kind, st),
+                status: "sent".into(),
+                job_id: None,
+            });
+        }
+        let jm = Self::journal(st)?;
+        jm.ctid = Some(ctid.clone());
+        jm.sent_at = Some(now);
+        self.advance(cert, st, Step::Sending)?;
+
+        let body = self.order_body(cert, st).await?;
+        let id = st.certificate_id;
+        let result = match (j.kind, id) {
+            (OrderKind::Create, _) => self.client.create(&body, &ctid).await,
+            (OrderKind::Reissue, Some(id)) => self.client.reissue(id, &body, &ctid).await,
+            (OrderKind::Renew, Some(id)) => self.client.renew(id, &body, &ctid).await,
+            (_, None) => Err(api::Error::Refused {
+                http: 0,
+                code: "local".into(),
+                text: "no certificate id to reissue or renew".into(),
+                messages: vec![],
+            }),
+        };
+        pause_for_tests(ANSWERED, &cert.name);
+        match result {
+            Ok(job_id) => self.accept(cert, st, job_id),
+            Err(e) if e.outcome_unknown() => {
+                tracing::warn!(cert = %cert.name, %ctid, error = %e, "the answer to the order was lost; reconciling before anything else");
+                self.reconcile(cert, st).await
+            }
+            Err(e) => {
+                if let Some(p) = st.paid.iter_mut().find(|p| p.ctid == ctid) {
+                    p.status = "not_made".into();
+                }
+                self.end(cert, st, Ending::RequestRefused).await?;
+                Err(anyhow!(e).context(format!("ordering {}", cert.name)))
+            }
+        }
+    }
+
+    /// `sending` → `accepted`: the API holds a job of ours.
+    fn accept(&self, cert: &CertConfig, st: &mut CertState, job_id: i64) -> anyhow::Result<()> {
+        let ctid = Self::journal(st)?.ctid.clone();
+        if let Some(p) = st.paid.iter_mut().find(|p| Some(&p.ctid) == ctid.as_ref()) {
+            p.status = "accepted".into();
+            p.job_id = Some(job_id);
+        }
+        Self::journal(st)?.job_id = Some(job_id);
+        tracing::info!(cert = %st.name, job_id, "order accepted");
+        self.advance(cert, st, Step::Accepted)
+    }
+
+    /// `sending`: finds the job a request with a lost answer started, by its ctid. Gives up after
+    /// the grace period, and only then lets the request count as never made (back to
+    /// `dns_verified`, to be sent again with a new ctid).
+    pub(super) async fn reconcile(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<()> {
+        let j = Self::journal(st)?.clone();
+        let ctid = j.ctid.clone().ok_or_else(|| anyhow!("the journal lost the ctid"))?;
+        let sent_at = j.sent_at.unwrap_or(j.started_at);
+        let since = OffsetDateTime::from_unix_timestamp(sent_at - 120).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let grace = self.config.order.reconcile_grace;
+        let mut pause = self.config.order.poll_interval;
+        for round in 0u32.. {
+            match self.client.search_jobs(&cert.name, since).await {
+                Ok(jobs) => {
+                    if let Some(found) = jobs
+                        .iter()
+                        .find(|oj| oj.job.events.iter().any(|e| e.ctid.as_deref() == Some(ctid.as_str())))
+                    {
+                        tracing::info!(cert = %cert.name, %ctid, job_id = found.job.id, "found the order the lost answer belonged to");
+                        if let Some(id) = object_certificate_id(&found.object) {
+                            st.certificate_id.get_or_insert(id);
+                        }
+                        return self.accept(cert, st, found.job.id);
+                    }
+                }
+                Err(e) => tracing::warn!(cert = %cert.name, error = %e, "searching for the order failed"),
+            }
+            let waited = OffsetDateTime::now_utc().unix_timestamp() - sent_at;
+            if waited as f64 >= grace.as_secs_f64() {
+                tracing::warn!(cert = %cert.name, %ctid, waited, "no trace of the order after the grace period: it never arrived");
+                if let Some(p) = st.paid.iter_mut().find(|p| p.ctid == ctid) {
+                    p.status = "not_made".into();
+                }
+                let jm = Self::journal(st)?;
+                jm.ctid = None;
+                jm.sent_at = None;
+                return self.advance(cert, st, Step::DnsVerified);
+            }
+            if round > 10_000 {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.config.order.poll_interval_max);
+        }
+        bail!("reconciliation of {} did not end", cert.name)
+    }
+
+    async fn order_body(&self, cert: &CertConfig, st: &CertState) -> anyhow::Result<OrderRequest> {
+        let j = st.order.as_ref().ok_or_else(|| anyhow!("no order in flight"))?;
+        let dns_line = j
+            .records
+            .iter()
+            .find(|r| r.name.trim_end_matches('.') == cert.name)
+            .or(j.records.first())
+            .map(|r| r.zone_line.clone());
+        Ok(OrderRequest {
+            id: if j.kind == OrderKind::Create {
+                None
+            } else {
+                st.certificate_id
+            },
+            name: cert.name.clone(),
+            product: cert.product.clone(),
+            lifetime: TimePeriod {
+                unit: "MONTH",
+                period: cert.lifetime_months,
+            },
+            software: cert.software.clone(),
+            csr: j.csr.clone().unwrap_or_default(),
+            admin_contact: ContactRef {
+                id: self.contact_id(&cert.admin_contact).await?,
+            },
+            technical_contact: ContactRef {
+                id: self.contact_id(&cert.technical_contact).await?,
+            },
+            authentication: OrderAuthentication {
+                method: "DNS",
+                dns: dns_line,
+                provisioning: cert.dns == DnsMode::Autodns,
+            },
+        })
+    }
+
+    /// A contact's id: given, or created once from details and remembered in the state directory.
+    async fn contact_id(&self, spec: &ContactSpec) -> anyhow::Result<i64> {
+        let details = match spec {
+            ContactSpec::Id(id) => return Ok(*id),
+            ContactSpec::Details(d) => d,
+        };
+        let _guard = self.contacts.lock().await;
+        let key = hex(&Sha256::digest(serde_json::to_vec(details.as_ref())?));
+        let path = self.store.contacts_path();
+        let mut known: BTreeMap<String, i64> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if let Some(id) = known.get(&key) {
+            return Ok(*id);
+        }
+        let id = self
+            .client
+            .create_contact(details)
+            .await
+            .context("creating an SSL contact")?;
+        known.insert(key, id);
+        self.store.write_contacts(&serde_json::to_vec_pretty(&known)?)?;
+        tracing::info!(contact = id, "created an SSL contact from the configured details");
+        Ok(id)
+    }
+}
