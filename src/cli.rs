@@ -110,9 +110,10 @@ fn init_logging(format: &str) {
     use tracing_subscriber::prelude::*;
     // `LEVEL` or `LEVEL,TARGET=LEVEL,...`, e.g. `debug` or `info,certkeeper::dns=debug`.
     const DEFAULT: &str = "info,hickory=warn,reqwest=warn";
-    let wanted = std::env::var("CERTKEEPER_LOG").unwrap_or_else(|_| DEFAULT.into());
+    const LOG_ENV: &str = "CERTKEEPER_LOG";
+    let wanted = std::env::var(LOG_ENV).unwrap_or_else(|_| DEFAULT.into());
     let filter: tracing_subscriber::filter::Targets = wanted.parse().unwrap_or_else(|e| {
-        eprintln!("certkeeper: CERTKEEPER_LOG={wanted:?} is not a log filter ({e}); using {DEFAULT:?}");
+        eprintln!("certkeeper: {LOG_ENV}={wanted:?} is not a log filter ({e}); using {DEFAULT:?}");
         DEFAULT.parse().expect("the default log filter parses")
     });
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);

@@ -194,8 +194,18 @@ dns_hook = ["{exe}", "demo-dns-hook", "{sim}", "{ca}"]
         ledger.iter().filter(|l| l.charged).count(),
         ledger.iter().filter(|l| !l.charged).count(),
         ca_file.display(),
-        config.store.live_dir.join("www.example.com/chain.pem").display(),
-        config.store.live_dir.join("www.example.com/cert.pem").display(),
+        config
+            .store
+            .live_dir
+            .join("www.example.com")
+            .join(crate::store::files::CHAIN)
+            .display(),
+        config
+            .store
+            .live_dir
+            .join("www.example.com")
+            .join(crate::store::files::CERT)
+            .display(),
     ));
     Ok(Exit::Ok)
 }
@@ -203,9 +213,10 @@ dns_hook = ["{exe}", "demo-dns-hook", "{sim}", "{ca}"]
 /// The demo's DNS hook: `certkeeper demo-dns-hook SIM_URL CA_FILE present|cleanup`, with the
 /// record in `CERTKEEPER_RECORD_*`.
 pub async fn dns_hook(sim_url: &str, ca_file: &Path, action: &str) -> Exit {
-    let name = std::env::var("CERTKEEPER_RECORD_NAME").unwrap_or_default();
-    let kind = std::env::var("CERTKEEPER_RECORD_TYPE").unwrap_or_else(|_| "TXT".into());
-    let value = std::env::var("CERTKEEPER_RECORD_VALUE").unwrap_or_default();
+    use crate::hooks::vars;
+    let name = std::env::var(vars::RECORD_NAME).unwrap_or_default();
+    let kind = std::env::var(vars::RECORD_TYPE).unwrap_or_else(|_| "TXT".into());
+    let value = std::env::var(vars::RECORD_VALUE).unwrap_or_default();
     let body = match action {
         "present" => serde_json::json!({ "action": "add", "name": name, "type": kind, "value": value }),
         "cleanup" => serde_json::json!({ "action": "clear", "name": name, "type": kind }),
