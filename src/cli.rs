@@ -9,11 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use time::OffsetDateTime;
 
 use crate::config::{self, Config};
 use crate::run::Exit;
-use crate::store::{CertState, Store};
 
 /// Keeps certificates from the InterNetX AutoDNS SSL Manager valid and installed: orders,
 /// validates through DNS, reissues before expiry, installs atomically and reloads your server.
@@ -206,107 +204,12 @@ fn println_out(s: &str) {
     println!("{s}");
 }
 
-/// One row of `status`.
-#[derive(Debug, serde::Serialize)]
-pub struct StatusRow {
-    pub name: String,
-    pub serial: Option<String>,
-    pub not_after: Option<String>,
-    pub days_left: Option<f64>,
-    pub term_end: Option<String>,
-    /// When the next reissue or renewal is due.
-    pub next_renewal: Option<String>,
-    pub state: String,
-    pub last_error: Option<String>,
-    pub live: String,
-}
-
-pub fn status_rows(config: &Config) -> Vec<StatusRow> {
-    let store = Store::new(
-        &config.store.state_dir,
-        &config.store.live_dir,
-        config.store.keep_generations,
-    );
-    let now = OffsetDateTime::now_utc().unix_timestamp();
-    let fmt = |t: Option<i64>| {
-        t.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-    };
-    config
-        .certificates
-        .iter()
-        .map(|c| {
-            let st: CertState = store.load(&c.name).unwrap_or_default();
-            let state = if let Some(j) = &st.order {
-                format!("ordering ({:?}, at {})", j.kind, j.step.name())
-            } else if st.pending_deploy.is_some() {
-                "issued, not deployed".into()
-            } else if st.deployed {
-                "deployed".into()
-            } else if st.last_error.is_some() {
-                "failed".into()
-            } else {
-                "not issued".into()
-            };
-            StatusRow {
-                name: c.name.clone(),
-                serial: st.serial.clone(),
-                not_after: fmt(st.not_after),
-                days_left: st
-                    .not_after
-                    .map(|na| ((na - now) as f64 / 86400.0 * 10.0).round() / 10.0),
-                term_end: fmt(st.term_end),
-                next_renewal: {
-                    let d = crate::order::next(c, &st, &config.daemon, now);
-                    if d.action == crate::schedule::Action::TermEnded {
-                        None
-                    } else {
-                        fmt(Some(d.at.max(now)))
-                    }
-                },
-                state,
-                last_error: st.last_error.clone(),
-                live: config.store.live_dir.join(&c.name).display().to_string(),
-            }
-        })
-        .collect()
-}
-
 fn status(config: &Config, json: bool) -> Exit {
-    let rows = status_rows(config);
+    let rows = crate::status::rows(config);
     if json {
         println_out(&serde_json::to_string_pretty(&rows).unwrap_or_default());
     } else {
-        println_out(&status_table(&rows));
+        println_out(&crate::status::table(&rows));
     }
     Exit::Ok
-}
-
-/// Renders the status rows as a table.
-pub fn status_table(rows: &[StatusRow]) -> String {
-    let mut out = format!(
-        "{:<28} {:<34} {:<21} {:>9} {:<21} {:<21} {}\n",
-        "NAME", "SERIAL", "NOT AFTER", "DAYS LEFT", "TERM END", "NEXT RENEWAL", "STATE"
-    );
-    for r in rows {
-        let day = |s: &Option<String>| {
-            s.as_deref()
-                .map(|s| s.chars().take(19).collect::<String>())
-                .unwrap_or_else(|| "-".into())
-        };
-        out.push_str(&format!(
-            "{:<28} {:<34} {:<21} {:>9} {:<21} {:<21} {}\n",
-            r.name,
-            r.serial.as_deref().unwrap_or("-"),
-            day(&r.not_after),
-            r.days_left.map(|d| format!("{d:.1}")).unwrap_or_else(|| "-".into()),
-            day(&r.term_end),
-            day(&r.next_renewal),
-            r.state
-        ));
-        if let Some(e) = &r.last_error {
-            out.push_str(&format!("    last error: {e}\n"));
-        }
-    }
-    out
 }

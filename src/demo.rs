@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use autodns_sim::{Sim, SimConfig};
 
-use crate::cli;
 use crate::config;
 use crate::order::Agent;
 use crate::run::{self, Exit};
@@ -171,7 +170,7 @@ dns_hook = ["{exe}", "demo-dns-hook", "{sim}", "{ca}"]
     }
 
     say("\n== Status ==");
-    say(&cli::status_table(&cli::status_rows(&config)));
+    say(&crate::status::table(&crate::status::rows(&config)));
     say("== Files ==");
     for c in &config.certificates {
         for f in crate::store::files::ALL {

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod order;
 pub mod run;
 pub mod schedule;
+pub mod status;
 pub mod store;
 pub mod text;
 pub mod x509;
