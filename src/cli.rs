@@ -1,8 +1,11 @@
-//! The command line: `run [--once]`, `--renew-now [NAME...]`, `status`, `check`, `demo`.
+//! The command line: `run [--once]`, `--renew-now [NAME...]`, `status`, `check`, `demo`. With
+//! the demo, the one place that talks to the terminal; everything below it logs.
 //!
 //! Exit codes: 0 success or nothing due; 1 other error; 2 configuration error; 3 an order
 //! failed; 4 a certificate was issued but not deployed (the reload hook failed); 5 another
 //! certkeeper holds the state directory.
+
+#![allow(clippy::print_stderr, clippy::print_stdout)]
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -158,13 +161,13 @@ async fn dispatch(cli: Cli) -> Exit {
         Some(Command::Run { once }) => {
             let renew = cli.renew_now;
             match load(&cli.config) {
-                Ok(config) if renew.is_some() || once => crate::run::run_once(config, renew).await,
-                Ok(config) => crate::daemon::run(cli.config.clone(), config).await,
+                Ok(config) if renew.is_some() || once => refused(crate::run::run_once(config, renew).await),
+                Ok(config) => refused(crate::daemon::run(cli.config.clone(), config).await),
                 Err(code) => code,
             }
         }
         None => match (cli.renew_now, load(&cli.config)) {
-            (Some(names), Ok(config)) => crate::run::run_once(config, Some(names)).await,
+            (Some(names), Ok(config)) => refused(crate::run::run_once(config, Some(names)).await),
             (None, _) => {
                 eprintln!(
                     "certkeeper: nothing to do; try `certkeeper run --once`, `certkeeper --renew-now` or `certkeeper --help`"
@@ -174,6 +177,14 @@ async fn dispatch(cli: Cli) -> Exit {
             (_, Err(code)) => code,
         },
     }
+}
+
+/// Prints why a command could not start, if it could not.
+fn refused(result: Result<Exit, crate::run::Refusal>) -> Exit {
+    result.unwrap_or_else(|r| {
+        eprintln!("certkeeper: {}", r.message);
+        r.exit
+    })
 }
 
 fn load(path: &Path) -> Result<Config, Exit> {

@@ -34,19 +34,16 @@ fn current(shared: &Shared) -> Arc<Agent> {
 }
 
 /// Runs until SIGTERM or SIGINT; returns the exit code.
-pub async fn run(path: PathBuf, config: Config) -> Exit {
-    let (agent, _lock) = match crate::run::start(config) {
-        Ok(started) => started,
-        Err(code) => return code,
-    };
+pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::run::Refusal> {
+    let (agent, _lock) = crate::run::start(config)?;
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
     ) else {
-        eprintln!("certkeeper: cannot watch signals");
-        return Exit::Error;
+        tracing::error!("cannot watch signals (SIGTERM, SIGINT, SIGHUP)");
+        return Ok(Exit::Error);
     };
     let shared: Shared = Arc::new(RwLock::new(agent.clone()));
     let (tx, mut changes) = mpsc::channel::<()>(16);
@@ -185,7 +182,7 @@ pub async fn run(path: PathBuf, config: Config) -> Exit {
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     background.abort_all();
-    Exit::Ok
+    Ok(Exit::Ok)
 }
 
 /// What the daemon remembers of each certificate's failures, besides its state file: the count
@@ -386,7 +383,7 @@ async fn answer_metrics(mut stream: tokio::net::TcpStream, shared: &Shared, last
 }
 
 /// The metrics, with names modelled on cert-manager's.
-pub fn metrics_text(agent: &Agent, last_check: i64) -> String {
+pub(crate) fn metrics_text(agent: &Agent, last_check: i64) -> String {
     let t = now();
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, values: &mut dyn Iterator<Item = (String, f64)>| {

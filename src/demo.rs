@@ -3,6 +3,9 @@
 //! certificates (one validated through AutoDNS provisioning, one through a DNS hook), reissues
 //! one, and shows the status and the files.
 
+// A command of its own, which talks to the terminal like the command line.
+#![allow(clippy::print_stderr, clippy::print_stdout)]
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,7 +24,7 @@ fn say(s: &str) {
 const MARKER: &str = ".certkeeper-demo";
 
 /// Runs the demo in `dir` (`force`: even in a directory the demo did not make).
-pub async fn run(dir: &Path, force: bool) -> Exit {
+pub(crate) async fn run(dir: &Path, force: bool) -> Exit {
     if let Err(e) = claim(dir, force) {
         eprintln!("certkeeper demo: {e}");
         return Exit::Config;
@@ -211,7 +214,7 @@ dns_hook = ["{exe}", "demo-dns-hook", "{sim}", "{ca}"]
 
 /// The demo's DNS hook: `certkeeper demo-dns-hook SIM_URL CA_FILE present|cleanup`, with the
 /// record in `CERTKEEPER_RECORD_*`.
-pub async fn dns_hook(sim_url: &str, ca_file: &Path, action: &str) -> Exit {
+pub(crate) async fn dns_hook(sim_url: &str, ca_file: &Path, action: &str) -> Exit {
     use crate::hooks::vars;
     let name = std::env::var(vars::RECORD_NAME).unwrap_or_default();
     let kind = std::env::var(vars::RECORD_TYPE).unwrap_or_else(|_| "TXT".into());

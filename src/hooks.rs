@@ -16,39 +16,39 @@ use crate::dns::DcvRecord;
 use crate::store::files;
 
 /// The names of the variables hooks are given, each written once.
-pub mod vars {
+pub(crate) mod vars {
     /// Every hook: the certificate's name.
-    pub const NAME: &str = "CERTKEEPER_NAME";
+    pub(crate) const NAME: &str = "CERTKEEPER_NAME";
     /// Reload hook: the live files, `live/NAME/...`.
-    pub const CERT: &str = "CERTKEEPER_CERT";
-    pub const KEY: &str = "CERTKEEPER_KEY";
-    pub const CHAIN: &str = "CERTKEEPER_CHAIN";
-    pub const FULLCHAIN: &str = "CERTKEEPER_FULLCHAIN";
+    pub(crate) const CERT: &str = "CERTKEEPER_CERT";
+    pub(crate) const KEY: &str = "CERTKEEPER_KEY";
+    pub(crate) const CHAIN: &str = "CERTKEEPER_CHAIN";
+    pub(crate) const FULLCHAIN: &str = "CERTKEEPER_FULLCHAIN";
     /// Reload hook: the new serial, hex.
-    pub const SERIAL: &str = "CERTKEEPER_SERIAL";
+    pub(crate) const SERIAL: &str = "CERTKEEPER_SERIAL";
     /// Reload hook: the expiry, RFC 3339; `on_failure`: the expiry, unix time.
-    pub const NOT_AFTER: &str = "CERTKEEPER_NOT_AFTER";
+    pub(crate) const NOT_AFTER: &str = "CERTKEEPER_NOT_AFTER";
     /// DNS hook: one validation record.
-    pub const RECORD_NAME: &str = "CERTKEEPER_RECORD_NAME";
-    pub const RECORD_TYPE: &str = "CERTKEEPER_RECORD_TYPE";
-    pub const RECORD_VALUE: &str = "CERTKEEPER_RECORD_VALUE";
-    pub const RECORD_TTL: &str = "CERTKEEPER_RECORD_TTL";
-    pub const RECORD_ZONE_LINE: &str = "CERTKEEPER_RECORD_ZONE_LINE";
+    pub(crate) const RECORD_NAME: &str = "CERTKEEPER_RECORD_NAME";
+    pub(crate) const RECORD_TYPE: &str = "CERTKEEPER_RECORD_TYPE";
+    pub(crate) const RECORD_VALUE: &str = "CERTKEEPER_RECORD_VALUE";
+    pub(crate) const RECORD_TTL: &str = "CERTKEEPER_RECORD_TTL";
+    pub(crate) const RECORD_ZONE_LINE: &str = "CERTKEEPER_RECORD_ZONE_LINE";
     /// `on_failure`: what happened (`failed`, `not_deployed`, `expiring`), the error, the count.
-    pub const EVENT: &str = "CERTKEEPER_EVENT";
-    pub const ERROR: &str = "CERTKEEPER_ERROR";
-    pub const FAILURES: &str = "CERTKEEPER_FAILURES";
+    pub(crate) const EVENT: &str = "CERTKEEPER_EVENT";
+    pub(crate) const ERROR: &str = "CERTKEEPER_ERROR";
+    pub(crate) const FAILURES: &str = "CERTKEEPER_FAILURES";
 }
 
 /// The environment of a hook: variable names and values.
-pub type Env = BTreeMap<String, String>;
+pub(crate) type Env = BTreeMap<String, String>;
 
 fn env<const N: usize>(pairs: [(&str, String); N]) -> Env {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// What the reload hook is told about the certificate just made live.
-pub struct ReloadEnv<'a> {
+pub(crate) struct ReloadEnv<'a> {
     pub name: &'a str,
     /// `live_dir/NAME`, the symlink to the live generation.
     pub live: &'a Path,
@@ -58,7 +58,7 @@ pub struct ReloadEnv<'a> {
 }
 
 impl ReloadEnv<'_> {
-    pub fn vars(&self) -> Env {
+    pub(crate) fn vars(&self) -> Env {
         let p = |f: &str| self.live.join(f).to_string_lossy().into_owned();
         let not_after = self
             .not_after
@@ -78,13 +78,13 @@ impl ReloadEnv<'_> {
 }
 
 /// What the DNS hook is told about one validation record (`present` or `cleanup`).
-pub struct DnsRecordEnv<'a> {
+pub(crate) struct DnsRecordEnv<'a> {
     pub name: &'a str,
     pub record: &'a DcvRecord,
 }
 
 impl DnsRecordEnv<'_> {
-    pub fn vars(&self) -> Env {
+    pub(crate) fn vars(&self) -> Env {
         let r = self.record;
         env([
             (vars::NAME, self.name.to_string()),
@@ -98,7 +98,7 @@ impl DnsRecordEnv<'_> {
 }
 
 /// What the `on_failure` hook is told.
-pub struct FailureEnv<'a> {
+pub(crate) struct FailureEnv<'a> {
     pub name: &'a str,
     pub event: &'a str,
     pub error: &'a str,
@@ -108,7 +108,7 @@ pub struct FailureEnv<'a> {
 }
 
 impl FailureEnv<'_> {
-    pub fn vars(&self) -> Env {
+    pub(crate) fn vars(&self) -> Env {
         env([
             (vars::NAME, self.name.to_string()),
             (vars::EVENT, self.event.to_string()),
@@ -127,7 +127,7 @@ const KEEP: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "SYSTEMD_EXEC_PI
 
 /// Why a hook failed.
 #[derive(Debug, thiserror::Error)]
-pub enum HookError {
+pub(crate) enum HookError {
     #[error("cannot start {program}: {detail}")]
     Start { program: String, detail: String },
     #[error("{program} exited with {status}")]
@@ -141,7 +141,7 @@ pub enum HookError {
 /// child (`sh -c "sleep 40 &"`) can neither hold the run past the timeout through the output
 /// pipe nor outlive it. Its output is logged at INFO, line by line; a failure names the last
 /// line it wrote on stderr.
-pub async fn run(argv: &[String], env: &BTreeMap<String, String>, timeout: Duration) -> Result<(), HookError> {
+pub(crate) async fn run(argv: &[String], env: &BTreeMap<String, String>, timeout: Duration) -> Result<(), HookError> {
     let program = argv.first().cloned().unwrap_or_default();
     let mut cmd = Command::new(&program);
     cmd.args(argv.get(1..).unwrap_or_default())

@@ -16,17 +16,17 @@ use std::path::{Path, PathBuf};
 use rustix::fs::OFlags;
 
 /// The largest settings file read (the configuration, a CA file).
-pub const MAX_SETTINGS_FILE: u64 = 4 << 20;
+pub(crate) const MAX_SETTINGS_FILE: u64 = 4 << 20;
 /// The largest secret file read (a password).
-pub const MAX_SECRET_FILE: u64 = 64 << 10;
+pub(crate) const MAX_SECRET_FILE: u64 = 64 << 10;
 
 /// certkeeper's effective user.
-pub fn euid() -> u32 {
+pub(crate) fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
 /// Whether files of `uid` may steer certkeeper: root's and its own user's.
-pub fn trusted_owner(uid: u32) -> bool {
+pub(crate) fn trusted_owner(uid: u32) -> bool {
     uid == 0 || uid == euid()
 }
 
@@ -63,7 +63,7 @@ fn check_owner_and_mode(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
 
 /// Checks a directory certkeeper manages: a real directory (not a link), owned by root or by
 /// certkeeper's user, writable by nobody else.
-pub fn check_dir(path: &Path) -> io::Result<()> {
+pub(crate) fn check_dir(path: &Path) -> io::Result<()> {
     let meta = fs::symlink_metadata(path)?;
     if meta.file_type().is_symlink() {
         return Err(refuse(
@@ -87,7 +87,7 @@ pub fn check_dir(path: &Path) -> io::Result<()> {
 /// nobody else, except a sticky directory of root's such as /tmp (where others cannot rename
 /// or remove what is not theirs). Links among the parents are followed, and their targets
 /// checked.
-pub fn check_parents(path: &Path) -> io::Result<()> {
+pub(crate) fn check_parents(path: &Path) -> io::Result<()> {
     let absolute = std::path::absolute(path)?;
     let mut dir = PathBuf::new();
     for part in absolute.parent().into_iter().flat_map(Path::components) {
@@ -110,7 +110,7 @@ pub fn check_parents(path: &Path) -> io::Result<()> {
 /// Makes sure `path` is a directory certkeeper may use: an existing one is checked
 /// ([`check_dir`]); a missing one is created (missing parents 0755) with `mode` set on its
 /// descriptor whatever the umask, and checked to be the directory just made.
-pub fn ensure_dir(path: &Path, mode: u32) -> io::Result<()> {
+pub(crate) fn ensure_dir(path: &Path, mode: u32) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(_) => return check_dir(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -185,13 +185,13 @@ fn open_checked(path: &Path, secret: bool) -> io::Result<File> {
 /// Reads a file certkeeper takes settings from (the configuration, a CA file): a regular file
 /// owned by root or certkeeper's user and writable by nobody else, at most
 /// [`MAX_SETTINGS_FILE`] bytes.
-pub fn read_settings(path: &Path) -> io::Result<String> {
+pub(crate) fn read_settings(path: &Path) -> io::Result<String> {
     read_bounded(open_checked(path, false)?, path, MAX_SETTINGS_FILE)
 }
 
 /// Reads a secret (a password): as [`read_settings`], and also not a link, readable by nobody
 /// else (0600 or stricter), at most [`MAX_SECRET_FILE`] bytes.
-pub fn read_secret(path: &Path) -> io::Result<String> {
+pub(crate) fn read_secret(path: &Path) -> io::Result<String> {
     read_bounded(open_checked(path, true)?, path, MAX_SECRET_FILE)
 }
 

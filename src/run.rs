@@ -10,7 +10,7 @@ use crate::order::{Agent, Outcome};
 
 /// How a command ended, as its exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     /// 0: success, or nothing was due.
     Ok,
     /// 1: any other error.
@@ -27,7 +27,7 @@ pub enum Exit {
 
 impl Exit {
     /// The process exit status.
-    pub fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             Exit::Ok => 0,
             Exit::Error => 1,
@@ -53,7 +53,7 @@ impl Exit {
     }
 
     /// The more serious of two outcomes.
-    pub fn worst(self, other: Exit) -> Exit {
+    pub(crate) fn worst(self, other: Exit) -> Exit {
         if other.rank() > self.rank() { other } else { self }
     }
 }
@@ -63,8 +63,22 @@ fn say(s: &str) {
     println!("{s}");
 }
 
+/// Why a command could not start: the message for the operator and the exit status. The
+/// command line prints it; nothing below it talks to the terminal.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) exit: Exit,
+    pub(crate) message: String,
+}
+
+impl Refusal {
+    fn new(exit: Exit, message: String) -> Self {
+        Self { exit, message }
+    }
+}
+
 /// Does what is due (or reissues `renew` now), then returns the exit code.
-pub async fn run_once(config: Config, renew: Option<Vec<String>>) -> Exit {
+pub(crate) async fn run_once(config: Config, renew: Option<Vec<String>>) -> Result<Exit, Refusal> {
     // Names compare as `check` compares them: without case.
     let renew: Option<Vec<String>> = renew.map(|names| names.iter().map(|n| n.to_ascii_lowercase()).collect());
     if let Some(names) = &renew
@@ -72,41 +86,38 @@ pub async fn run_once(config: Config, renew: Option<Vec<String>>) -> Exit {
             .iter()
             .find(|n| !config.certificates.iter().any(|c| &c.name == *n))
     {
-        eprintln!("certkeeper: {unknown} is not a configured certificate");
-        return Exit::Config;
+        return Err(Refusal::new(
+            Exit::Config,
+            format!("{unknown} is not a configured certificate"),
+        ));
     }
-    let (agent, _lock) = match start(config) {
-        Ok(started) => started,
-        Err(code) => return code,
-    };
-    run_all(&agent, renew.as_deref()).await
+    let (agent, _lock) = start(config)?;
+    Ok(run_all(&agent, renew.as_deref()).await)
 }
 
 /// Builds the agent, creates its directories and takes the state directory's lock; on failure
-/// says why and gives the exit code.
-pub fn start(config: Config) -> Result<(Arc<Agent>, crate::store::Lock), Exit> {
-    let agent = Agent::new(config).map(Arc::new).map_err(|e| {
-        eprintln!("certkeeper: {e:#}");
-        Exit::Error
-    })?;
+/// says why, with the exit status.
+pub(crate) fn start(config: Config) -> Result<(Arc<Agent>, crate::store::Lock), Refusal> {
+    let agent = Agent::new(config)
+        .map(Arc::new)
+        .map_err(|e| Refusal::new(Exit::Error, format!("{e:#}")))?;
     agent.store.prepare().map_err(|e| {
-        eprintln!(
-            "certkeeper: cannot use {} and {}: {e}",
-            agent.store.state_dir.display(),
-            agent.store.live_dir.display()
-        );
-        Exit::Error
+        Refusal::new(
+            Exit::Error,
+            format!(
+                "cannot use {} and {}: {e}",
+                agent.store.state_dir.display(),
+                agent.store.live_dir.display()
+            ),
+        )
     })?;
-    let lock = agent.store.lock().map_err(|e| {
-        eprintln!("certkeeper: {e}");
-        Exit::Locked
-    })?;
+    let lock = agent.store.lock().map_err(|e| Refusal::new(Exit::Locked, e))?;
     agent.store.sweep();
     Ok((agent, lock))
 }
 
 /// Works on every certificate (or the named ones, forced), a bounded number at a time.
-pub async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exit {
+pub(crate) async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exit {
     let certs: Vec<_> = agent
         .config
         .certificates
@@ -139,7 +150,7 @@ pub async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exit {
         let (name, result) = match joined {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("certkeeper: a task failed: {e}");
+                tracing::error!(error = %e, "a task failed");
                 code = code.worst(Exit::Error);
                 continue;
             }

@@ -66,19 +66,19 @@ pub struct Policy {
 }
 
 /// By default a certificate is reissued when a third of its validity is left.
-pub const DEFAULT_RENEW_BEFORE: RenewBefore = RenewBefore::Share(1.0 / 3.0);
+pub(crate) const DEFAULT_RENEW_BEFORE: RenewBefore = RenewBefore::Share(1.0 / 3.0);
 
 /// By default an order term is not renewed (bought again) on its own: that costs money.
-pub const DEFAULT_RENEW_TERM: bool = false;
+pub(crate) const DEFAULT_RENEW_TERM: bool = false;
 
 /// By default the warning comes 30 days before an order term ends.
-pub const DEFAULT_TERM_WARNING: Duration = Duration::from_secs(30 * 86_400);
+pub(crate) const DEFAULT_TERM_WARNING: Duration = Duration::from_secs(30 * 86_400);
 
 /// By default a reissue moves earlier by at most 5% of the validity.
-pub const DEFAULT_JITTER_SHARE: f64 = 0.05;
+pub(crate) const DEFAULT_JITTER_SHARE: f64 = 0.05;
 
 /// The default pauses after failures: 1 min, 10 min, 100 min, then every 6 h.
-pub const DEFAULT_BACKOFF: [Duration; 4] = [
+pub(crate) const DEFAULT_BACKOFF: [Duration; 4] = [
     Duration::from_secs(60),
     Duration::from_secs(600),
     Duration::from_secs(6000),
@@ -98,12 +98,12 @@ impl Default for Policy {
 }
 
 /// [`DEFAULT_BACKOFF`] as the list a [`Policy`] holds.
-pub fn default_backoff() -> Vec<Duration> {
+pub(crate) fn default_backoff() -> Vec<Duration> {
     DEFAULT_BACKOFF.to_vec()
 }
 
 /// A stable number from the host and certificate names, which spreads a fleet's requests.
-pub fn jitter_seed(host: &str, name: &str) -> u64 {
+pub(crate) fn jitter_seed(host: &str, name: &str) -> u64 {
     // FNV-1a: stable across builds and platforms, unlike the standard hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in host.bytes().chain([0]).chain(name.bytes()) {
@@ -114,7 +114,7 @@ pub fn jitter_seed(host: &str, name: &str) -> u64 {
 }
 
 /// The pause after `failures` consecutive failures (0: none).
-pub fn backoff(policy: &Policy, failures: u32) -> Duration {
+pub(crate) fn backoff(policy: &Policy, failures: u32) -> Duration {
     if failures == 0 || policy.backoff.is_empty() {
         return Duration::ZERO;
     }
@@ -123,7 +123,7 @@ pub fn backoff(policy: &Policy, failures: u32) -> Duration {
 }
 
 /// Decides what to do for a certificate and from when.
-pub fn next(now: i64, f: &Facts, p: &Policy, seed: u64) -> Decision {
+pub(crate) fn next(now: i64, f: &Facts, p: &Policy, seed: u64) -> Decision {
     let lifetime = match (f.not_before, f.not_after) {
         (Some(nb), Some(na)) if na > nb => na - nb,
         _ => 0,

@@ -7,7 +7,7 @@ use crate::store::{CertState, Store};
 
 /// One row of `status`.
 #[derive(Debug, serde::Serialize)]
-pub struct StatusRow {
+pub(crate) struct StatusRow {
     pub name: String,
     pub serial: Option<String>,
     pub not_after: Option<String>,
@@ -20,7 +20,7 @@ pub struct StatusRow {
     pub live: String,
 }
 
-pub fn rows(config: &Config) -> Vec<StatusRow> {
+pub(crate) fn rows(config: &Config) -> Vec<StatusRow> {
     let store = Store::new(
         &config.store.state_dir,
         &config.store.live_dir,
@@ -72,7 +72,7 @@ pub fn rows(config: &Config) -> Vec<StatusRow> {
 }
 
 /// Renders the status rows as a table.
-pub fn table(rows: &[StatusRow]) -> String {
+pub(crate) fn table(rows: &[StatusRow]) -> String {
     let mut out = format!(
         "{:<28} {:<34} {:<21} {:>9} {:<21} {:<21} {}\n",
         "NAME", "SERIAL", "NOT AFTER", "DAYS LEFT", "TERM END", "NEXT RENEWAL", "STATE"

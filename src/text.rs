@@ -3,10 +3,10 @@
 //! nor send a terminal escape sequence, and its length bounded.
 
 /// The most bytes of one outside text that are kept.
-pub const MAX_TEXT: usize = 4096;
+pub(crate) const MAX_TEXT: usize = 4096;
 
 /// `s` with control characters escaped (`\n`, `\u{1b}`, ...), cut at [`MAX_TEXT`] bytes.
-pub fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     let mut out = String::with_capacity(s.len().min(MAX_TEXT));
     for c in s.chars() {
         if out.len() >= MAX_TEXT {

@@ -399,13 +399,6 @@ impl Client {
         Self::first(&env, "Certificate")
     }
 
-    /// `POST /certificate/_search` for one name.
-    pub async fn search_certificates(&self, name: &str) -> Result<Vec<Certificate>, Error> {
-        let body = json!({ "filters": [{ "key": "name", "value": name, "operator": "EQUAL" }] });
-        let env = self.safe(Method::POST, "/certificate/_search", Some(&body)).await?;
-        Self::all(&env, "Certificate")
-    }
-
     /// `GET /job/{id}`.
     pub async fn job(&self, id: i64) -> Result<ObjectJob, Error> {
         let env = self.safe(Method::GET, &format!("/job/{id}"), None).await?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{DnsMode, KeyKind};
 
-pub use crate::schedule::{
+pub(super) use crate::schedule::{
     DEFAULT_JITTER_SHARE as JITTER, DEFAULT_RENEW_BEFORE as RENEW_BEFORE, DEFAULT_RENEW_TERM as RENEW_TERM,
     DEFAULT_TERM_WARNING as TERM_WARNING, default_backoff as retry_backoff,
 };
@@ -17,50 +17,50 @@ pub use crate::schedule::{
 // ----- [api] ------------------------------------------------------------------------------------
 
 /// `api.timeout`: how long one request to the API may take.
-pub const API_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const API_TIMEOUT: Duration = Duration::from_secs(30);
 /// `api.rate_limit`: requests per second at most, for all certificates together.
-pub const API_RATE_LIMIT: f64 = 3.0;
+pub(super) const API_RATE_LIMIT: f64 = 3.0;
 
 // ----- [store] ----------------------------------------------------------------------------------
 
 /// `store.keep_generations`: the live generation and two before it.
-pub const KEEP_GENERATIONS: usize = 3;
+pub(super) const KEEP_GENERATIONS: usize = 3;
 
 // ----- [dns] ------------------------------------------------------------------------------------
 
 /// The DNS port: `dns.nameserver_port`, and the port of a resolver listed without one.
-pub const DNS_PORT: u16 = 53;
+pub(super) const DNS_PORT: u16 = 53;
 /// `dns.propagation_timeout`: how long to wait for the DCV record to be visible everywhere.
-pub const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(600);
+pub(super) const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(600);
 /// `dns.check_interval`: the pause between two looks for the DCV record.
-pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
+pub(super) const CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 // ----- [order] ----------------------------------------------------------------------------------
 
 /// `order.job_timeout`: how long to wait for a job before giving up for this run.
-pub const JOB_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(super) const JOB_TIMEOUT: Duration = Duration::from_secs(3600);
 /// `order.poll_interval`: the first pause between two looks at a running job.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+pub(super) const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// `order.poll_interval_max`: the longest pause between two looks at a running job.
-pub const POLL_INTERVAL_MAX: Duration = Duration::from_secs(60);
+pub(super) const POLL_INTERVAL_MAX: Duration = Duration::from_secs(60);
 /// `order.reconcile_grace`: how long a paid request with a lost answer is searched for.
-pub const RECONCILE_GRACE: Duration = Duration::from_secs(1800);
+pub(super) const RECONCILE_GRACE: Duration = Duration::from_secs(1800);
 /// `order.concurrency`: how many certificates are worked on at once.
-pub const CONCURRENCY: usize = 8;
+pub(super) const CONCURRENCY: usize = 8;
 
 // ----- [defaults] and [[certificate]] -----------------------------------------------------------
 
 /// `product`: the AutoDNS product ordered.
-pub const PRODUCT: &str = "QUICKSSLPREMIUM";
+pub(super) const PRODUCT: &str = "QUICKSSLPREMIUM";
 /// `lifetime_months`: the order term.
-pub const LIFETIME_MONTHS: u32 = 12;
+pub(super) const LIFETIME_MONTHS: u32 = 12;
 /// `software`: the server software the certificate is ordered for.
-pub const SOFTWARE: &str = "APACHESSL";
+pub(super) const SOFTWARE: &str = "APACHESSL";
 /// `key`: the type of new private keys.
-pub const KEY: KeyKind = KeyKind::EcdsaP256;
+pub(super) const KEY: KeyKind = KeyKind::EcdsaP256;
 /// `dns`: who publishes the DCV record.
-pub const DNS_MODE: DnsMode = DnsMode::Autodns;
+pub(super) const DNS_MODE: DnsMode = DnsMode::Autodns;
 /// `max_paid_orders`: paid orders (create, renew) allowed per certificate and term.
-pub const MAX_PAID_ORDERS: u32 = 1;
+pub(super) const MAX_PAID_ORDERS: u32 = 1;
 /// `hook_timeout`: how long `dns_hook` and `reload` may run.
-pub const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const HOOK_TIMEOUT: Duration = Duration::from_secs(60);

@@ -242,6 +242,8 @@ pub fn host_name() -> &'static str {
 /// The crash tests' hook: with `CERTKEEPER_TEST_PAUSE_AT=POINT` (a step's name, or [`ANSWERED`]:
 /// the order's answer is here but not yet journaled), stops there so that a test can kill the
 /// process at that point.
+// The crash tests read this line from stderr whatever the log filter, so it is printed.
+#[allow(clippy::print_stderr)]
 fn pause_for_tests(point: &str, name: &str) {
     if std::env::var_os(PAUSE_ENV).is_some_and(|v| v == point) {
         eprintln!("certkeeper: paused at {point} for {name}");

@@ -1,5 +1,9 @@
 //! certkeeper's integration tests, against an in-process autodns-sim.
 
+// Test helpers are shared between the modules of this one binary, and tests report what they
+// skip on stderr.
+#![allow(unreachable_pub, clippy::print_stderr)]
+
 mod support;
 
 /// Configuration errors, the lock, the demo.
