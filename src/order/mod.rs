@@ -87,19 +87,10 @@ impl Agent {
             .load(&cert.name)
             .with_context(|| format!("reading the state of {}", cert.name))?;
         let result = self.ensure_inner(cert, force, &mut st).await;
-        if let Err(e) = &result {
+        result.map_err(|e| {
             let now = OffsetDateTime::now_utc().unix_timestamp();
-            st.last_error = Some(format!("{e:#}"));
-            st.failures += 1;
-            st.last_failure = Some(now);
-            st.retry_after = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<api::Error>())
-                .and_then(api::Error::retry_after)
-                .map(|d| now + d.as_secs() as i64);
-            let _ = self.store.save(&st);
-        }
-        result
+            record_failure(&mut st, e, now, |st| self.store.save(st))
+        })
     }
 
     async fn ensure_inner(&self, cert: &CertConfig, force: bool, st: &mut CertState) -> anyhow::Result<Outcome> {
@@ -242,6 +233,32 @@ pub fn host_name() -> &'static str {
 /// The crash tests' hook: with `CERTKEEPER_TEST_PAUSE_AT=POINT` (a step's name, or [`ANSWERED`]:
 /// the order's answer is here but not yet journaled), stops there so that a test can kill the
 /// process at that point.
+/// Notes a failure in the state (error, count, time, the API's Retry-After) and saves it. A save
+/// that fails is not passed over: it is logged and added to the error, since without the record
+/// the next run does not know to back off (the daemon also remembers failures in memory).
+fn record_failure(
+    st: &mut CertState,
+    e: anyhow::Error,
+    now: i64,
+    save: impl FnOnce(&CertState) -> std::io::Result<()>,
+) -> anyhow::Error {
+    st.last_error = Some(format!("{e:#}"));
+    st.failures += 1;
+    st.last_failure = Some(now);
+    st.retry_after = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<api::Error>())
+        .and_then(api::Error::retry_after)
+        .map(|d| now + d.as_secs() as i64);
+    match save(st) {
+        Ok(()) => e,
+        Err(save_error) => {
+            tracing::error!(cert = %st.name, error = %save_error, "the failure could not be recorded in the state file");
+            anyhow!("{e:#}; and recording this failure in the state file failed: {save_error}")
+        }
+    }
+}
+
 // The crash tests read this line from stderr whatever the log filter, so it is printed.
 #[allow(clippy::print_stderr)]
 fn pause_for_tests(point: &str, name: &str) {
@@ -259,4 +276,29 @@ fn hex(bytes: &[u8]) -> String {
 fn random_hex(n: usize) -> String {
     let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
     hex(&bytes)
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_that_cannot_be_recorded_says_so() {
+        let mut st = CertState::default();
+        let e = record_failure(&mut st, anyhow!("the API refused"), 1_800_000_000, |_| {
+            Err(std::io::Error::other("disk full"))
+        });
+        let text = format!("{e:#}");
+        assert!(
+            text.contains("the API refused") && text.contains("recording this failure") && text.contains("disk full"),
+            "{text}"
+        );
+        assert_eq!((st.failures, st.last_failure), (1, Some(1_800_000_000)));
+        let mut saved = None;
+        let e = record_failure(&mut st, anyhow!("again"), 1_800_000_060, |s| {
+            saved = Some(s.failures);
+            Ok(())
+        });
+        assert_eq!((format!("{e:#}"), saved), ("again".to_string(), Some(2)));
+    }
 }
