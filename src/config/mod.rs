@@ -170,6 +170,28 @@ pub struct ContactDetails {
     pub country: Option<String>,
 }
 
+impl ContactDetails {
+    /// What identifies the contact, independent of how the configuration or the API spell the
+    /// fields: every detail, in a fixed order. Two contacts with the same identity are one.
+    pub fn identity(&self) -> String {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+        let parts = [
+            self.fname.clone(),
+            self.lname.clone(),
+            self.email.to_ascii_lowercase(),
+            self.phone.clone(),
+            opt(&self.title),
+            opt(&self.organization),
+            opt(&self.address),
+            opt(&self.pcode),
+            opt(&self.city),
+            opt(&self.state),
+            opt(&self.country),
+        ];
+        format!("contact-v2\u{1f}{}", parts.join("\u{1f}"))
+    }
+}
+
 /// One managed certificate, with every default applied.
 #[derive(Clone, Debug)]
 pub struct CertConfig {

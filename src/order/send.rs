@@ -175,14 +175,21 @@ impl Agent {
             ContactSpec::Details(d) => d,
         };
         let _guard = self.contacts.lock().await;
-        let key = hex(&Sha256::digest(serde_json::to_vec(details.as_ref())?));
         let path = self.store.contacts_path();
         let mut known: BTreeMap<String, i64> = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        let (key, old_key) = contact_keys(details)?;
         if let Some(id) = known.get(&key) {
             return Ok(*id);
+        }
+        // A contact remembered under the old key (a hash of the configuration's own spelling of
+        // the details) is found again, and remembered under its identity from now on.
+        if let Some(id) = known.get(&old_key).copied() {
+            known.insert(key, id);
+            self.store.write_contacts(&serde_json::to_vec_pretty(&known)?)?;
+            return Ok(id);
         }
         let id = self
             .client
@@ -193,5 +200,52 @@ impl Agent {
         self.store.write_contacts(&serde_json::to_vec_pretty(&known)?)?;
         tracing::info!(contact = id, "created an SSL contact from the configured details");
         Ok(id)
+    }
+}
+
+/// The contact's key in contacts.json (a hash of its identity), and the key older versions used
+/// (a hash of the details as serialized, which changed with any renamed field).
+fn contact_keys(details: &crate::config::ContactDetails) -> anyhow::Result<(String, String)> {
+    Ok((
+        hex(&Sha256::digest(details.identity().as_bytes())),
+        hex(&Sha256::digest(serde_json::to_vec(details)?)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jo() -> crate::config::ContactDetails {
+        serde_json::from_str(r#"{"fname":"Jo","lname":"Doe","email":"Jo@Example.com","phone":"+49-941-1"}"#).unwrap()
+    }
+
+    /// contacts.json was keyed by a hash of the configuration struct as serialized, so renaming
+    /// a field made certkeeper create a second contact. The key is now the contact's identity;
+    /// the old key is still read.
+    #[test]
+    fn a_contact_is_keyed_by_what_identifies_it_and_old_keys_are_still_found() {
+        let (key, old) = contact_keys(&jo()).unwrap();
+        assert_ne!(key, old);
+        assert_eq!(key, hex(&Sha256::digest(jo().identity().as_bytes())));
+        // The old key is what certkeeper wrote before: the serialized details' hash.
+        assert_eq!(old, hex(&Sha256::digest(serde_json::to_vec(&jo()).unwrap())));
+        let mut other = jo();
+        other.email = "jo@example.COM".into();
+        assert_eq!(
+            contact_keys(&other).unwrap().0,
+            key,
+            "e-mail addresses compare without case"
+        );
+        other.organization = Some("Example GmbH".into());
+        assert_ne!(
+            contact_keys(&other).unwrap().0,
+            key,
+            "another organization is another contact"
+        );
+        assert!(
+            !jo().identity().contains("fname"),
+            "the identity does not depend on field names"
+        );
     }
 }
