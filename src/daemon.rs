@@ -71,7 +71,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
     let mut warned: HashSet<String> = HashSet::new();
     let mut alarmed: HashMap<String, i64> = HashMap::new();
     let mut setbacks = Setbacks::default();
-    for _ in 0u64.. {
+    loop {
         let agent = current(&shared);
         let t = now();
         last_check.store(t, Ordering::Relaxed);
@@ -119,58 +119,45 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
             task_names.insert(handle.id(), cert);
         }
         let wait = Duration::from_secs((next_at - t).clamp(1, 3600) as u64);
-        tokio::select! {
-            Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                let (id, result) = match joined {
-                    Ok((id, result)) => (id, result),
-                    // A task that panicked is a failure like any other: released, counted, told.
-                    Err(e) => (e.id(), Err(anyhow::anyhow!("the order task stopped unexpectedly: {e}"))),
-                };
+        let event = tokio::select! {
+            Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => match joined {
+                Ok((id, result)) => Event::TaskDone(id, result),
+                // A task that panicked is a failure like any other: released, counted, told.
+                Err(e) => Event::TaskDone(e.id(), Err(anyhow::anyhow!("the order task stopped unexpectedly: {e}"))),
+            },
+            Some(()) = changes.recv() => Event::ConfigChanged,
+            _ = hup.recv() => Event::Hangup,
+            _ = term.recv() => Event::Stop,
+            _ = int.recv() => Event::Stop,
+            Some(_) = background.join_next(), if !background.is_empty() => Event::BackgroundDone,
+            _ = tokio::time::sleep(wait) => Event::Due,
+        };
+        match event {
+            Event::TaskDone(id, result) => {
                 if let Some(cert) = task_names.remove(&id) {
                     in_flight.remove(&cert.name);
-                    let event = match &result {
-                        Ok(Outcome::Deployed { serial, .. }) => {
-                            tracing::info!(cert = %cert.name, %serial, "renewed");
-                            None
+                    if let Some((event, state, error)) = report(&cert, &result) {
+                        let st = agent.store.load(&cert.name).unwrap_or_default();
+                        if setbacks.record(&cert.name, &st, now(), state) {
+                            background.spawn(alarm(agent.clone(), cert.clone(), event, error));
                         }
-                        Ok(Outcome::NothingDue) => None,
-                        Ok(Outcome::NotDeployed { serial, error }) => {
-                            tracing::error!(cert = %cert.name, %serial, %error, "issued but not deployed; will retry after the backoff");
-                            Some(("not_deployed", format!("not_deployed {serial}"), error.clone()))
-                        }
-                        Err(e) => {
-                            let error = format!("{e:#}");
-                            tracing::error!(cert = %cert.name, %error, "order failed; will retry after the backoff");
-                            Some(("failed", format!("failed {error}"), error))
-                        }
-                    };
-                    match event {
-                        None => setbacks.clear(&cert.name),
-                        Some((event, state, error)) => {
-                            let st = agent.store.load(&cert.name).unwrap_or_default();
-                            if setbacks.record(&cert.name, &st, now(), state) {
-                                background.spawn(alarm(agent.clone(), cert.clone(), event, error));
-                            }
-                        }
+                    } else {
+                        setbacks.clear(&cert.name);
                     }
                 }
             }
-            Some(()) = changes.recv() => {
-                settle(&path, &mut changes).await;
+            Event::ConfigChanged | Event::Hangup => {
+                if matches!(event, Event::Hangup) {
+                    tracing::info!("SIGHUP: re-reading the configuration");
+                } else {
+                    settle(&path, &mut changes).await;
+                }
                 if reload(&path, &shared) {
                     watcher = watch(&path, &current(&shared).config, tx.clone());
                 }
             }
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: re-reading the configuration");
-                if reload(&path, &shared) {
-                    watcher = watch(&path, &current(&shared).config, tx.clone());
-                }
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            Some(_) = background.join_next(), if !background.is_empty() => {}
-            _ = tokio::time::sleep(wait) => {}
+            Event::Stop => break,
+            Event::BackgroundDone | Event::Due => {}
         }
     }
     drop(watcher);
@@ -183,6 +170,43 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
     while tasks.join_next().await.is_some() {}
     background.abort_all();
     Ok(Exit::Ok)
+}
+
+/// What wakes the daemon up; each turn of its loop plans what is due, then waits for one.
+enum Event {
+    /// An order task ended (a task that panicked ends with an error).
+    TaskDone(tokio::task::Id, anyhow::Result<Outcome>),
+    /// The configuration or the password file changed on disk.
+    ConfigChanged,
+    /// SIGHUP: re-read the configuration.
+    Hangup,
+    /// SIGTERM or SIGINT: start nothing new, stop.
+    Stop,
+    /// A background task (an `on_failure` hook, the metrics server) ended.
+    BackgroundDone,
+    /// The next certificate is due (or the hourly look came round).
+    Due,
+}
+
+/// Logs how an order task ended; for a failure, says what `on_failure` would be told: the
+/// event, the state it leaves the certificate in (reported once), and the error.
+fn report(cert: &CertConfig, result: &anyhow::Result<Outcome>) -> Option<(&'static str, String, String)> {
+    match result {
+        Ok(Outcome::Deployed { serial, .. }) => {
+            tracing::info!(cert = %cert.name, %serial, "renewed");
+            None
+        }
+        Ok(Outcome::NothingDue) => None,
+        Ok(Outcome::NotDeployed { serial, error }) => {
+            tracing::error!(cert = %cert.name, %serial, %error, "issued but not deployed; will retry after the backoff");
+            Some(("not_deployed", format!("not_deployed {serial}"), error.clone()))
+        }
+        Err(e) => {
+            let error = format!("{e:#}");
+            tracing::error!(cert = %cert.name, %error, "order failed; will retry after the backoff");
+            Some(("failed", format!("failed {error}"), error))
+        }
+    }
 }
 
 /// What the daemon remembers of each certificate's failures, besides its state file: the count
