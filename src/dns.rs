@@ -15,13 +15,37 @@ use tokio::time::Instant;
 
 use crate::config::DnsConfig;
 
+/// The types of record domain control is proven with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RecordKind {
+    #[serde(rename = "TXT")]
+    Txt,
+    #[serde(rename = "CNAME")]
+    Cname,
+}
+
+impl RecordKind {
+    /// As zone files and hooks write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Txt => "TXT",
+            Self::Cname => "CNAME",
+        }
+    }
+}
+
+impl std::fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One record to publish.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DcvRecord {
     /// Fully qualified, with the trailing dot.
     pub name: String,
-    /// `TXT` or `CNAME`.
-    pub kind: String,
+    pub kind: RecordKind,
     pub value: String,
     pub ttl: u32,
     /// The line as the API wrote it.
@@ -104,12 +128,12 @@ pub fn parse_zone_line(line: &str) -> Result<DcvRecord, DnsError> {
             _ => return Err(refuse("the TXT value is not one quoted string")),
         };
         (
-            "TXT",
+            RecordKind::Txt,
             txt_value(inner).map_err(|e| refuse(&format!("the TXT value {e}")))?,
         )
     } else if kind_token.eq_ignore_ascii_case("CNAME") {
         let target = host_name(value_token).map_err(|e| refuse(&format!("the CNAME target {e}")))?;
-        ("CNAME", target)
+        (RecordKind::Cname, target)
     } else {
         return Err(refuse(&format!(
             "type '{kind_token}' is not a validation record (TXT or CNAME)"
@@ -117,7 +141,7 @@ pub fn parse_zone_line(line: &str) -> Result<DcvRecord, DnsError> {
     };
     Ok(DcvRecord {
         name: owner,
-        kind: kind.into(),
+        kind,
         value,
         ttl: ttl.unwrap_or(300),
         zone_line: line.to_string(),
@@ -138,16 +162,15 @@ pub fn check_owner(record: &DcvRecord, names: &[String]) -> Result<(), DnsError>
         .split_once('.')
         .is_some_and(|(label, rest)| label.len() > 1 && label.starts_with('_') && bases.iter().any(|b| b == rest));
     let refuse = |why: String| DnsError::Parse(format!("{why} in '{}'", shown(&record.zone_line)));
-    match (record.kind.as_str(), at_name, under_name) {
-        ("TXT", true, _) | ("TXT", _, true) | ("CNAME", _, true) => Ok(()),
-        ("CNAME", true, _) => Err(refuse(format!(
+    match (record.kind, at_name, under_name) {
+        (RecordKind::Txt, true, _) | (_, _, true) => Ok(()),
+        (RecordKind::Cname, true, _) => Err(refuse(format!(
             "a CNAME at {owner} would take the name away from its web server; only a _label under a certificate name may be one"
         ))),
-        ("TXT" | "CNAME", ..) => Err(refuse(format!(
+        (_, false, false) => Err(refuse(format!(
             "the owner {owner} is neither one of the certificate's names ({}) nor a _label directly under one",
             bases.join(", ")
         ))),
-        (other, ..) => Err(refuse(format!("type '{other}' is not a validation record"))),
     }
 }
 
@@ -168,7 +191,7 @@ impl DcvRecord {
             return Err(DnsError::Parse(format!(
                 "the journal's record {} {} does not match its line '{}'",
                 shown(&self.name),
-                shown(&self.kind),
+                self.kind,
                 shown(&self.zone_line)
             )));
         }
@@ -177,7 +200,7 @@ impl DcvRecord {
 
     /// The record as one canonical zone-file line, built from the checked parts (what hooks get).
     pub fn canonical_line(&self) -> String {
-        let rdata = if self.kind == "TXT" {
+        let rdata = if self.kind == RecordKind::Txt {
             format!("\"{}\"", self.value)
         } else {
             self.value.clone()
@@ -326,7 +349,7 @@ pub enum Answer {
 /// Asks one server for `record` directly.
 pub async fn ask(server: SocketAddr, record: &DcvRecord) -> Answer {
     let r = resolver(&[server], false, Duration::from_secs(2));
-    let kind = if record.kind == "CNAME" {
+    let kind = if record.kind == RecordKind::Cname {
         RecordType::CNAME
     } else {
         RecordType::TXT
@@ -398,7 +421,7 @@ pub async fn wait_until_served(records: &[DcvRecord], cfg: &DnsConfig, timeout: 
             let rec = &targets[0].0;
             return Err(DnsError::NotPropagated {
                 name: rec.name.clone(),
-                kind: rec.kind.clone(),
+                kind: rec.kind.to_string(),
                 waited: start.elapsed(),
                 detail: summary,
             });

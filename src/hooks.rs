@@ -89,7 +89,7 @@ impl DnsRecordEnv<'_> {
         env([
             (vars::NAME, self.name.to_string()),
             (vars::RECORD_NAME, r.name.clone()),
-            (vars::RECORD_TYPE, r.kind.clone()),
+            (vars::RECORD_TYPE, r.kind.to_string()),
             (vars::RECORD_VALUE, r.value.clone()),
             (vars::RECORD_TTL, r.ttl.to_string()),
             (vars::RECORD_ZONE_LINE, r.canonical_line()),

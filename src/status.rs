@@ -5,6 +5,47 @@ use time::OffsetDateTime;
 use crate::config::Config;
 use crate::store::{CertState, Store};
 
+/// The states `status` reports, a closed set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// An order is under way, at this step.
+    Ordering(crate::store::OrderKind, crate::store::Step),
+    /// Issued, but the reload hook failed: the previous certificate is live.
+    IssuedNotDeployed,
+    Deployed,
+    /// The last attempt failed and nothing is installed.
+    Failed,
+    NotIssued,
+}
+
+impl State {
+    pub(crate) fn of(st: &CertState) -> Self {
+        if let Some(j) = &st.order {
+            Self::Ordering(j.kind, j.step)
+        } else if st.pending_deploy.is_some() {
+            Self::IssuedNotDeployed
+        } else if st.deployed {
+            Self::Deployed
+        } else if st.last_error.is_some() {
+            Self::Failed
+        } else {
+            Self::NotIssued
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ordering(kind, step) => write!(f, "ordering ({kind:?}, at {})", step.name()),
+            Self::IssuedNotDeployed => f.write_str("issued, not deployed"),
+            Self::Deployed => f.write_str("deployed"),
+            Self::Failed => f.write_str("failed"),
+            Self::NotIssued => f.write_str("not issued"),
+        }
+    }
+}
+
 /// One row of `status`.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct StatusRow {
@@ -36,17 +77,7 @@ pub(crate) fn rows(config: &Config) -> Vec<StatusRow> {
         .iter()
         .map(|c| {
             let st: CertState = store.load(&c.name).unwrap_or_default();
-            let state = if let Some(j) = &st.order {
-                format!("ordering ({:?}, at {})", j.kind, j.step.name())
-            } else if st.pending_deploy.is_some() {
-                "issued, not deployed".into()
-            } else if st.deployed {
-                "deployed".into()
-            } else if st.last_error.is_some() {
-                "failed".into()
-            } else {
-                "not issued".into()
-            };
+            let state = State::of(&st).to_string();
             StatusRow {
                 name: c.name.clone(),
                 serial: st.serial.clone(),

@@ -340,7 +340,7 @@ impl Client {
         &self,
         csr: &str,
         product: &str,
-        business_case: &str,
+        business_case: BusinessCase,
         certificate_id: Option<i64>,
     ) -> Result<Prepared, Error> {
         let mut body = json!({ "plain": csr, "product": product, "businessCase": business_case });

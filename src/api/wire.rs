@@ -118,13 +118,76 @@ pub struct WorkflowEvent {
     pub ctid: Option<String>,
 }
 
+/// `JobStatusConstants`: the spec's values, and whatever else the API may send, kept as sent.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
+pub enum JobStatus {
+    Running,
+    Success,
+    Failed,
+    Canceled,
+    Support,
+    Deferred,
+    NotSet,
+    Wait,
+    /// A value the spec does not list.
+    Unknown(String),
+}
+
+impl From<String> for JobStatus {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "RUNNING" => Self::Running,
+            "SUCCESS" => Self::Success,
+            "FAILED" => Self::Failed,
+            "CANCELED" => Self::Canceled,
+            "SUPPORT" => Self::Support,
+            "DEFERRED" => Self::Deferred,
+            "NOT_SET" => Self::NotSet,
+            "WAIT" => Self::Wait,
+            _ => Self::Unknown(s),
+        }
+    }
+}
+
+impl JobStatus {
+    /// As the API writes it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Running => "RUNNING",
+            Self::Success => "SUCCESS",
+            Self::Failed => "FAILED",
+            Self::Canceled => "CANCELED",
+            Self::Support => "SUPPORT",
+            Self::Deferred => "DEFERRED",
+            Self::NotSet => "NOT_SET",
+            Self::Wait => "WAIT",
+            Self::Unknown(s) => s,
+        }
+    }
+
+    /// The job ended without a certificate.
+    pub fn failed(&self) -> bool {
+        matches!(self, Self::Failed | Self::Canceled)
+    }
+}
+
+/// `BusinessCase` of prepareOrder: what the CSR is checked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum BusinessCase {
+    Create,
+    Reissue,
+    Renew,
+}
+
 /// `Job`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
     pub id: i64,
     #[serde(default)]
-    pub status: Option<String>,
+    pub status: Option<JobStatus>,
     #[serde(default)]
     pub action: Option<String>,
     #[serde(default)]
@@ -196,6 +259,44 @@ pub struct OrderRequest {
     pub admin_contact: ContactRef,
     pub technical_contact: ContactRef,
     pub authentication: OrderAuthentication,
+}
+
+impl OrderRequest {
+    /// A create (no `id`), reissue or renew (`id`: the order) for a term of `months`, validated
+    /// by DNS with prepareOrder's line, provisioned by AutoDNS or not.
+    pub fn dns(id: Option<i64>, what: OrderFor, dns_line: Option<String>, provisioning: bool) -> Self {
+        Self {
+            id,
+            name: what.name,
+            product: what.product,
+            lifetime: TimePeriod {
+                unit: "MONTH",
+                period: what.months,
+            },
+            software: what.software,
+            csr: what.csr,
+            admin_contact: ContactRef { id: what.admin_contact },
+            technical_contact: ContactRef {
+                id: what.technical_contact,
+            },
+            authentication: OrderAuthentication {
+                method: "DNS",
+                dns: dns_line,
+                provisioning,
+            },
+        }
+    }
+}
+
+/// What an order is for: the certificate's name, product, term, software, CSR and contacts.
+pub struct OrderFor {
+    pub name: String,
+    pub product: String,
+    pub months: u32,
+    pub software: String,
+    pub csr: String,
+    pub admin_contact: i64,
+    pub technical_contact: i64,
 }
 
 const API_FORMAT: &[FormatItem<'static>] = format_description!(

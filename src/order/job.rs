@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 
 use super::{Agent, Ending};
-use crate::api::wire::object_certificate_id;
+use crate::api::wire::{JobStatus, object_certificate_id};
 use crate::config::{CertConfig, DnsMode};
 use crate::dns::{self, DcvRecord};
 use crate::store::{CertState, Step};
@@ -29,13 +29,17 @@ impl Agent {
                 self.log_dns_view(&cert.name, &records).await;
             }
             tokio::time::sleep(pause).await;
-            let mut status: Option<(String, Option<i64>, String)> = None;
+            let mut status: Option<(JobStatus, Option<i64>, String)> = None;
             let mut confirm = None;
             match self.client.poll().await {
                 Ok(Some(msg)) => {
                     let about = msg.job.as_ref().map(|j| j.id);
                     if about == Some(job_id) {
-                        let s = msg.job.as_ref().and_then(|j| j.status.clone()).unwrap_or_default();
+                        let s = msg
+                            .job
+                            .as_ref()
+                            .and_then(|j| j.status.clone())
+                            .unwrap_or(JobStatus::NotSet);
                         let reason = msg
                             .messages
                             .iter()
@@ -55,14 +59,14 @@ impl Agent {
             if status.is_none() {
                 match self.client.job(job_id).await {
                     Ok(oj) => {
-                        let s = oj.job.status.clone().unwrap_or_default();
+                        let s = oj.job.status.clone().unwrap_or(JobStatus::NotSet);
                         status = Some((s, object_certificate_id(&oj.object), String::new()));
                     }
                     Err(e) => tracing::debug!(job_id, error = %e, "job info failed"),
                 }
             }
             match status {
-                Some((s, cert_id, _)) if s == "SUCCESS" => {
+                Some((JobStatus::Success, cert_id, _)) => {
                     let jm = Self::journal(st)?;
                     jm.certificate_id = cert_id.or(jm.certificate_id);
                     if let Some(id) = cert_id {
@@ -72,7 +76,7 @@ impl Agent {
                     self.job_finished(job_id, confirm).await;
                     return Ok(());
                 }
-                Some((s, cert_id, reason)) if matches!(s.as_str(), "FAILED" | "CANCELED") => {
+                Some((s, cert_id, reason)) if s.failed() => {
                     if let Some(id) = cert_id {
                         st.certificate_id.get_or_insert(id);
                     }
@@ -83,7 +87,7 @@ impl Agent {
                     } else {
                         reason
                     };
-                    bail!("job {job_id} for {} ended {s}: {reason}", cert.name);
+                    bail!("job {job_id} for {} ended {}: {reason}", cert.name, s.as_str());
                 }
                 _ => {}
             }

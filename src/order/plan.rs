@@ -7,7 +7,7 @@ use anyhow::bail;
 
 use crate::config::{CertConfig, DaemonConfig, DnsMode};
 use crate::schedule;
-use crate::store::{CertState, OrderKind, Step};
+use crate::store::{CertState, OrderKind, PaidStatus, Step};
 
 /// The schedule's policy for a certificate under the daemon settings.
 pub fn policy_for(cert: &CertConfig, daemon: &DaemonConfig) -> schedule::Policy {
@@ -185,7 +185,7 @@ pub fn term_of(kind: OrderKind, st: &CertState) -> i64 {
 pub fn paid_in_term(st: &CertState, kind: OrderKind, term: i64) -> usize {
     st.paid
         .iter()
-        .filter(|p| p.kind == kind && p.term == term && p.status != "not_made")
+        .filter(|p| p.kind == kind && p.term == term && p.status != PaidStatus::NotMade)
         .count()
 }
 

@@ -1,6 +1,7 @@
 //! The first steps of an order, free to redo: a new key and its CSR (`planned`), prepareOrder and
 //! the validation records it names, read and checked before any hook sees them (`keyed`).
 
+use crate::api::wire::BusinessCase;
 use anyhow::{Context as _, anyhow, bail};
 use sha2::{Digest, Sha256};
 
@@ -58,10 +59,10 @@ impl Agent {
 }
 
 /// prepareOrder's name for what an order does.
-fn case(kind: OrderKind) -> &'static str {
+fn case(kind: OrderKind) -> BusinessCase {
     match kind {
-        OrderKind::Create => "CREATE",
-        OrderKind::Reissue => "REISSUE",
-        OrderKind::Renew => "RENEW",
+        OrderKind::Create => BusinessCase::Create,
+        OrderKind::Reissue => BusinessCase::Reissue,
+        OrderKind::Renew => BusinessCase::Renew,
     }
 }

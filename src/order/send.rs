@@ -11,9 +11,9 @@ use time::OffsetDateTime;
 
 use super::{ANSWERED, Agent, Ending, hex, pause_for_tests, plan, random_hex};
 use crate::api;
-use crate::api::wire::{ContactRef, OrderAuthentication, OrderRequest, TimePeriod, object_certificate_id};
+use crate::api::wire::{OrderFor, OrderRequest, object_certificate_id};
 use crate::config::{CertConfig, ContactSpec, DnsMode};
-use crate::store::{CertState, OrderKind, PaidRequest, Step};
+use crate::store::{CertState, OrderKind, PaidRequest, PaidStatus, Step};
 
 impl Agent {
     /// `dns_verified`: sends the create, reissue or renew request once, journaled first.
@@ -35,7 +35,7 @@ impl Agent {
                 ctid: ctid.clone(),
                 sent_at: now,
                 term: plan::term_of(j.kind, st),
-                status: "sent".into(),
+                status: PaidStatus::Sent,
                 job_id: None,
             });
         }
@@ -66,7 +66,7 @@ impl Agent {
             }
             Err(e) => {
                 if let Some(p) = st.paid.iter_mut().find(|p| p.ctid == ctid) {
-                    p.status = "not_made".into();
+                    p.status = PaidStatus::NotMade;
                 }
                 self.end(cert, st, Ending::RequestRefused).await?;
                 Err(anyhow!(e).context(format!("ordering {}", cert.name)))
@@ -78,7 +78,7 @@ impl Agent {
     fn accept(&self, cert: &CertConfig, st: &mut CertState, job_id: i64) -> anyhow::Result<()> {
         let ctid = Self::journal(st)?.ctid.clone();
         if let Some(p) = st.paid.iter_mut().find(|p| Some(&p.ctid) == ctid.as_ref()) {
-            p.status = "accepted".into();
+            p.status = PaidStatus::Accepted;
             p.job_id = Some(job_id);
         }
         Self::journal(st)?.job_id = Some(job_id);
@@ -116,7 +116,7 @@ impl Agent {
             if waited as f64 >= grace.as_secs_f64() {
                 tracing::warn!(cert = %cert.name, %ctid, waited, "no trace of the order after the grace period: it never arrived");
                 if let Some(p) = st.paid.iter_mut().find(|p| p.ctid == ctid) {
-                    p.status = "not_made".into();
+                    p.status = PaidStatus::NotMade;
                 }
                 let jm = Self::journal(st)?;
                 jm.ctid = None;
@@ -140,32 +140,21 @@ impl Agent {
             .find(|r| r.name.trim_end_matches('.') == cert.name)
             .or(j.records.first())
             .map(|r| r.zone_line.clone());
-        Ok(OrderRequest {
-            id: if j.kind == OrderKind::Create {
-                None
-            } else {
-                st.certificate_id
-            },
+        let id = if j.kind == OrderKind::Create {
+            None
+        } else {
+            st.certificate_id
+        };
+        let what = OrderFor {
             name: cert.name.clone(),
             product: cert.product.clone(),
-            lifetime: TimePeriod {
-                unit: "MONTH",
-                period: cert.lifetime_months,
-            },
+            months: cert.lifetime_months,
             software: cert.software.clone(),
             csr: j.csr.clone().unwrap_or_default(),
-            admin_contact: ContactRef {
-                id: self.contact_id(&cert.admin_contact).await?,
-            },
-            technical_contact: ContactRef {
-                id: self.contact_id(&cert.technical_contact).await?,
-            },
-            authentication: OrderAuthentication {
-                method: "DNS",
-                dns: dns_line,
-                provisioning: cert.dns == DnsMode::Autodns,
-            },
-        })
+            admin_contact: self.contact_id(&cert.admin_contact).await?,
+            technical_contact: self.contact_id(&cert.technical_contact).await?,
+        };
+        Ok(OrderRequest::dns(id, what, dns_line, cert.dns == DnsMode::Autodns))
     }
 
     /// A contact's id: given, or created once from details and remembered in the state directory.

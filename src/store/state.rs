@@ -138,10 +138,21 @@ pub struct PaidRequest {
     pub sent_at: i64,
     /// Which term it pays for: 0 for the first order, else the end (unix time) of the term renewed.
     pub term: i64,
-    /// `sent` (answer pending or lost), `accepted`, or `not_made` (proven never to have arrived).
-    pub status: String,
+    pub status: PaidStatus,
     #[serde(default)]
     pub job_id: Option<i64>,
+}
+
+/// What is known of a paid request, as written in the state file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaidStatus {
+    /// Sent; the answer is pending or was lost.
+    Sent,
+    /// The API accepted it: it is paid for.
+    Accepted,
+    /// Proven never to have arrived.
+    NotMade,
 }
 
 /// The state of one certificate.

@@ -215,7 +215,7 @@ async fn a_spend_guard_refusal_removes_the_records_the_dns_hook_published() {
                 ctid: "certkeeper-earlier".into(),
                 sent_at: 0,
                 term: 0,
-                status: "accepted".into(),
+                status: certkeeper::store::PaidStatus::Accepted,
                 job_id: None,
             }],
             ..CertState::default()

@@ -106,7 +106,14 @@ async fn every_real_answer_is_read_by_the_client_as_in_production() {
         } else {
             match route {
                 "POST_certificate_prepareOrder" => {
-                    let p = client.prepare_order("csr", "QUICKSSLPREMIUM", "CREATE", None).await;
+                    let p = client
+                        .prepare_order(
+                            "csr",
+                            "QUICKSSLPREMIUM",
+                            certkeeper::api::wire::BusinessCase::Create,
+                            None,
+                        )
+                        .await;
                     let p = p.unwrap_or_else(|e| panic!("{what}: {e}"));
                     assert!(!p.dns_lines.is_empty(), "{what}: no DNS line read");
                     for (name, line) in &p.dns_lines {
@@ -182,23 +189,15 @@ async fn every_real_answer_is_read_by_the_client_as_in_production() {
 }
 
 fn order() -> certkeeper::api::wire::OrderRequest {
-    use certkeeper::api::wire::{ContactRef, OrderAuthentication, OrderRequest, TimePeriod};
-    OrderRequest {
-        id: None,
+    use certkeeper::api::wire::{OrderFor, OrderRequest};
+    let what = OrderFor {
         name: "example.com".into(),
         product: "QUICKSSLPREMIUM".into(),
-        lifetime: TimePeriod {
-            unit: "MONTH",
-            period: 12,
-        },
+        months: 12,
         software: "APACHESSL".into(),
         csr: "x".into(),
-        admin_contact: ContactRef { id: 1 },
-        technical_contact: ContactRef { id: 1 },
-        authentication: OrderAuthentication {
-            method: "DNS",
-            dns: None,
-            provisioning: true,
-        },
-    }
+        admin_contact: 1,
+        technical_contact: 1,
+    };
+    OrderRequest::dns(None, what, None, true)
 }

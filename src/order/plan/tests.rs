@@ -123,7 +123,7 @@ fn the_spend_guard_counts_accepted_and_lost_requests_but_not_those_never_made() 
         ctid: "c".into(),
         sent_at: 0,
         term,
-        status: status.into(),
+        status: serde_json::from_value(serde_json::Value::String(status.into())).unwrap(),
         job_id: None,
     };
     st.paid = vec![req("not_made", 5), req("sent", 5), req("accepted", 9)];
@@ -204,7 +204,7 @@ fn paid(kind: OrderKind, term: i64, status: &str) -> PaidRequest {
         ctid: "c".into(),
         sent_at: 0,
         term,
-        status: status.into(),
+        status: serde_json::from_value(serde_json::Value::String(status.into())).unwrap(),
         job_id: None,
     }
 }
