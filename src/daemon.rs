@@ -15,7 +15,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::config::{self, CertConfig, Config};
-use crate::hooks;
 use crate::order::{self, Agent, Outcome};
 use crate::run::Exit;
 use crate::schedule::{self, Action};
@@ -344,24 +343,8 @@ fn watch(path: &Path, config: &Config, tx: mpsc::Sender<()>) -> Option<notify::R
     Some(watcher)
 }
 
-/// Runs the `on_failure` hook, if any.
 async fn alarm(agent: Arc<Agent>, cert: CertConfig, event: &'static str, error: String) {
-    let argv = &agent.config.daemon.on_failure;
-    if argv.is_empty() {
-        return;
-    }
-    let st = agent.store.load(&cert.name).unwrap_or_default();
-    let env = hooks::FailureEnv {
-        name: &cert.name,
-        event,
-        error: &error,
-        failures: st.failures,
-        not_after: st.not_after,
-    }
-    .vars();
-    if let Err(e) = hooks::run(argv, &env, cert.hook_timeout).await {
-        tracing::error!(cert = %cert.name, error = %e, "the on_failure hook failed");
-    }
+    crate::run::tell_on_failure(&agent, &cert, event, &error).await;
 }
 
 /// The most metrics connections served at once; more wait for a free one.

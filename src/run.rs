@@ -116,6 +116,28 @@ pub(crate) fn start(config: Config) -> Result<(Arc<Agent>, crate::store::Lock), 
     Ok((agent, lock))
 }
 
+/// Runs the `on_failure` hook, if one is configured, for `event` (`failed`, `not_deployed`,
+/// `expiring`): from the daemon and from one-shot runs alike, so that cron and timers are told
+/// too.
+pub(crate) async fn tell_on_failure(agent: &Agent, cert: &crate::config::CertConfig, event: &str, error: &str) {
+    let argv = &agent.config.daemon.on_failure;
+    if argv.is_empty() {
+        return;
+    }
+    let st = agent.store.load(&cert.name).unwrap_or_default();
+    let env = crate::hooks::FailureEnv {
+        name: &cert.name,
+        event,
+        error,
+        failures: st.failures,
+        not_after: st.not_after,
+    }
+    .vars();
+    if let Err(e) = crate::hooks::run(argv, &env, cert.hook_timeout).await {
+        tracing::error!(cert = %cert.name, error = %e, "the on_failure hook failed");
+    }
+}
+
 /// Works on every certificate (or the named ones, forced), a bounded number at a time.
 pub(crate) async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exit {
     let certs: Vec<_> = agent
@@ -140,6 +162,12 @@ pub(crate) async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exi
             let _permit = limit.acquire_owned().await;
             // Boxed: a task waiting for its permit holds a pointer, not a whole order's state.
             let result = Box::pin(agent.ensure(&cert, force)).await;
+            // Cron and timers hear of failures as the daemon's operators do.
+            match &result {
+                Ok(Outcome::NotDeployed { error, .. }) => tell_on_failure(&agent, &cert, "not_deployed", error).await,
+                Err(e) => tell_on_failure(&agent, &cert, "failed", &format!("{e:#}")).await,
+                Ok(_) => {}
+            }
             (cert.name, result)
         });
     }

@@ -126,3 +126,37 @@ retry_backoff = [\"1s\"]",
     assert_eq!(env.paid("www.example.com"), 1, "{:?}", env.sim.control().ledger());
     assert_eq!(env.reissues("www.example.com"), 1);
 }
+
+/// `on_failure` ran only from the daemon: cron and timer users, who run `run --once`, were never
+/// told. A one-shot run now tells it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_run_tells_on_failure_too() {
+    let env = TestEnv::start_with(
+        "once-on-failure",
+        Faults {
+            job_outcome: autodns_sim::JobOutcome::Fail,
+            rate_limit: 0.0,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let seen = env.dir.join("told");
+    let hook = env.script(
+        "on-failure.sh",
+        &format!(
+            "env | grep '^CERTKEEPER_' | sort >> {0}\necho --- >> {0}",
+            seen.display()
+        ),
+    );
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    env.append_config(&format!("[daemon]\non_failure = [\"{}\"]\n", hook.display()));
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let told = std::fs::read_to_string(&seen).unwrap_or_default();
+    assert_eq!(told.matches("---").count(), 1, "{told}");
+    assert!(
+        told.contains("CERTKEEPER_EVENT=failed") && told.contains("CERTKEEPER_FAILURES=1"),
+        "{told}"
+    );
+    assert!(told.contains("ended FAILED"), "{told}");
+}
