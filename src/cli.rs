@@ -210,9 +210,8 @@ fn check(path: &Path) -> Exit {
     }
 }
 
-#[allow(clippy::print_stdout)]
 fn println_out(s: &str) {
-    println!("{s}");
+    crate::run::say(s);
 }
 
 fn status(config: &Config, json: bool) -> Exit {

@@ -15,9 +15,8 @@ use crate::config;
 use crate::order::Agent;
 use crate::run::{self, Exit};
 
-#[allow(clippy::print_stdout)]
 fn say(s: &str) {
-    println!("{s}");
+    crate::run::say(s);
 }
 
 /// The file that marks a directory as the demo's own.

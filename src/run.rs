@@ -58,9 +58,17 @@ impl Exit {
     }
 }
 
-#[allow(clippy::print_stdout)]
-fn say(s: &str) {
-    println!("{s}");
+/// Prints a line on stdout. A reader that went away (`certkeeper status | head`) ends the
+/// process quietly with success, as other command-line tools do, instead of a panic.
+pub(crate) fn say(s: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{s}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        tracing::warn!(error = %e, "cannot write to stdout");
+    }
 }
 
 /// Why a command could not start: the message for the operator and the exit status. The

@@ -374,3 +374,29 @@ async fn renew_now_is_one_flag_and_meaningless_combinations_are_refused() {
     env.run_ok(&["--renew-now", "WWW.Example.COM"]).await;
     env.assert_installed("www.example.com");
 }
+
+/// `certkeeper status | head` panicked (broken pipe, exit 101). A reader that goes away now ends
+/// the output quietly, with success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_into_a_reader_that_goes_away_ends_quietly() {
+    let env = TestEnv::start("status-pipe").await;
+    // Enough rows to fill the pipe, so that writing goes on after `head` has left.
+    let names: Vec<String> = (0..3000).map(|i| format!("c{i}.example.com")).collect();
+    let certs: Vec<Cert<'_>> = names.iter().map(|n| Cert::autodns(n)).collect();
+    env.write_config(&certs, "");
+    let out = tokio::process::Command::new("bash")
+        .args([
+            "-c",
+            "\"$0\" status | head -n 1 >/dev/null; echo \"exit=${PIPESTATUS[0]}\"",
+            BIN,
+        ])
+        .env("CERTKEEPER_CONFIG", env.config_path())
+        .current_dir(&env.dir)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("exit=0"), "{said}\n{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
