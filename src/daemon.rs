@@ -93,6 +93,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                     cert.clone(),
                     "expiring",
                     st.last_error.clone().unwrap_or_default(),
+                    0,
                 ));
             }
             if d.action == Action::TermEnded {
@@ -122,7 +123,10 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
             Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => match joined {
                 Ok((id, result)) => Event::TaskDone(id, result),
                 // A task that panicked is a failure like any other: released, counted, told.
-                Err(e) => Event::TaskDone(e.id(), Err(anyhow::anyhow!("the order task stopped unexpectedly: {e}"))),
+                Err(e) => {
+                    let id = e.id();
+                    Event::TaskDone(id, Err(anyhow::anyhow!("the order task stopped unexpectedly: {}", panic_text(e))))
+                }
             },
             Some(()) = changes.recv() => Event::ConfigChanged,
             _ = hup.recv() => Event::Hangup,
@@ -138,7 +142,8 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                     if let Some((event, state, error)) = report(&cert, &result) {
                         let st = agent.store.load(&cert.name).unwrap_or_default();
                         if setbacks.record(&cert.name, &st, now(), state) {
-                            background.spawn(alarm(agent.clone(), cert.clone(), event, error));
+                            let failures = setbacks.count(&cert.name);
+                            background.spawn(alarm(agent.clone(), cert.clone(), event, error, failures));
                         }
                     } else {
                         setbacks.clear(&cert.name);
@@ -185,6 +190,20 @@ enum Event {
     BackgroundDone,
     /// The next certificate is due (or the hourly look came round).
     Due,
+}
+
+/// What a task that ended abnormally said (its panic message), without the task's id, so that
+/// the same failure reads the same each time.
+fn panic_text(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return "it was cancelled".into();
+    }
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+        .unwrap_or_else(|| "a panic".into())
 }
 
 /// Logs how an order task ended; for a failure, says what `on_failure` would be told: the
@@ -237,6 +256,11 @@ impl Setbacks {
         let count = self.failures.get(name).map_or(0, |(c, _)| *c) + 1;
         self.failures.insert(name.to_string(), (count.max(st.failures), at));
         self.reported.insert(name.to_string(), state.clone()).as_ref() != Some(&state)
+    }
+
+    /// The failures in a row remembered for `name` (at least the state file's).
+    fn count(&self, name: &str) -> u32 {
+        self.failures.get(name).map_or(0, |(c, _)| *c)
     }
 
     fn clear(&mut self, name: &str) {
@@ -343,8 +367,8 @@ fn watch(path: &Path, config: &Config, tx: mpsc::Sender<()>) -> Option<notify::R
     Some(watcher)
 }
 
-async fn alarm(agent: Arc<Agent>, cert: CertConfig, event: &'static str, error: String) {
-    crate::run::tell_on_failure(&agent, &cert, event, &error).await;
+async fn alarm(agent: Arc<Agent>, cert: CertConfig, event: &'static str, error: String, failures: u32) {
+    crate::run::tell_on_failure(&agent, &cert, event, &error, failures).await;
 }
 
 /// The most metrics connections served at once; more wait for a free one.

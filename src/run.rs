@@ -126,8 +126,15 @@ pub(crate) fn start(config: Config) -> Result<(Arc<Agent>, crate::store::Lock), 
 
 /// Runs the `on_failure` hook, if one is configured, for `event` (`failed`, `not_deployed`,
 /// `expiring`): from the daemon and from one-shot runs alike, so that cron and timers are told
-/// too.
-pub(crate) async fn tell_on_failure(agent: &Agent, cert: &crate::config::CertConfig, event: &str, error: &str) {
+/// too. The failure count is the state file's, or `at_least` where the caller knows of more (a
+/// task that panicked recorded nothing).
+pub(crate) async fn tell_on_failure(
+    agent: &Agent,
+    cert: &crate::config::CertConfig,
+    event: &str,
+    error: &str,
+    at_least: u32,
+) {
     let argv = &agent.config.daemon.on_failure;
     if argv.is_empty() {
         return;
@@ -137,7 +144,7 @@ pub(crate) async fn tell_on_failure(agent: &Agent, cert: &crate::config::CertCon
         name: &cert.name,
         event,
         error,
-        failures: st.failures,
+        failures: st.failures.max(at_least),
         not_after: st.not_after,
     }
     .vars();
@@ -172,8 +179,10 @@ pub(crate) async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exi
             let result = Box::pin(agent.ensure(&cert, force)).await;
             // Cron and timers hear of failures as the daemon's operators do.
             match &result {
-                Ok(Outcome::NotDeployed { error, .. }) => tell_on_failure(&agent, &cert, "not_deployed", error).await,
-                Err(e) => tell_on_failure(&agent, &cert, "failed", &format!("{e:#}")).await,
+                Ok(Outcome::NotDeployed { error, .. }) => {
+                    tell_on_failure(&agent, &cert, "not_deployed", error, 0).await
+                }
+                Err(e) => tell_on_failure(&agent, &cert, "failed", &format!("{e:#}"), 0).await,
                 Ok(_) => {}
             }
             (cert.name, result)

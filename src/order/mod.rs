@@ -262,10 +262,17 @@ fn record_failure(
 // The crash tests read this line from stderr whatever the log filter, so it is printed.
 #[allow(clippy::print_stderr)]
 fn pause_for_tests(point: &str, name: &str) {
-    if std::env::var_os(PAUSE_ENV).is_some_and(|v| v == point) {
+    let Some(wanted) = std::env::var_os(PAUSE_ENV) else {
+        return;
+    };
+    if wanted == point {
         eprintln!("certkeeper: paused at {point} for {name}");
         std::thread::sleep(Duration::from_secs(120));
         std::process::exit(99);
+    }
+    // `panic:POINT`: the order's task panics there, as a bug would (for the daemon's tests).
+    if wanted.to_str().and_then(|w| w.strip_prefix("panic:")) == Some(point) {
+        panic!("test panic at {point} for {name}");
     }
 }
 

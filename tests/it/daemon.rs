@@ -14,6 +14,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(env: &TestEnv) -> Self {
+        Self::start_with(env, &[])
+    }
+
+    fn start_with(env: &TestEnv, vars: &[(&str, &str)]) -> Self {
         let log = env.dir.join(format!(
             "daemon-{}.log",
             std::time::SystemTime::now()
@@ -26,6 +30,7 @@ impl Daemon {
             .arg("run")
             .env("CERTKEEPER_CONFIG", env.config_path())
             .env("CERTKEEPER_LOG", "info")
+            .envs(vars.iter().copied())
             .current_dir(&env.dir)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -547,4 +552,40 @@ async fn idle_metrics_connections_do_not_hold_up_a_scrape() {
     );
     drop(idle);
     daemon.stop();
+}
+
+/// An order task that panicked left its certificate "in flight" in the daemon for good: never
+/// retried, never reported. It is now a failure like any other: counted, told once, retried
+/// after the backoff (a short one here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_task_that_panics_is_counted_told_and_retried() {
+    let env = TestEnv::start("daemon-panic").await;
+    let name = "www.example.com";
+    let alarms = env.dir.join("alarms");
+    let on_failure = env.script(
+        "on-failure.sh",
+        &format!(
+            "env | grep '^CERTKEEPER_' | sort >> {0}\necho --- >> {0}",
+            alarms.display()
+        ),
+    );
+    env.write_config(&[Cert::autodns(name)], "");
+    env.append_config(&format!(
+        "[daemon]\nretry_backoff = [\"1s\", \"2s\"]\non_failure = [\"{}\"]\n",
+        on_failure.display()
+    ));
+    let daemon = Daemon::start_with(&env, &[("CERTKEEPER_TEST_PAUSE_AT", "panic:keyed")]);
+    wait_until(&daemon, 30, || {
+        daemon.log().matches("stopped unexpectedly").count() >= 3
+    })
+    .await;
+    let log = daemon.stop();
+    assert!(log.contains("test panic at keyed"), "{log}");
+    let told = std::fs::read_to_string(&alarms).unwrap_or_default();
+    assert_eq!(told.matches("---").count(), 1, "the same failure is told once:\n{told}");
+    assert!(
+        told.contains("CERTKEEPER_EVENT=failed") && told.contains("CERTKEEPER_FAILURES=1"),
+        "{told}"
+    );
+    assert_eq!(env.paid(name), 0);
 }
