@@ -350,10 +350,10 @@ fn hook_mode_without_a_hook_is_refused() {
 #[test]
 fn an_empty_reload_command_is_refused() {
     check_error(
-        &replace("[\"systemctl\", \"reload\", \"nginx\"]", "[]"),
+        &replace("[\"systemctl\", \"reload\", \"nginx\"]", "[\"\"]"),
         "defaults.reload",
         15,
-        "must name a program",
+        "program name is empty",
     );
 }
 
@@ -548,4 +548,20 @@ fn hostile_certificate_names_are_refused() {
             "{name:?}: {errors:?}"
         );
     }
+}
+
+/// A missing `reload` was accepted but `reload = []` refused; both now mean "no reload", and
+/// `[]` overrides a default for one certificate.
+#[test]
+fn an_empty_reload_means_no_reload_and_overrides_the_default() {
+    let c = parse_text(&format!("{GOOD}reload = []\n")).unwrap();
+    assert!(c.certificates[0].reload.is_empty());
+    let c = parse_text(GOOD).unwrap();
+    assert_eq!(c.certificates[0].reload, ["systemctl", "reload", "nginx"]);
+    check_error(
+        &format!("{GOOD}reload = [\"\"]\n"),
+        "certificate[0].reload",
+        20,
+        "program name is empty",
+    );
 }

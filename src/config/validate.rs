@@ -453,7 +453,9 @@ impl Validator<'_> {
         if dns == DnsMode::Hook && dns_hook.is_empty() {
             self.err(span.clone(), &f("dns_hook"), "dns = \"hook\" needs a dns_hook command");
         }
+        // `reload = []` says "no reload" as leaving it out does (e.g. to override a default).
         let reload = match pick!(reload) {
+            Some((h, _)) if h.get_ref().is_empty() => Vec::new(),
             Some((h, field)) => self.command(h, &field, base),
             None => Vec::new(),
         };

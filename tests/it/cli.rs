@@ -136,7 +136,12 @@ const BAD: &[(&str, &str, &str, &str)] = &[
         "certificate[0].dns_hook",
         "[[certificate]]",
     ),
-    ("[defaults]", "[defaults]\nreload = []", "defaults.reload", "reload ="),
+    (
+        "[defaults]",
+        "[defaults]\nreload = [\"\"]",
+        "defaults.reload",
+        "reload =",
+    ),
     (
         "[defaults]",
         "[defaults]\nrenew_before = \"150%\"",
