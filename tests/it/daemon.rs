@@ -450,6 +450,10 @@ async fn a_reload_hook_that_always_fails_is_retried_after_the_shipped_backoff_no
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert_eq!(env.serial(name), s1, "the live symlink was not rolled back");
     std::fs::remove_file(&runs).unwrap();
+    // The one-shot run told on_failure of its own failed deploy; the daemon's count starts here.
+    let told = std::fs::read_to_string(&alarms).unwrap_or_default();
+    assert_eq!(told.matches("---").count(), 1, "{told}");
+    std::fs::remove_file(&alarms).unwrap();
 
     let daemon = Daemon::start(&env);
     let started = Instant::now();
