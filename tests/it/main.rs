@@ -8,6 +8,8 @@ mod cli;
 mod crash;
 /// The daemon on a compressed clock: reissues, term renewals, live config, faults.
 mod daemon;
+/// Fuzzing's short run: property tests over the parsers of untrusted input.
+mod fuzz;
 /// A hostile API: DCV lines that read files, hang or inject records are refused.
 mod hostile;
 /// Issue, reissue, both DNS modes, both key families, files checked by openssl.
