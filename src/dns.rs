@@ -185,8 +185,8 @@ impl DcvRecord {
     /// Checks a record again (a journal is read back from disk before its hook runs).
     pub fn check(&self, names: &[String]) -> Result<(), DnsError> {
         let again = parse_zone_line(&self.zone_line)?;
-        if (again.name.as_str(), again.kind.as_str(), again.value.as_str())
-            != (self.name.as_str(), self.kind.as_str(), self.value.as_str())
+        if (again.name.as_str(), again.kind, again.value.as_str(), again.ttl)
+            != (self.name.as_str(), self.kind, self.value.as_str(), self.ttl)
         {
             return Err(DnsError::Parse(format!(
                 "the journal's record {} {} does not match its line '{}'",

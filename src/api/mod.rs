@@ -288,7 +288,7 @@ impl Client {
         }
     }
 
-    fn first<T: DeserializeOwned>(env: &Envelope, what: &str) -> Result<T, Error> {
+    pub fn first<T: DeserializeOwned>(env: &Envelope, what: &str) -> Result<T, Error> {
         let v = env
             .data
             .as_ref()
@@ -303,7 +303,7 @@ impl Client {
         })
     }
 
-    fn all<T: DeserializeOwned>(env: &Envelope, what: &str) -> Result<Vec<T>, Error> {
+    pub fn all<T: DeserializeOwned>(env: &Envelope, what: &str) -> Result<Vec<T>, Error> {
         env.data
             .iter()
             .flatten()

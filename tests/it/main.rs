@@ -12,6 +12,8 @@ mod cli;
 mod crash;
 /// The daemon on a compressed clock: reissues, term renewals, live config, faults.
 mod daemon;
+/// Fuzzing's short run: property tests over the parsers of untrusted input.
+mod fuzz;
 /// A hostile host: directories, links and files another local user planted are refused.
 mod host;
 /// A hostile API: DCV lines that read files, hang or inject records are refused.
