@@ -81,7 +81,9 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                 continue;
             }
             let st = agent.store.load(&cert.name).unwrap_or_default();
-            let d = order::next_from(&setbacks.facts(&cert.name, &st), cert, &agent.config.daemon, t);
+            let mut facts = setbacks.facts(&cert.name, &st);
+            facts.changed = order::plan::changed(cert, &st).is_some();
+            let d = order::next_from(&facts, cert, &agent.config.daemon, t);
             if d.term_warning && warned.insert(cert.name.clone()) {
                 tracing::warn!(cert = %cert.name, term_end = ?st.term_end, "the order term ends soon and renew_term is off: renew it in the SSL Manager, or set renew_term = true");
             }

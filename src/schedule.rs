@@ -43,6 +43,8 @@ pub struct Facts {
     pub last_failure: Option<i64>,
     /// The API's Retry-After, as an absolute time.
     pub retry_after: Option<i64>,
+    /// The configuration changed since the installed certificate was issued (names, key).
+    pub changed: bool,
 }
 
 /// When to reissue: when this share of the validity is left, or this long before expiry.
@@ -164,7 +166,8 @@ pub(crate) fn next(now: i64, f: &Facts, p: &Policy, seed: u64) -> Decision {
     };
     let spread = (lifetime as f64 * p.jitter_share).min(threshold as f64 / 2.0) as u64;
     let jitter = if spread == 0 { 0 } else { (seed % (spread + 1)) as i64 };
-    let reissue_at = not_after - threshold - jitter;
+    // A certificate for names or a key no longer configured is due for a reissue at once.
+    let reissue_at = if f.changed { now } else { not_after - threshold - jitter };
     match f.term_end {
         Some(term_end) if p.renew_term => {
             // Renew once a reissue would no longer outlive the term by the renewal threshold.
@@ -390,5 +393,28 @@ mod tests {
             "a 10-minute backoff would outlive a 30-second certificate: {}",
             d.at - NOW
         );
+    }
+
+    #[test]
+    fn a_changed_certificate_is_reissued_at_once_but_not_past_its_term_or_backoff() {
+        let p = no_jitter();
+        let fresh = facts(1, 300);
+        assert!(next(NOW, &fresh, &p, 0).at > NOW + 30 * DAY);
+        let changed = Facts { changed: true, ..fresh };
+        let d = next(NOW, &changed, &p, 0);
+        assert_eq!((d.action, d.at), (Action::Reissue, NOW));
+        // A failure still waits out its backoff.
+        let failed = Facts {
+            failures: 1,
+            last_failure: Some(NOW),
+            ..changed
+        };
+        assert_eq!(next(NOW, &failed, &p, 0).at, NOW + 60);
+        // An ended term is still an ended term.
+        let ended = Facts {
+            term_end: Some(NOW - DAY),
+            ..changed
+        };
+        assert_eq!(next(NOW, &ended, &p, 0).action, Action::TermEnded);
     }
 }

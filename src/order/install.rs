@@ -85,6 +85,7 @@ impl Agent {
                 st.serial = Some(info.serial);
                 st.not_before = Some(info.not_before.unix_timestamp());
                 st.not_after = Some(info.not_after.unix_timestamp());
+                st.issued_for = Some(super::plan::issued_for(cert));
                 Self::journal(st)?.generation = Some(generation.number);
                 self.advance(cert, st, Step::Installed)
             }

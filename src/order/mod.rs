@@ -109,7 +109,12 @@ impl Agent {
             let Some(kind) = decide(st, cert, &self.config.daemon, now, force)? else {
                 return Ok(Outcome::NothingDue);
             };
-            tracing::info!(cert = %cert.name, ?kind, "starting an order");
+            match plan::changed(cert, st) {
+                Some(why) => {
+                    tracing::info!(cert = %cert.name, ?kind, %why, "starting an order for the certificate as configured now")
+                }
+                None => tracing::info!(cert = %cert.name, ?kind, "starting an order"),
+            }
             // A forced reissue is a decision the schedule would not make again after a crash.
             self.begin(st, kind, now, force)?;
         } else {

@@ -7,7 +7,7 @@ use anyhow::bail;
 
 use crate::config::{CertConfig, DaemonConfig, DnsMode};
 use crate::schedule;
-use crate::store::{CertState, OrderKind, PaidStatus, Step};
+use crate::store::{CertState, IssuedFor, OrderKind, PaidStatus, Step};
 
 /// The schedule's policy for a certificate under the daemon settings.
 pub fn policy_for(cert: &CertConfig, daemon: &DaemonConfig) -> schedule::Policy {
@@ -36,13 +36,45 @@ pub fn facts(st: &CertState) -> schedule::Facts {
         failures: st.failures,
         last_failure: st.last_failure,
         retry_after: st.retry_after,
+        // Needs the configuration: set by `next` and `decide`.
+        changed: false,
     }
+}
+
+/// What a certificate issued now under `cert` is issued for.
+pub fn issued_for(cert: &CertConfig) -> IssuedFor {
+    let mut names = cert.all_names();
+    names.sort();
+    IssuedFor {
+        names,
+        key: cert.key.name().to_string(),
+    }
+}
+
+/// How the configuration changed since the installed certificate was issued, if it did: new or
+/// removed names, or another key type. Such a certificate is due for a reissue at once.
+pub fn changed(cert: &CertConfig, st: &CertState) -> Option<String> {
+    let was = st.issued_for.as_ref()?;
+    let now = issued_for(cert);
+    if was.names != now.names {
+        return Some(format!(
+            "the names changed from {} to {}",
+            was.names.join(", "),
+            now.names.join(", ")
+        ));
+    }
+    if was.key != now.key {
+        return Some(format!("the key type changed from {} to {}", was.key, now.key));
+    }
+    None
 }
 
 /// The schedule's next decision for a certificate: when it is due, and for what. The one place
 /// that puts a certificate's facts, policy and jitter seed together.
 pub fn next(cert: &CertConfig, st: &CertState, daemon: &DaemonConfig, now: i64) -> schedule::Decision {
-    next_from(&facts(st), cert, daemon, now)
+    let mut f = facts(st);
+    f.changed = changed(cert, st).is_some();
+    next_from(&f, cert, daemon, now)
 }
 
 /// [`next`] from facts the caller adjusted (the daemon knows failures its state file may not).
@@ -64,6 +96,7 @@ pub fn decide(
     force: bool,
 ) -> anyhow::Result<Option<OrderKind>> {
     let mut f = facts(st);
+    f.changed = changed(cert, st).is_some();
     if force {
         f.failures = 0;
         f.retry_after = None;

@@ -196,4 +196,17 @@ pub struct CertState {
     pub paid: Vec<PaidRequest>,
     #[serde(default)]
     pub order: Option<OrderJournal>,
+    /// What the installed certificate was issued for, so that a changed configuration (another
+    /// name, another key) is noticed. Absent in states written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_for: Option<IssuedFor>,
+}
+
+/// The configuration a certificate was issued for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedFor {
+    /// Every name, sorted.
+    pub names: Vec<String>,
+    /// The key type, as the configuration names it (`ecdsa-p256`, ...).
+    pub key: String,
 }

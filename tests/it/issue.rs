@@ -109,3 +109,65 @@ async fn the_reload_hook_gets_the_documented_environment() {
     // The API password never reaches a hook.
     assert!(!seen.contains("demo-password"));
 }
+
+/// Adding a name or changing the key type was reloaded as "added=[] removed=[]", `run --once`
+/// exited 0, and the certificate kept its old names and key until someone guessed
+/// `--renew-now`. A changed certificate is now due for a free reissue at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_certificate_is_reissued_at_once_for_free() {
+    let env = TestEnv::start("changed").await;
+    let name = "www.example.com";
+    env.write_config(&[Cert::autodns(name)], "");
+    env.run_ok(&["run", "--once"]).await;
+    let first = env.serial(name);
+    // Nothing changed: nothing is due.
+    env.run_ok(&["run", "--once"]).await;
+    assert_eq!(env.serial(name), first);
+    assert_eq!(env.reissues(name), 0);
+
+    // Another name: reissued at once, and the new certificate covers it.
+    env.write_config(
+        &[Cert {
+            alt: &["example.com"],
+            ..Cert::autodns(name)
+        }],
+        "",
+    );
+    let out = env.run_ok(&["run", "--once"]).await;
+    assert!(stderr(&out).contains("the names changed"), "{}", stderr(&out));
+    assert_eq!(env.reissues(name), 1);
+    env.assert_installed(name);
+    let text = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(env.live(name).join("cert.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("DNS:example.com"),
+        "{text:?}"
+    );
+
+    // Another key type: reissued with a key of that type.
+    env.write_config(
+        &[Cert {
+            alt: &["example.com"],
+            key: "rsa-2048",
+            ..Cert::autodns(name)
+        }],
+        "",
+    );
+    let out = env.run_ok(&["run", "--once"]).await;
+    assert!(stderr(&out).contains("the key type changed"), "{}", stderr(&out));
+    assert_eq!(env.reissues(name), 2);
+    env.assert_installed(name);
+    let key = std::process::Command::new("openssl")
+        .args(["pkey", "-noout", "-text", "-in"])
+        .arg(env.live(name).join("privkey.pem"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&key.stdout).contains("2048 bit"), "{key:?}");
+    // Settled: nothing more is due, and only the first order was paid.
+    env.run_ok(&["run", "--once"]).await;
+    assert_eq!(env.reissues(name), 2);
+    assert_eq!(env.paid(name), 1);
+}
