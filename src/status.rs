@@ -12,6 +12,8 @@ pub(crate) enum State {
     Ordering(crate::store::OrderKind, crate::store::Step),
     /// Issued, but the reload hook failed: the previous certificate is live.
     IssuedNotDeployed,
+    /// The first certificate is in place (nothing to go back to), but the reload hook failed.
+    InstalledReloadFailed,
     Deployed,
     /// The last attempt failed and nothing is installed.
     Failed,
@@ -22,6 +24,8 @@ impl State {
     pub(crate) fn of(st: &CertState) -> Self {
         if let Some(j) = &st.order {
             Self::Ordering(j.kind, j.step)
+        } else if st.pending_deploy.is_some() && st.pending_deploy == st.generation {
+            Self::InstalledReloadFailed
         } else if st.pending_deploy.is_some() {
             Self::IssuedNotDeployed
         } else if st.deployed {
@@ -39,6 +43,7 @@ impl std::fmt::Display for State {
         match self {
             Self::Ordering(kind, step) => write!(f, "ordering ({kind:?}, at {})", step.name()),
             Self::IssuedNotDeployed => f.write_str("issued, not deployed"),
+            Self::InstalledReloadFailed => f.write_str("installed, reload hook failed"),
             Self::Deployed => f.write_str("deployed"),
             Self::Failed => f.write_str("failed"),
             Self::NotIssued => f.write_str("not issued"),

@@ -116,17 +116,21 @@ impl Agent {
     ) -> anyhow::Result<Outcome> {
         let name = &cert.name;
         let previous = self.store.live_generation(name).filter(|g| *g != generation);
+        // What each generation holds comes from its own certificate, so that the state and the
+        // hooks always speak of the certificate that is live.
+        let new = self.generation_facts(name, generation).unwrap_or_else(|| Live::of(st));
         self.store
             .switch(name, generation)
             .context("switching the live symlink")?;
-        let serial = st.serial.clone().unwrap_or_default();
+        let serial = new.serial.clone().unwrap_or_default();
         let result = if cert.reload.is_empty() {
             Ok(())
         } else {
-            hooks::run(&cert.reload, &self.reload_env(cert, st), cert.hook_timeout).await
+            hooks::run(&cert.reload, &self.reload_env(cert, &new), cert.hook_timeout).await
         };
         match result {
             Ok(()) => {
+                new.apply(st);
                 st.generation = Some(generation);
                 st.deployed = true;
                 st.pending_deploy = None;
@@ -146,11 +150,19 @@ impl Agent {
                 tracing::error!(cert = %name, %error, ?previous, "rolling back to the previous certificate");
                 if let Some(p) = previous {
                     self.store.switch(name, p).context("switching the live symlink back")?;
-                    if let Err(e2) = hooks::run(&cert.reload, &self.reload_env(cert, st), cert.hook_timeout).await {
+                    // The state and the hook now speak of the certificate that is live again.
+                    if let Some(old) = self.generation_facts(name, p) {
+                        old.apply(st);
+                    }
+                    if let Err(e2) =
+                        hooks::run(&cert.reload, &self.reload_env(cert, &Live::of(st)), cert.hook_timeout).await
+                    {
                         tracing::error!(cert = %name, error = %e2, "the reload hook failed again after the rollback");
                     }
                 }
-                st.generation = previous;
+                // Without a previous generation the new one stays live (there is nothing to go
+                // back to), and the state says so.
+                st.generation = previous.or(Some(generation));
                 st.deployed = false;
                 st.pending_deploy = Some(generation);
                 st.last_error = Some(error.clone());
@@ -164,13 +176,47 @@ impl Agent {
         }
     }
 
-    fn reload_env(&self, cert: &CertConfig, st: &CertState) -> hooks::Env {
+    fn reload_env(&self, cert: &CertConfig, live: &Live) -> hooks::Env {
         hooks::ReloadEnv {
             name: &cert.name,
             live: &self.store.live_dir.join(&cert.name),
-            serial: st.serial.as_deref(),
-            not_after: st.not_after,
+            serial: live.serial.as_deref(),
+            not_after: live.not_after,
         }
         .vars()
+    }
+
+    /// What a generation's certificate says of itself, if it can be read.
+    fn generation_facts(&self, name: &str, generation: u32) -> Option<Live> {
+        let pem = self.store.generation_cert(name, generation).ok()?;
+        let info = x509::info(&pem).ok()?;
+        Some(Live {
+            serial: Some(info.serial),
+            not_before: Some(info.not_before.unix_timestamp()),
+            not_after: Some(info.not_after.unix_timestamp()),
+        })
+    }
+}
+
+/// The facts of a certificate the state keeps for the live one.
+struct Live {
+    serial: Option<String>,
+    not_before: Option<i64>,
+    not_after: Option<i64>,
+}
+
+impl Live {
+    fn of(st: &CertState) -> Self {
+        Self {
+            serial: st.serial.clone(),
+            not_before: st.not_before,
+            not_after: st.not_after,
+        }
+    }
+
+    fn apply(self, st: &mut CertState) {
+        st.serial = self.serial;
+        st.not_before = self.not_before;
+        st.not_after = self.not_after;
     }
 }

@@ -105,6 +105,11 @@ impl Store {
         Ok(generation)
     }
 
+    /// The certificate (PEM) of one generation.
+    pub fn generation_cert(&self, name: &str, number: u32) -> io::Result<String> {
+        fs::read_to_string(self.generation(name, number).dir.join(files::CERT))
+    }
+
     /// The generation `live_dir/NAME` points at now.
     pub fn live_generation(&self, name: &str) -> Option<u32> {
         let target = fs::read_link(self.live_dir.join(name)).ok()?;

@@ -160,3 +160,64 @@ async fn a_one_shot_run_tells_on_failure_too() {
     );
     assert!(told.contains("ended FAILED"), "{told}");
 }
+
+/// After a rollback, `status` showed the serial of the certificate that was rolled back, and the
+/// reload hook run after the rollback was given that serial too. Both now speak of the
+/// certificate that is live. A first certificate whose reload failed (nothing to go back to) is
+/// called what it is: installed, with the reload hook failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_rollback_status_and_the_hook_speak_of_the_live_certificate() {
+    let env = TestEnv::start("rollback-truth").await;
+    let name = "www.example.com";
+    let flag = env.dir.join("broken");
+    let seen = env.dir.join("serials");
+    let script = env.script(
+        "reload.sh",
+        &format!(
+            "echo \"$CERTKEEPER_SERIAL\" >> {}\n[ ! -e {} ] || exit 1",
+            seen.display(),
+            flag.display()
+        ),
+    );
+    env.write_config(&[Cert::autodns(name)], &format!("reload = [\"{}\"]", script.display()));
+    // The first certificate, with the reload failing: it stays in place.
+    std::fs::write(&flag, "").unwrap();
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&env.run_ok(&["status", "--json"]).await.stdout).unwrap();
+    assert_eq!(rows[0]["state"], "installed, reload hook failed", "{rows}");
+    std::fs::remove_file(&flag).unwrap();
+    env.run_ok(&["run", "--once"]).await;
+    let live = |env: &TestEnv| env.serial(name).trim_start_matches("serial=").to_string();
+    let s1 = live(&env);
+
+    // A reissue whose reload fails is rolled back.
+    std::fs::write(&flag, "").unwrap();
+    std::fs::remove_file(&seen).unwrap();
+    let out = env.run(&["--renew-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(live(&env), s1, "not rolled back");
+    let given: Vec<String> = std::fs::read_to_string(&seen)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(given.len(), 2, "{given:?}");
+    assert_ne!(
+        given[0].trim_start_matches('0'),
+        s1.trim_start_matches('0'),
+        "the new certificate's hook run: {given:?}"
+    );
+    assert_eq!(
+        given[1].trim_start_matches('0'),
+        s1.trim_start_matches('0'),
+        "the hook run after the rollback must get the live serial: {given:?}"
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&env.run_ok(&["status", "--json"]).await.stdout).unwrap();
+    assert_eq!(rows[0]["state"], "issued, not deployed", "{rows}");
+    assert_eq!(
+        rows[0]["serial"].as_str().unwrap().trim_start_matches('0'),
+        s1.trim_start_matches('0'),
+        "status must show the live serial: {rows}"
+    );
+}
