@@ -187,8 +187,10 @@ pub(crate) fn next(now: i64, f: &Facts, p: &Policy, seed: u64) -> Decision {
         Some(term_end) => {
             let mut d = decision(Action::Reissue, reissue_at);
             d.term_warning = now + p.term_warning.as_secs() as i64 >= term_end;
-            if reissue_at >= term_end {
-                // Nothing left to reissue into: the term ends first.
+            // Nothing left to reissue into: the term ends first, or a new certificate (which the
+            // CA ends with the term at the latest) would not outlive the one installed. A
+            // changed configuration still gets its reissue while the term lasts.
+            if reissue_at >= term_end || (term_end <= not_after && !f.changed) {
                 d = Decision {
                     action: Action::TermEnded,
                     at: term_end,
@@ -416,5 +418,36 @@ mod tests {
             ..changed
         };
         assert_eq!(next(NOW, &ended, &p, 0).action, Action::TermEnded);
+    }
+
+    /// The CA ends a certificate with the order term at the latest. Once the installed one lasts
+    /// to the term's end, a reissue gains nothing: it used to be reissued again and again (17
+    /// times in the last term of a compressed run), the last one arriving already expired.
+    #[test]
+    fn no_reissue_that_would_not_outlive_the_installed_certificate() {
+        let p = no_jitter();
+        // Issued 60 days ago, capped at the term's end 30 days from now.
+        let capped = Facts {
+            has_order: true,
+            not_before: Some(NOW - 60 * DAY),
+            not_after: Some(NOW + 30 * DAY),
+            term_end: Some(NOW + 30 * DAY),
+            ..Facts::default()
+        };
+        let d = next(NOW, &capped, &p, 0);
+        assert_eq!((d.action, d.at), (Action::TermEnded, NOW + 30 * DAY), "{d:?}");
+        assert!(d.term_warning);
+        // Where the term outlasts the certificate, the reissue is planned as usual.
+        let room = Facts {
+            term_end: Some(NOW + 300 * DAY),
+            ..capped
+        };
+        assert_eq!(next(NOW, &room, &p, 0).action, Action::Reissue);
+        // Renewing the term is still planned where allowed.
+        let renewing = Policy {
+            renew_term: true,
+            ..no_jitter()
+        };
+        assert_eq!(next(NOW, &capped, &renewing, 0).action, Action::Renew);
     }
 }

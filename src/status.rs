@@ -15,19 +15,28 @@ pub(crate) enum State {
     /// The first certificate is in place (nothing to go back to), but the reload hook failed.
     InstalledReloadFailed,
     Deployed,
+    /// The live certificate has expired: never reported as healthy.
+    Expired,
+    /// The order term has ended and is not renewed: nothing more can be issued in it.
+    TermEnded,
     /// The last attempt failed and nothing is installed.
     Failed,
     NotIssued,
 }
 
 impl State {
-    pub(crate) fn of(st: &CertState) -> Self {
+    pub(crate) fn of(st: &CertState, now: i64) -> Self {
+        let expired = st.not_after.is_some_and(|na| na <= now);
         if let Some(j) = &st.order {
             Self::Ordering(j.kind, j.step)
         } else if st.pending_deploy.is_some() && st.pending_deploy == st.generation {
             Self::InstalledReloadFailed
         } else if st.pending_deploy.is_some() {
             Self::IssuedNotDeployed
+        } else if st.term_end.is_some_and(|t| t <= now) && (expired || !st.deployed) {
+            Self::TermEnded
+        } else if expired && st.generation.is_some() {
+            Self::Expired
         } else if st.deployed {
             Self::Deployed
         } else if st.last_error.is_some() {
@@ -45,6 +54,8 @@ impl std::fmt::Display for State {
             Self::IssuedNotDeployed => f.write_str("issued, not deployed"),
             Self::InstalledReloadFailed => f.write_str("installed, reload hook failed"),
             Self::Deployed => f.write_str("deployed"),
+            Self::Expired => f.write_str("expired"),
+            Self::TermEnded => f.write_str("term ended"),
             Self::Failed => f.write_str("failed"),
             Self::NotIssued => f.write_str("not issued"),
         }
@@ -82,14 +93,15 @@ pub(crate) fn rows(config: &Config) -> Vec<StatusRow> {
         .iter()
         .map(|c| {
             let st: CertState = store.load(&c.name).unwrap_or_default();
-            let state = State::of(&st).to_string();
+            let state = State::of(&st, now).to_string();
             StatusRow {
                 name: c.name.clone(),
                 serial: st.serial.clone(),
                 not_after: fmt(st.not_after),
                 days_left: st
                     .not_after
-                    .map(|na| ((na - now) as f64 / 86400.0 * 10.0).round() / 10.0),
+                    // (+ 0.0 turns the -0.0 of a certificate that just expired into 0.0.)
+                    .map(|na| ((na - now) as f64 / 86400.0 * 10.0).round() / 10.0 + 0.0),
                 term_end: fmt(st.term_end),
                 next_renewal: {
                     let d = crate::order::next(c, &st, &config.daemon, now);
@@ -134,4 +146,33 @@ pub(crate) fn table(rows: &[StatusRow]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    /// An expired certificate was shown as "deployed", with -0.0 days left.
+    #[test]
+    fn an_expired_certificate_is_never_shown_as_healthy() {
+        let live = CertState {
+            certificate_id: Some(1),
+            generation: Some(1),
+            deployed: true,
+            not_after: Some(NOW + 86_400),
+            term_end: Some(NOW + 300 * 86_400),
+            ..CertState::default()
+        };
+        assert_eq!(State::of(&live, NOW), State::Deployed);
+        assert_eq!(State::of(&live, NOW + 86_400).to_string(), "expired");
+        let ended = CertState {
+            not_after: Some(NOW),
+            term_end: Some(NOW),
+            ..live.clone()
+        };
+        assert_eq!(State::of(&ended, NOW).to_string(), "term ended");
+        assert_eq!(State::of(&ended, NOW - 1), State::Deployed);
+    }
 }

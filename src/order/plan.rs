@@ -107,6 +107,9 @@ pub fn decide(
         schedule::Action::Renew => OrderKind::Renew,
         schedule::Action::Reissue | schedule::Action::Resume => OrderKind::Reissue,
         schedule::Action::TermEnded if force && st.term_end.is_some_and(|t| now < t) => OrderKind::Reissue,
+        // The term has not ended yet, but no reissue could outlive the installed certificate:
+        // nothing to do until it ends (the term warning says so ahead).
+        schedule::Action::TermEnded if d.at > now => return Ok(None),
         schedule::Action::TermEnded => bail!(
             "the order term of {} has ended (or ends before a reissue could help); set renew_term = true to buy the next term (paid), or renew it in the SSL Manager",
             cert.name

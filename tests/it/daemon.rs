@@ -593,3 +593,30 @@ async fn an_order_task_that_panics_is_counted_told_and_retried() {
     );
     assert_eq!(env.paid(name), 0);
 }
+
+/// At the end of an order term (renew_term off) the CA ends each new certificate with the term,
+/// so the agent reissued again and again (17 times in the last term of a compressed run) for
+/// nothing, and `status` then showed the expired certificate as "deployed". Now: once the
+/// installed certificate lasts to the term's end, no reissue; after it, "term ended".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reissue_that_gains_nothing_at_the_end_of_a_term() {
+    // A month is 5 s: the 12-month term ends 60 s after the order; a certificate lives 45 s (and
+    // is dated a minute back). Two reissues bring it to the term's end; more gain nothing.
+    let env = TestEnv::start_sim("daemon-term-end", compressed(Faults::default(), 5, 45)).await;
+    let name = "t.example.com";
+    env.write_config(&[Cert::autodns(name)], "");
+    env.append_config(FAST);
+    let daemon = Daemon::start(&env);
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    let log = daemon.stop();
+    assert_eq!(count(&env, name, "create"), 1, "{log}");
+    assert!(
+        count(&env, name, "reissue") <= 2,
+        "{} reissues that could not outlive the installed certificate:\n{log}",
+        count(&env, name, "reissue")
+    );
+    let status = env.run_ok(&["status", "--json"]).await;
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(rows[0]["state"], "term ended", "{rows}");
+    assert_eq!(env.paid(name), 1);
+}
