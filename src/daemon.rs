@@ -85,11 +85,11 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
             facts.changed = order::plan::changed(cert, &st).is_some();
             let d = order::next_from(&facts, cert, &agent.config.daemon, t);
             if d.term_warning && warned.insert(cert.name.clone()) {
-                tracing::warn!(cert = %cert.name, term_end = ?st.term_end, "the order term ends soon and renew_term is off: renew it in the SSL Manager, or set renew_term = true");
+                tracing::warn!(cert = %cert.name, term_end = %crate::text::maybe_time(st.term_end), "the order term ends soon and renew_term is off: renew it in the SSL Manager, or set renew_term = true");
             }
             if d.urgent && alarmed.get(&cert.name) != st.not_after.as_ref() {
                 alarmed.insert(cert.name.clone(), st.not_after.unwrap_or(0));
-                tracing::error!(cert = %cert.name, not_after = ?st.not_after, "less than 1/20 of the certificate's validity is left");
+                tracing::error!(cert = %cert.name, not_after = %crate::text::maybe_time(st.not_after), "less than 1/20 of the certificate's validity is left");
                 background.spawn(alarm(
                     agent.clone(),
                     cert.clone(),

@@ -59,7 +59,7 @@ pub enum DnsError {
     Parse(String),
     #[error("cannot find the authoritative nameservers of {name}: {detail}")]
     Discovery { name: String, detail: String },
-    #[error("{name} {kind} is not served by every authoritative nameserver after {waited:?}: {detail}")]
+    #[error("{name} {kind} is not served by every authoritative nameserver after {}: {detail}", crate::text::duration(*.waited))]
     NotPropagated {
         name: String,
         kind: String,
@@ -346,6 +346,17 @@ pub enum Answer {
     Error(String),
 }
 
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Served => f.write_str("the record"),
+            Self::Other(values) => write!(f, "other values ({})", values.join(", ")),
+            Self::Nothing => f.write_str("nothing"),
+            Self::Error(e) => write!(f, "an error ({e})"),
+        }
+    }
+}
+
 /// Asks one server for `record` directly.
 pub async fn ask(server: SocketAddr, record: &DcvRecord) -> Answer {
     let r = resolver(&[server], false, Duration::from_secs(2));
@@ -398,9 +409,9 @@ pub async fn wait_until_served(records: &[DcvRecord], cfg: &DnsConfig, timeout: 
         for (rec, servers) in &targets {
             for server in servers {
                 let answer = ask(*server, rec).await;
-                tracing::debug!(record = %rec.name, %server, ?answer, "propagation check");
+                tracing::debug!(record = %rec.name, %server, %answer, "propagation check");
                 if answer != Answer::Served {
-                    missing.push(format!("{server} answers {answer:?} for {}", rec.name));
+                    missing.push(format!("{server} answers {answer} for {}", rec.name));
                 }
             }
         }

@@ -132,7 +132,7 @@ pub(crate) enum HookError {
     Start { program: String, detail: String },
     #[error("{program} exited with {status}")]
     Failed { program: String, status: String },
-    #[error("{program} did not finish within {timeout:?} and was stopped")]
+    #[error("{program} did not finish within {} and was stopped", crate::text::duration(*.timeout))]
     Timeout { program: String, timeout: Duration },
 }
 

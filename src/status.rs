@@ -50,7 +50,7 @@ impl State {
 impl std::fmt::Display for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Ordering(kind, step) => write!(f, "ordering ({kind:?}, at {})", step.name()),
+            Self::Ordering(kind, step) => write!(f, "ordering ({}, at {})", kind.name(), step.name()),
             Self::IssuedNotDeployed => f.write_str("issued, not deployed"),
             Self::InstalledReloadFailed => f.write_str("installed, reload hook failed"),
             Self::Deployed => f.write_str("deployed"),

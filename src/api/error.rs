@@ -12,7 +12,7 @@ pub enum Error {
     #[error("the connection to the API broke: {0}")]
     Transport(String),
     /// No answer within the timeout.
-    #[error("the API did not answer within {0:?}")]
+    #[error("the API did not answer within {}", crate::text::duration(*.0))]
     Timeout(Duration),
     /// The API refused the request with its error envelope (HTTP 4xx): nothing was done.
     #[error("the API refused the request: {code} {text}{}", messages_suffix(.messages))]

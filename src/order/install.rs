@@ -81,7 +81,7 @@ impl Agent {
                     .store
                     .write_generation(name, key.pem(), &leaf_pem, &intermediates_pem)
                     .context("writing the new generation")?;
-                tracing::info!(cert = %name, serial = %info.serial, not_after = %info.not_after, generation = generation.number, "certificate verified and written");
+                tracing::info!(cert = %name, serial = %info.serial, not_after = %crate::text::time(info.not_after.unix_timestamp()), generation = generation.number, "certificate verified and written");
                 st.serial = Some(info.serial);
                 st.not_before = Some(info.not_before.unix_timestamp());
                 st.not_after = Some(info.not_after.unix_timestamp());
@@ -147,7 +147,7 @@ impl Agent {
             }
             Err(e) => {
                 let error = format!("the reload hook failed: {e}");
-                tracing::error!(cert = %name, %error, ?previous, "rolling back to the previous certificate");
+                tracing::error!(cert = %name, %error, previous = previous.map_or_else(|| "none".to_string(), |p| p.to_string()), "rolling back to the previous certificate");
                 if let Some(p) = previous {
                     self.store.switch(name, p).context("switching the live symlink back")?;
                     // The state and the hook now speak of the certificate that is live again.

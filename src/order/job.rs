@@ -93,9 +93,9 @@ impl Agent {
             }
             if tokio::time::Instant::now() >= deadline {
                 bail!(
-                    "job {job_id} for {} is still running after {:?}; the next run picks it up",
+                    "job {job_id} for {} is still running after {}; the next run picks it up",
                     cert.name,
-                    self.config.order.job_timeout
+                    crate::text::duration(self.config.order.job_timeout)
                 );
             }
             pause = (pause * 2).min(self.config.order.poll_interval_max);

@@ -111,15 +111,16 @@ impl Agent {
             };
             match plan::changed(cert, st) {
                 Some(why) => {
-                    tracing::info!(cert = %cert.name, ?kind, %why, "starting an order for the certificate as configured now")
+                    tracing::info!(cert = %cert.name, kind = kind.name(), %why, "starting an order for the certificate as configured now")
                 }
-                None => tracing::info!(cert = %cert.name, ?kind, "starting an order"),
+                None => tracing::info!(cert = %cert.name, kind = kind.name(), "starting an order"),
             }
             // A forced reissue is a decision the schedule would not make again after a crash.
             self.begin(st, kind, now, force)?;
         } else {
-            let j = st.order.as_ref().map(|j| (j.kind, j.step));
-            tracing::info!(cert = %cert.name, ?j, "resuming the order in flight");
+            if let Some(j) = &st.order {
+                tracing::info!(cert = %cert.name, kind = j.kind.name(), step = j.step.name(), "resuming the order in flight");
+            }
         }
         self.drive(cert, st).await
     }

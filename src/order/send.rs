@@ -22,8 +22,8 @@ impl Agent {
         if let Some(spent) = plan::spend_guard(st, j.kind, cert.max_paid_orders) {
             self.end(cert, st, Ending::SpendGuard).await?;
             bail!(
-                "spend guard: {spent} paid {:?} request(s) for {} in this term already; raise max_paid_orders to allow another",
-                j.kind,
+                "spend guard: {spent} paid {} request(s) for {} in this term already; raise max_paid_orders to allow another",
+                j.kind.name(),
                 cert.name
             );
         }

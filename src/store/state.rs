@@ -23,6 +23,15 @@ pub enum OrderKind {
 }
 
 impl OrderKind {
+    /// As logs, messages and `status` name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Reissue => "reissue",
+            Self::Renew => "renew",
+        }
+    }
+
     pub fn is_paid(self) -> bool {
         matches!(self, Self::Create | Self::Renew)
     }
