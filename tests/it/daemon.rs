@@ -620,3 +620,67 @@ async fn no_reissue_that_gains_nothing_at_the_end_of_a_term() {
     assert_eq!(rows[0]["state"], "term ended", "{rows}");
     assert_eq!(env.paid(name), 1);
 }
+
+/// The metrics listener retried a failing accept at once, for ever: out of file descriptors, the
+/// daemon spun at full CPU. Now it pauses between tries. The daemon is left no free descriptor
+/// (`prlimit`) while connections wait to be accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_listener_out_of_file_descriptors_does_not_spin() {
+    if !std::path::Path::new("/usr/bin/prlimit").exists() {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped: prlimit (util-linux) is not installed");
+        assert!(
+            std::env::var_os("CERTKEEPER_REQUIRE_SERVERS").is_none(),
+            "prlimit is missing"
+        );
+        return;
+    }
+    let env = TestEnv::start("daemon-metrics-emfile").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.write_config(&[Cert::autodns("m.example.com")], "");
+    env.append_config(&format!("[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\n"));
+    let daemon = Daemon::start(&env);
+    wait_until(&daemon, 20, || not_after(&env, "m.example.com").is_some()).await;
+    let pid = daemon.child.id().to_string();
+    // Leave the daemon no descriptor beyond those it holds: every accept fails, for as long as
+    // the limit stands.
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let limit = open.to_string();
+    let set = Command::new("prlimit")
+        .args(["--pid", &pid, &format!("--nofile={limit}:{limit}")])
+        .status()
+        .unwrap();
+    assert!(set.success());
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            idle.push(s);
+        }
+    }
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = cpu();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ticks = cpu() - before;
+    // A spinning accept loop burns about 100 ticks a second; pausing, next to nothing.
+    assert!(
+        ticks < 60,
+        "the daemon used {ticks} clock ticks in 3 s:\n{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().contains("cannot accept a metrics connection"),
+        "{}",
+        daemon.log()
+    );
+    drop(idle);
+    daemon.stop();
+}
