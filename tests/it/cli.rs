@@ -303,8 +303,20 @@ async fn the_demo_runs_with_no_network_and_no_credentials() {
     let out = demo(&["--dir", "real", "--force"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!real.join("state/keep").exists());
+    // A link left in the demo's own directory is replaced, never written through.
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    for f in ["certkeeper.toml", "api-password", "root.pem"] {
+        std::fs::remove_file(dir.join("demo").join(f)).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("demo").join(f)).unwrap();
+    }
     let out = demo(&["--dir", "demo"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "precious\n",
+        "written through a link"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -178,7 +178,7 @@ fn the_rfc2136_hook_refuses_values_that_would_add_a_command_to_nsupdate() {
 }
 
 /// How the fake API answers every request.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Hostile {
     /// 429 with the largest Retry-After there is.
     RetryForever,
@@ -192,6 +192,22 @@ enum Hostile {
     Slow,
     /// 5,000 header lines.
     ManyHeaders,
+    /// A 200 whose body is 200 MB of zeros gzip-compressed (about 200 KB), labelled
+    /// `Content-Encoding: gzip`.
+    GzipBomb,
+}
+
+/// 200 MB of zeros, gzip-compressed by the system's gzip, made once.
+fn gzip_bomb() -> &'static [u8] {
+    static BOMB: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BOMB.get_or_init(|| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "head -c 200000000 /dev/zero | gzip -c"])
+            .output()
+            .unwrap();
+        assert!(out.status.success() && out.stdout.len() < 1 << 20);
+        out.stdout
+    })
 }
 
 /// A fake API on loopback that answers every request the same hostile way, and counts them.
@@ -227,6 +243,7 @@ impl FakeApi {
                         None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
                         Some(Hostile::RetryForever) => "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 18446744073709551615\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
                         Some(Hostile::EndlessBody) => "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n".to_string(),
+                        Some(Hostile::GzipBomb) => format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", gzip_bomb().len()),
                         Some(Hostile::HugeLength) => "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2147483648\r\nConnection: close\r\n\r\n".to_string(),
                         Some(Hostile::Slow) => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_string(),
                         Some(Hostile::ManyHeaders) => String::new(),
@@ -254,6 +271,10 @@ impl FakeApi {
                         _ => {}
                     }
                     if s.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if how == Some(Hostile::GzipBomb) {
+                        let _ = s.write_all(gzip_bomb()).await;
                         return;
                     }
                     if matches!(how, Some(Hostile::EndlessBody | Hostile::HugeLength)) {
@@ -292,22 +313,25 @@ fn use_api(env: &TestEnv, url: &str) {
     std::fs::write(env.config_path(), text.replace(&env.sim.api_url, url)).unwrap();
 }
 
+/// `run --once` of one certificate against a fake API answering `how`: its output and how long it
+/// took. The test directory stays for the caller to look into.
+async fn once_against(env: &TestEnv, how: Hostile) -> (std::process::Output, Duration) {
+    let api = FakeApi::start(Some(how)).await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    use_api(env, &api.url);
+    let started = Instant::now();
+    let out = env.run(&["run", "--once"], &[]).await;
+    (out, started.elapsed())
+}
+
 /// `Retry-After: 18446744073709551615` used to panic the run (no failure recorded), and a large
 /// one froze it for centuries holding the lock. Now it is capped: the run ends, the failure is
 /// recorded, and the schedule waits at most the cap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_of_centuries_neither_panics_nor_holds_the_run() {
     let env = TestEnv::start("hostile-retry").await;
-    let api = FakeApi::start(Some(Hostile::RetryForever)).await;
-    env.write_config(&[Cert::autodns("www.example.com")], "");
-    use_api(&env, &api.url);
-    let started = Instant::now();
-    let out = env.run(&["run", "--once"], &[]).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "the run took {:?}",
-        started.elapsed()
-    );
+    let (out, took) = once_against(&env, Hostile::RetryForever).await;
+    assert!(took < Duration::from_secs(30), "the run took {took:?}");
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     let state: serde_json::Value =
@@ -327,19 +351,22 @@ async fn a_retry_after_of_centuries_neither_panics_nor_holds_the_run() {
 async fn an_answer_larger_than_the_bound_is_refused_as_it_arrives() {
     for how in [Hostile::EndlessBody, Hostile::HugeLength] {
         let env = TestEnv::start("hostile-body").await;
-        let api = FakeApi::start(Some(how)).await;
-        env.write_config(&[Cert::autodns("www.example.com")], "");
-        use_api(&env, &api.url);
-        let started = Instant::now();
-        let out = env.run(&["run", "--once"], &[]).await;
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the run took {:?}",
-            started.elapsed()
-        );
+        let (out, took) = once_against(&env, how).await;
+        assert!(took < Duration::from_secs(60), "the run took {took:?}");
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
         assert!(stderr(&out).contains("larger than 4 MiB"), "{}", stderr(&out));
     }
+}
+
+/// Kept tested: a gzip bomb is not inflated (certkeeper asks for no compression and decodes
+/// none): 200 KB arrive, are unreadable as JSON, and the run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_bomb_is_not_inflated() {
+    let env = TestEnv::start("hostile-gzip").await;
+    let (out, took) = once_against(&env, Hostile::GzipBomb).await;
+    assert!(took < Duration::from_secs(60), "the run took {took:?}");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("could not be read"), "{}", stderr(&out));
 }
 
 /// Redirects used to be followed, https to http, resending the credentials (and, on 307/308, a
@@ -364,16 +391,8 @@ async fn a_redirect_is_not_followed() {
 async fn a_trickling_answer_or_thousands_of_headers_end_the_attempt_in_bounded_time() {
     for how in [Hostile::Slow, Hostile::ManyHeaders] {
         let env = TestEnv::start("hostile-slow").await;
-        let api = FakeApi::start(Some(how)).await;
-        env.write_config(&[Cert::autodns("www.example.com")], "");
-        use_api(&env, &api.url);
-        let started = Instant::now();
-        let out = env.run(&["run", "--once"], &[]).await;
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "the run took {:?}",
-            started.elapsed()
-        );
+        let (out, took) = once_against(&env, how).await;
+        assert!(took < Duration::from_secs(90), "the run took {took:?}");
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     }
 }
@@ -460,4 +479,48 @@ async fn an_api_server_with_a_certificate_for_another_host_is_refused() {
         env.sim.control().requests().is_empty(),
         "a request reached a server that answers for another host"
     );
+}
+
+/// Kept tested: ids and serials from the API never become paths. After an issue and a reissue,
+/// every name under the state and live directories is one certkeeper makes itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_path_is_made_from_what_the_api_sends() {
+    let env = TestEnv::start("hostile-paths").await;
+    let name = "www.example.com";
+    env.write_config(&[Cert::autodns(name)], "");
+    env.run_ok(&["run", "--once"]).await;
+    env.run_ok(&["--renew-now", name]).await;
+    let serial = env.serial(name).trim_start_matches("serial=").to_ascii_lowercase();
+    let allowed = |n: &str| {
+        [
+            "state",
+            "certs",
+            "live",
+            ".generations",
+            "lock",
+            "contacts.json",
+            name,
+            &format!("{name}.json"),
+            "cert.pem",
+            "chain.pem",
+            "fullchain.pem",
+            "privkey.pem",
+        ]
+        .contains(&n)
+            || (n.len() == 4 && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let mut stack = vec![env.dir.join("state"), env.dir.join("live")];
+    let mut seen = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let n = entry.file_name().into_string().unwrap();
+            assert!(allowed(&n), "{} is not a name certkeeper makes", entry.path().display());
+            assert!(!n.to_ascii_lowercase().contains(&serial), "{n} holds the serial");
+            seen += 1;
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    assert!(seen >= 12, "only {seen} entries");
 }

@@ -140,20 +140,14 @@ async fn a_one_shot_run_tells_on_failure_too() {
         },
     )
     .await;
-    let seen = env.dir.join("told");
-    let hook = env.script(
-        "on-failure.sh",
-        &format!(
-            "env | grep '^CERTKEEPER_' | sort >> {0}\necho --- >> {0}",
-            seen.display()
-        ),
-    );
+    let (hook, seen) = env.recorder("on-failure");
     env.write_config(&[Cert::autodns("www.example.com")], "");
     env.append_config(&format!("[daemon]\non_failure = [\"{}\"]\n", hook.display()));
     let out = env.run(&["run", "--once"], &[]).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let told = std::fs::read_to_string(&seen).unwrap_or_default();
-    assert_eq!(told.matches("---").count(), 1, "{told}");
+    let told = calls(&seen);
+    assert_eq!(told.len(), 1, "{told:?}");
+    let told = &told[0];
     assert!(
         told.contains("CERTKEEPER_EVENT=failed") && told.contains("CERTKEEPER_FAILURES=1"),
         "{told}"

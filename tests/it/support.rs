@@ -159,6 +159,20 @@ technical_contact = {{ fname = "Jo", lname = "Doe", email = "jo@example.com", ph
         path
     }
 
+    /// A hook that records every call: the `CERTKEEPER_*` variables it was given, sorted, and a
+    /// `---` line. Returns the script and the file it writes.
+    pub fn recorder(&self, name: &str) -> (PathBuf, PathBuf) {
+        let out = self.dir.join(format!("{name}.calls"));
+        let script = self.script(
+            &format!("{name}.sh"),
+            &format!(
+                "env | grep '^CERTKEEPER_' | sort >> {0}\necho --- >> {0}",
+                out.display()
+            ),
+        );
+        (script, out)
+    }
+
     /// Appends text (e.g. a `[daemon]` table) to the config file.
     pub fn append_config(&self, text: &str) {
         let old = std::fs::read_to_string(self.config_path()).unwrap();
@@ -322,4 +336,14 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
         let _ = writeln!(std::io::stderr(), "{why}");
     });
     None
+}
+
+/// What a [`TestEnv::recorder`] hook was given, one entry per call.
+pub fn calls(out: &Path) -> Vec<String> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .split("---\n")
+        .filter(|c| !c.trim().is_empty())
+        .map(str::to_string)
+        .collect()
 }
