@@ -142,7 +142,8 @@ impl From<String> for JobStatus {
             "FAILED" => Self::Failed,
             "CANCELED" => Self::Canceled,
             "SUPPORT" => Self::Support,
-            "DEFERRED" => Self::Deferred,
+            // A help page spells it so ("DEFFERED"); it is the same waiting state.
+            "DEFERRED" | "DEFFERED" => Self::Deferred,
             "NOT_SET" => Self::NotSet,
             "WAIT" => Self::Wait,
             _ => Self::Unknown(s),
@@ -170,6 +171,13 @@ impl JobStatus {
     pub fn failed(&self) -> bool {
         matches!(self, Self::Failed | Self::Canceled)
     }
+
+    /// The job ended, one way or the other. Everything else (RUNNING, DEFERRED while the CA
+    /// waits for domain control, WAIT, SUPPORT, NOT_SET, a value the spec does not list) is a
+    /// job still under way.
+    pub fn is_final(&self) -> bool {
+        *self == Self::Success || self.failed()
+    }
 }
 
 /// `BusinessCase` of prepareOrder: what the CSR is checked for.
@@ -181,13 +189,20 @@ pub enum BusinessCase {
     Renew,
 }
 
-/// `Job`.
+/// `Job`. Real answers carry `type` (`ssl`) though the spec has it only in XML, `subStatus` while
+/// a job waits (`WF_DNS_AUTH`), and no `events`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
     pub id: i64,
     #[serde(default)]
     pub status: Option<JobStatus>,
+    #[serde(default)]
+    pub sub_status: Option<String>,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub sub_type: Option<String>,
     #[serde(default)]
     pub action: Option<String>,
     #[serde(default)]
@@ -216,6 +231,17 @@ pub struct PollMessage {
     pub object: Option<ResponseObject>,
     #[serde(default)]
     pub messages: Vec<Message>,
+}
+
+impl PollMessage {
+    /// The ctid of the request that started the message's job: the message's own (where the
+    /// help pages and real answers put it), else one of its job's events (where the spec puts it).
+    pub fn ctid(&self) -> Option<&str> {
+        fn given(c: &Option<String>) -> Option<&str> {
+            c.as_deref().filter(|c| !c.is_empty())
+        }
+        given(&self.ctid).or_else(|| self.job.as_ref()?.events.iter().find_map(|e| given(&e.ctid)))
+    }
 }
 
 /// The certificate id inside a job's or poll message's `object.data`.
@@ -336,5 +362,53 @@ mod tests {
         let cert: Certificate = serde_json::from_value(env.data.unwrap()[0].clone()).unwrap();
         assert_eq!(cert.id, 4_297_939_738);
         assert_eq!(cert.certification_authority.len(), 1);
+    }
+
+    /// The shapes of the real poll and job answers (shared/autodns/real/, SOURCES.md): the
+    /// ctid at the message's top level, `job.type`, DEFERRED and its misspelling, no `events`.
+    #[test]
+    fn real_poll_and_job_shapes_parse_with_their_waiting_states() {
+        let poll = r#"{"id":1405448,"ctid":"certkeeper-0a1b","job":{"created":"2018-12-11T15:10:43.000+0100",
+            "status":"SUCCESS","id":9218718,"type":"ssl","subType":"QUICKSSLPREMIUM","action":"create"},
+            "stid":"20180926-stid","object":{"type":"Certificate","value":"example.com",
+            "data":{"created":"2018-12-11T00:00:00.000+0100","id":570,"orderId":"2742528"}}}"#;
+        let m: PollMessage = serde_json::from_str(poll).unwrap();
+        let job = m.job.as_ref().unwrap();
+        assert_eq!(
+            (job.id, job.kind.as_deref(), job.status.clone()),
+            (9_218_718, Some("ssl"), Some(JobStatus::Success))
+        );
+        assert!(job.events.is_empty());
+        assert_eq!(m.ctid(), Some("certkeeper-0a1b"));
+        assert_eq!(object_certificate_id(&m.object), Some(570));
+
+        // GET /job while the CA waits for the DNS record, and a job search's misspelling.
+        let job = r#"{"job":{"status":"DEFERRED","subStatus":"WF_DNS_AUTH","subType":"BASIC_SSL","action":"create",
+            "id":4299710353},"object":{"type":"Certificate","value":"example.xn--p1ai","data":{"id":1658050}}}"#;
+        let oj: ObjectJob = serde_json::from_str(job).unwrap();
+        assert_eq!(oj.job.status, Some(JobStatus::Deferred));
+        assert_eq!(oj.job.sub_status.as_deref(), Some("WF_DNS_AUTH"));
+        let misspelt: Job =
+            serde_json::from_str(r#"{"id":12345,"status":"DEFFERED","subStatus":"WF_EMAIL_AUTH"}"#).unwrap();
+        assert_eq!(misspelt.status, Some(JobStatus::Deferred));
+        for waiting in [
+            "RUNNING",
+            "DEFERRED",
+            "DEFFERED",
+            "WAIT",
+            "SUPPORT",
+            "NOT_SET",
+            "SOMETHING_NEW",
+        ] {
+            assert!(!JobStatus::from(waiting.to_string()).is_final(), "{waiting}");
+        }
+        for done in ["SUCCESS", "FAILED", "CANCELED"] {
+            assert!(JobStatus::from(done.to_string()).is_final(), "{done}");
+        }
+
+        // The spec's place for the ctid, where the message has none of its own.
+        let m: PollMessage =
+            serde_json::from_str(r#"{"id":2,"job":{"id":3,"events":[{"ctid":""},{"ctid":"c-1"}]}}"#).unwrap();
+        assert_eq!(m.ctid(), Some("c-1"));
     }
 }

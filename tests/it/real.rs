@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use certkeeper::api::wire::JobStatus;
 use certkeeper::api::{Client, Error};
 use certkeeper::config::{ApiConfig, Secret};
 use serde_json::Value;
@@ -149,12 +150,42 @@ async fn every_real_answer_is_read_by_the_client_as_in_production() {
                 "GET_job_id" => {
                     let id = env["data"][0]["job"]["id"].as_i64().unwrap();
                     let j = client.job(id).await.unwrap_or_else(|e| panic!("{what}: {e}"));
-                    assert!(j.job.status.is_some(), "{what}: no job status read");
+                    let status = j
+                        .job
+                        .status
+                        .clone()
+                        .unwrap_or_else(|| panic!("{what}: no job status read"));
+                    assert_eq!(
+                        status.as_str(),
+                        env["data"][0]["job"]["status"].as_str().unwrap(),
+                        "{what}"
+                    );
+                    // A job waiting for domain control is under way, not ended.
+                    if env["data"][0]["job"]["status"] == "DEFERRED" {
+                        assert_eq!(status, JobStatus::Deferred, "{what}");
+                        assert!(!status.is_final(), "{what}");
+                        assert_eq!(
+                            j.job.sub_status.as_deref(),
+                            env["data"][0]["job"]["subStatus"].as_str(),
+                            "{what}"
+                        );
+                    }
                 }
                 "GET_poll" => {
                     let m = client.poll().await.unwrap_or_else(|e| panic!("{what}: {e}"));
                     let m = m.unwrap_or_else(|| panic!("{what}: the message was not read"));
-                    assert!(m.job.is_some_and(|j| j.id > 0), "{what}: no job in the message");
+                    assert_eq!(Some(m.id), env["data"][0]["id"].as_i64(), "{what}");
+                    let job = m.job.unwrap_or_else(|| panic!("{what}: no job in the message"));
+                    assert!(job.id > 0, "{what}: no job id");
+                    assert_eq!(
+                        job.kind.as_deref(),
+                        env["data"][0]["job"]["type"].as_str(),
+                        "{what}: job.type"
+                    );
+                    assert!(
+                        job.status.is_some_and(|s| s.is_final()),
+                        "{what}: the job's end not read"
+                    );
                 }
                 "PUT_poll_id" => client.confirm(1).await.unwrap_or_else(|e| panic!("{what}: {e}")),
                 "POST_sslcontact" => {
@@ -175,6 +206,10 @@ async fn every_real_answer_is_read_by_the_client_as_in_production() {
                         .await
                         .unwrap_or_else(|e| panic!("{what}: {e}"));
                     assert!(!jobs.is_empty(), "{what}: no job read");
+                    // "DEFFERED" (sic) is the waiting state DEFERRED.
+                    if env["data"][0]["job"]["status"] == "DEFFERED" {
+                        assert_eq!(jobs[0].job.status, Some(JobStatus::Deferred), "{what}");
+                    }
                 }
                 _ => {
                     Client::check(reqwest::StatusCode::OK, None, env.to_string().as_bytes())
