@@ -46,6 +46,20 @@ pub fn info(pem_text: &str) -> Result<CertInfo, VerifyError> {
     Ok(cert_info(&cert))
 }
 
+/// Whether `pem_text` is one certificate for the public key whose SubjectPublicKeyInfo hashes
+/// (SHA-256, hex) to `spki_sha256`: how an order recognises its own issue among a certificate's.
+/// Nothing else is checked here; a delivery is verified in full by [`verify`].
+pub fn certifies_key(pem_text: &str, spki_sha256: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let Ok(der) = pem_der(pem_text) else { return false };
+    let Ok((_, cert)) = X509Certificate::from_der(&der) else {
+        return false;
+    };
+    let digest = Sha256::digest(cert.public_key().raw);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    hex.eq_ignore_ascii_case(spki_sha256)
+}
+
 fn cert_info(cert: &X509Certificate<'_>) -> CertInfo {
     let names = cert
         .subject_alternative_name()
@@ -334,6 +348,29 @@ mod tests {
             &anchors(&f.ca),
         )
         .map(|v| v.info)
+    }
+
+    #[test]
+    fn a_certificate_is_known_by_the_key_it_certifies() {
+        use sha2::{Digest, Sha256};
+        let f = fixture();
+        let spki = f.key.public_key_der();
+        let not_after = OffsetDateTime::now_utc() + ::time::Duration::days(30);
+        let issued = f.ca.issue(&spki, &f.names, false, not_after, None).unwrap();
+        let ours: String = Sha256::digest(&spki).iter().map(|b| format!("{b:02x}")).collect();
+        assert!(certifies_key(&issued.leaf_pem, &ours));
+        assert!(certifies_key(&issued.leaf_pem, &ours.to_ascii_uppercase()));
+        let other = crate::keys::PrivateKey::generate(crate::config::KeyKind::EcdsaP256).unwrap();
+        let theirs: String = Sha256::digest(other.public_key_der())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(!certifies_key(&issued.leaf_pem, &theirs));
+        assert!(!certifies_key(
+            "-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----\n",
+            &ours
+        ));
+        assert!(!certifies_key("", &ours));
     }
 
     fn anchors(ca: &TestCa) -> TrustAnchors {

@@ -68,4 +68,20 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Refused { http: 404, .. })
     }
+
+    /// Whether the API refused with `code`, as its status code or one of its messages' codes.
+    pub fn has_code(&self, code: &str) -> bool {
+        match self {
+            Self::Refused { code: c, messages, .. } => {
+                c == code || messages.iter().any(|m| m.split(' ').next() == Some(code))
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a job asked for is not known at that route: a 404, or `EF300101` (how the API
+    /// answers `GET /job/{id}` for a job that has ended).
+    pub fn is_job_unknown(&self) -> bool {
+        self.is_not_found() || self.has_code("EF300101")
+    }
 }

@@ -82,6 +82,14 @@ pub struct Prepared {
     pub dns_lines: Vec<(String, String)>,
 }
 
+/// What one `GET /poll` found.
+#[derive(Clone, Debug)]
+pub struct Polled {
+    pub message: Option<PollMessage>,
+    /// The messages queued, this one included, where the API says.
+    pub queued: Option<i64>,
+}
+
 /// A connected API client. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -399,9 +407,18 @@ impl Client {
         Self::first(&env, "Certificate")
     }
 
-    /// `GET /job/{id}`.
+    /// `GET /job/{id}`: a job still known there (the real API serves only running jobs there).
     pub async fn job(&self, id: i64) -> Result<ObjectJob, Error> {
-        let env = self.safe(Method::GET, &format!("/job/{id}"), None).await?;
+        self.job_at(&format!("/job/{id}"), id).await
+    }
+
+    /// `GET /job/history/{id}`: a finished job, once `GET /job/{id}` no longer knows it.
+    pub async fn job_history(&self, id: i64) -> Result<ObjectJob, Error> {
+        self.job_at(&format!("/job/history/{id}"), id).await
+    }
+
+    async fn job_at(&self, path: &str, id: i64) -> Result<ObjectJob, Error> {
+        let env = self.safe(Method::GET, path, None).await?;
         let job: ObjectJob = Self::first(&env, "ObjectJob")?;
         // An answer about another job must not be taken for this one's.
         if job.job.id != id {
@@ -425,14 +442,22 @@ impl Client {
 
     /// `GET /poll`: the oldest unconfirmed message, if any.
     pub async fn poll(&self) -> Result<Option<PollMessage>, Error> {
+        self.poll_queue().await.map(|p| p.message)
+    }
+
+    /// `GET /poll`: the oldest unconfirmed message, if any, and how many are queued with it
+    /// (`object.summary`, where the API says).
+    pub async fn poll_queue(&self) -> Result<Polled, Error> {
         let env = self.safe(Method::GET, "/poll", None).await?;
-        match env.data.as_ref().and_then(|d| d.first()) {
-            None => Ok(None),
-            Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| Error::Garbled {
+        let queued = env.object.as_ref().and_then(|o| o.summary);
+        let message = match env.data.as_ref().and_then(|d| d.first()) {
+            None => None,
+            Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| Error::Garbled {
                 http: 200,
                 detail: format!("PollMessage: {e}"),
-            }),
-        }
+            })?),
+        };
+        Ok(Polled { message, queued })
     }
 
     /// `PUT /poll/{id}`: confirms a message. Confirming twice is harmless (a 404 is ignored).
@@ -508,6 +533,32 @@ mod tests {
         assert!(matches!(e, Error::Garbled { .. }));
         let e = Client::check(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(2)), b"").unwrap_err();
         assert!(!e.outcome_unknown() && e.retry_after() == Some(Duration::from_secs(2)));
+    }
+
+    /// A finished job is not served at `GET /job/{id}`: the API answers 404, or names EF300101
+    /// among its messages; either way the job is unknown there, and nothing else is.
+    #[test]
+    fn a_job_unknown_at_its_route_is_told_from_other_refusals() {
+        let gone = br#"{"status":{"code":"E300114","text":"x","type":"ERROR"},"messages":[{"code":"EF300101","text":"Der Auftrag wurde nicht gefunden."}]}"#;
+        let e = Client::check(StatusCode::NOT_FOUND, None, gone).unwrap_err();
+        assert!(e.is_job_unknown() && e.has_code("EF300101") && e.has_code("E300114"));
+        let e = Client::check(StatusCode::BAD_REQUEST, None, gone).unwrap_err();
+        assert!(e.is_job_unknown() && !e.is_not_found());
+        let other = br#"{"status":{"code":"E0304","text":"x","type":"ERROR"},"messages":[{"code":"EF03014","text":"EF300101 lookalike"}]}"#;
+        let e = Client::check(StatusCode::BAD_REQUEST, None, other).unwrap_err();
+        assert!(!e.is_job_unknown() && !e.has_code("EF300101"));
+        let e = Client::check(StatusCode::INTERNAL_SERVER_ERROR, None, gone).unwrap_err();
+        assert!(!e.is_job_unknown(), "a server failure proves nothing about the job");
+    }
+
+    #[tokio::test]
+    async fn the_poll_queue_answer_says_how_many_messages_wait() {
+        let client = answer_once(
+            r#"{"status":{"code":"S0905","text":"ok","type":"SUCCESS"},"object":{"type":"message","value":"7","summary":3},"data":[{"id":7,"job":{"id":2,"status":"SUCCESS","type":"ssl"}}]}"#,
+        )
+        .await;
+        let p = client.poll_queue().await.unwrap();
+        assert_eq!((p.message.map(|m| m.id), p.queued), (Some(7), Some(3)));
     }
 
     /// A one-shot HTTP server on loopback that answers any request with `body`.
