@@ -1,115 +1,86 @@
-//! Waiting for the job the API started (`accepted` → `job_done`): through the poll queue, with
-//! `GET /job/{id}` as the fallback, a message confirmed only once our state is on disk.
+//! Waiting for the job the API started (`accepted` → `job_done`): through the agent's one reader
+//! of the poll queue (`poll`), which hands the order its job's end and confirms the message only
+//! once the order's journal is written; the order asks for its job itself only when the queue
+//! cannot tell it.
 
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 
+use super::poll::{Event, Outcome, Wanted};
 use super::{Agent, Ending};
-use crate::api::wire::{JobStatus, object_certificate_id};
+use crate::api::wire::JobStatus;
 use crate::config::{CertConfig, DnsMode};
 use crate::dns::{self, DcvRecord};
 use crate::store::{CertState, Step};
 
 impl Agent {
-    /// `accepted`: waits for the job through the poll queue, falling back to `GET /job/{id}` so
-    /// that messages about other jobs never block. A message is confirmed only after our state is
-    /// on disk.
+    /// `accepted`: waits for the job's end, within `order.job_timeout`.
     pub(super) async fn wait_for_job(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<()> {
-        let job_id = Self::journal(st)?
-            .job_id
-            .ok_or_else(|| anyhow!("the journal lost the job id"))?;
+        let known = st.certificate_id;
+        let j = Self::journal(st)?;
+        let job_id = j.job_id.ok_or_else(|| anyhow!("the journal lost the job id"))?;
+        let records = j.records.clone();
+        let wanted = Wanted {
+            job_id,
+            ctid: j.ctid.clone(),
+            certificate_id: j.certificate_id.or(known),
+            spki_sha256: j.spki_sha256.clone(),
+        };
         let deadline = tokio::time::Instant::now() + self.config.order.job_timeout;
-        let mut pause = self.config.order.poll_interval;
-        let records = Self::journal(st)?.records.clone();
-        let mut rounds = 0u32;
+        let mut waiting = self.poll.wait(wanted);
         loop {
-            rounds += 1;
-            if cert.dns == DnsMode::Autodns && (rounds == 3 || rounds.is_multiple_of(20)) {
-                self.log_dns_view(&cert.name, &records).await;
-            }
-            tokio::time::sleep(pause).await;
-            let mut status: Option<(JobStatus, Option<i64>, String)> = None;
-            let mut confirm = None;
-            match self.client.poll().await {
-                Ok(Some(msg)) => {
-                    let about = msg.job.as_ref().map(|j| j.id);
-                    if about == Some(job_id) {
-                        let s = msg
-                            .job
-                            .as_ref()
-                            .and_then(|j| j.status.clone())
-                            .unwrap_or(JobStatus::NotSet);
-                        let reason = msg
-                            .messages
-                            .iter()
-                            .filter_map(|m| m.text.as_deref().map(crate::text::printable))
-                            .collect::<Vec<_>>()
-                            .join("; ");
-                        status = Some((s, object_certificate_id(&msg.object), reason));
-                        confirm = Some(msg.id);
-                    } else if about.is_some_and(|id| self.finished_jobs.lock().is_ok_and(|f| f.contains(&id))) {
-                        // A leftover message about one of our finished jobs.
-                        let _ = self.client.confirm(msg.id).await;
+            match waiting.next(deadline).await {
+                Event::Done(outcome) => return self.job_ended(cert, st, job_id, outcome).await,
+                Event::Round(n) => {
+                    if cert.dns == DnsMode::Autodns && (n == 3 || n.is_multiple_of(20)) {
+                        self.log_dns_view(&cert.name, &records).await;
                     }
                 }
-                Ok(None) => {}
-                Err(e) => tracing::debug!(error = %e, "poll failed"),
-            }
-            if status.is_none() {
-                match self.client.job(job_id).await {
-                    Ok(oj) => {
-                        let s = oj.job.status.clone().unwrap_or(JobStatus::NotSet);
-                        status = Some((s, object_certificate_id(&oj.object), String::new()));
-                    }
-                    Err(e) => tracing::debug!(job_id, error = %e, "job info failed"),
-                }
-            }
-            match status {
-                Some((JobStatus::Success, cert_id, _)) => {
-                    let jm = Self::journal(st)?;
-                    jm.certificate_id = cert_id.or(jm.certificate_id);
-                    if let Some(id) = cert_id {
-                        st.certificate_id = Some(id);
-                    }
-                    self.advance(cert, st, Step::JobDone)?;
-                    self.job_finished(job_id, confirm).await;
-                    return Ok(());
-                }
-                Some((s, cert_id, reason)) if s.failed() => {
-                    if let Some(id) = cert_id {
-                        st.certificate_id.get_or_insert(id);
-                    }
-                    self.end(cert, st, Ending::JobFailed).await?;
-                    self.job_finished(job_id, confirm).await;
-                    let reason = if reason.is_empty() {
-                        String::from("no reason given")
-                    } else {
-                        reason
-                    };
-                    bail!("job {job_id} for {} ended {}: {reason}", cert.name, s.as_str());
-                }
-                _ => {}
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!(
+                Event::TimedOut => bail!(
                     "job {job_id} for {} is still running after {}; the next run picks it up",
                     cert.name,
                     crate::text::duration(self.config.order.job_timeout)
-                );
+                ),
             }
-            pause = (pause * 2).min(self.config.order.poll_interval_max);
         }
     }
 
-    /// Remembers a finished job (its leftover messages are confirmed when seen) and confirms the
-    /// poll message that told of it, once our state is on disk.
-    async fn job_finished(&self, job_id: i64, confirm: Option<i64>) {
-        if let Ok(mut f) = self.finished_jobs.lock() {
-            f.insert(job_id);
-        }
-        if let Some(m) = confirm {
-            let _ = self.client.confirm(m).await;
+    /// The job ended: the journal records how, and only then is the poll message that told of it
+    /// confirmed (`poll.finished`).
+    async fn job_ended(
+        &self,
+        cert: &CertConfig,
+        st: &mut CertState,
+        job_id: i64,
+        outcome: Outcome,
+    ) -> anyhow::Result<()> {
+        let news = outcome.news.clone();
+        tracing::debug!(cert = %cert.name, job_id, source = ?outcome.source, status = news.status.as_str(), "the job ended");
+        match news.status {
+            JobStatus::Success => {
+                let jm = Self::journal(st)?;
+                jm.certificate_id = news.certificate_id.or(jm.certificate_id);
+                if let Some(id) = news.certificate_id {
+                    st.certificate_id = Some(id);
+                }
+                self.advance(cert, st, Step::JobDone)?;
+                self.poll.finished(job_id, outcome).await;
+                Ok(())
+            }
+            s => {
+                if let Some(id) = news.certificate_id {
+                    st.certificate_id.get_or_insert(id);
+                }
+                self.end(cert, st, Ending::JobFailed).await?;
+                self.poll.finished(job_id, outcome).await;
+                let reason = if news.reason.is_empty() {
+                    String::from("no reason given")
+                } else {
+                    news.reason
+                };
+                bail!("job {job_id} for {} ended {}: {reason}", cert.name, s.as_str());
+            }
         }
     }
 

@@ -13,10 +13,11 @@
 //! cleanup where [`plan::Ending`] says, the journal dropped). What they may do is decided in
 //! `plan` (pure: what is due, the allowed moves, the spend guard); the steps themselves are in
 //! `prepare` (key, CSR, prepareOrder), `validate` (the DNS hook and the propagation wait), `send`
-//! (the paid request, reconciliation, contacts), `job` (waiting for the job) and `install`
-//! (download, verify, generation, deploy, rollback).
+//! (the paid request, reconciliation, contacts), `job` (waiting for the job, through `poll`, the
+//! agent's one reader of the poll queue) and `install` (download, verify, generation, deploy,
+//! rollback).
 
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -29,6 +30,7 @@ use crate::store::{CertState, OrderJournal, OrderKind, Step, Store};
 mod install;
 mod job;
 pub mod plan;
+pub(crate) mod poll;
 mod prepare;
 mod send;
 mod validate;
@@ -58,7 +60,8 @@ pub struct Agent {
     pub config: Config,
     pub client: Client,
     pub store: Store,
-    finished_jobs: std::sync::Mutex<HashSet<i64>>,
+    /// The one reader of the poll queue for all orders of this agent.
+    pub(crate) poll: Arc<poll::Dispatcher>,
     contacts: tokio::sync::Mutex<()>,
 }
 
@@ -70,11 +73,16 @@ impl Agent {
             &config.store.live_dir,
             config.store.keep_generations,
         );
+        let poll = Arc::new(poll::Dispatcher::new(
+            client.clone(),
+            config.order.poll_interval,
+            config.order.poll_interval_max,
+        ));
         Ok(Self {
             config,
             client,
             store,
-            finished_jobs: Default::default(),
+            poll,
             contacts: tokio::sync::Mutex::new(()),
         })
     }
