@@ -20,6 +20,8 @@ mod host;
 mod hostile;
 /// Issue, reissue, both DNS modes, both key families, files checked by openssl.
 mod issue;
+/// The poll queue as the real API keeps it: foreign heads, DEFERRED jobs, job history; one reader.
+mod poll;
 /// The real API's published answers, read by certkeeper's client.
 mod real;
 /// Spoiled deliveries are refused; reload failures roll back.
