@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """certkeeper's benchmarks, against autodns-sim on loopback. One command:
 
-    python3 bench/run.py            # everything (about 25 minutes, 10 of them the rate-limited run)
-    python3 bench/run.py cpu noop   # only some: features, cpu, rss, noop, ratelimit, dnslag, idle
+    python3 bench/run.py            # everything (about 25 minutes, 10 of them the rate-limited runs)
+    python3 bench/run.py cpu noop   # only some: features, cpu, rss, noop, ratelimit, ratelimit40, dnslag, idle
+    BENCH_BINARIES=DIR python3 bench/run.py ratelimit40   # another build's binaries, not built here
 
 It builds the release binaries, starts autodns-sim (job delay 0) as a child process, writes
 configs into a temporary directory, runs certkeeper as child processes under GNU time (CPU and
@@ -24,13 +25,18 @@ import ssl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-CERTKEEPER = os.path.join(TARGET, "release", "certkeeper")
-SIM = os.path.join(TARGET, "release", "autodns-sim")
+# BENCH_BINARIES: a directory holding the certkeeper and autodns-sim binaries of another build
+# (e.g. an earlier commit's, to compare with); nothing is built then.
+BINARIES = os.environ.get("BENCH_BINARIES")
+CERTKEEPER = os.path.join(BINARIES or os.path.join(TARGET, "release"), "certkeeper")
+SIM = os.path.join(BINARIES or os.path.join(TARGET, "release"), "autodns-sim")
 RUNS = 5
 results = {}
 
 
 def build():
+    if BINARIES:
+        return
     subprocess.run(["cargo", "build", "--release", "--workspace", "--bins"], cwd=ROOT, check=True)
 
 
@@ -228,20 +234,35 @@ def bench_idle():
     print("idle", json.dumps(results["idle_1000"]), flush=True)
 
 
-def bench_ratelimit():
+def ratelimit_run(n):
+    """n certificates in one run, 8 in flight (the default concurrency), certkeeper and the
+    simulator both at the API's limit of 3 requests per second."""
     sim = Sim()  # the API's own limit: 3 requests per second
     contact(sim)
     time.sleep(1)
-    d = workdir(sim, names(300), api_rate=3.0)
+    d = workdir(sim, names(n), api_rate=3.0)
     before = len(sim.get("/requests"))
     wall, cpu, _, _, _ = ck(d, "run", "--once")
     reqs = sim.get("/requests")[before:]
+    sim.stop()
     limited = sum(1 for r in reqs if r["status"] == 429)
     calls = len(reqs)
     bound = calls / 3.0
-    results["ratelimit_300"] = {"wall_s": wall, "calls": calls, "lower_bound_s": bound, "over_bound_pct": (wall / bound - 1) * 100, "answered_429": limited}
+    route = lambda method, prefix: sum(1 for r in reqs if r["method"] == method and r["path"].startswith(prefix))
+    return {"certificates": n, "wall_s": wall, "calls": calls, "calls_per_issuance": calls / n, "lower_bound_s": bound,
+            "over_bound_pct": (wall / bound - 1) * 100, "answered_429": limited,
+            "get_poll": route("GET", "/v1/poll"), "put_poll": route("PUT", "/v1/poll/"), "get_job": route("GET", "/v1/job/")}
+
+
+def bench_ratelimit():
+    results["ratelimit_300"] = ratelimit_run(300)
     print("ratelimit", json.dumps(results["ratelimit_300"]), flush=True)
-    sim.stop()
+
+
+def bench_ratelimit40():
+    """The rate-limited run in small: 40 certificates, 8 in flight, about 70 s."""
+    results["ratelimit_40"] = ratelimit_run(40)
+    print("ratelimit40", json.dumps(results["ratelimit_40"]), flush=True)
 
 
 def bench_dnslag():
@@ -324,7 +345,7 @@ def bench_features():
     sim.stop()
 
 
-BENCHES = {"features": bench_features, "cpu": bench_cpu, "noop": bench_noop, "rss": bench_rss, "idle": bench_idle, "dnslag": bench_dnslag, "ratelimit": bench_ratelimit}
+BENCHES = {"features": bench_features, "cpu": bench_cpu, "noop": bench_noop, "rss": bench_rss, "idle": bench_idle, "dnslag": bench_dnslag, "ratelimit": bench_ratelimit, "ratelimit40": bench_ratelimit40}
 
 if __name__ == "__main__":
     wanted = sys.argv[1:] or list(BENCHES)
