@@ -3,7 +3,7 @@
 //!
 //! Exit codes: 0 success or nothing due; 1 other error; 2 configuration error; 3 an order
 //! failed; 4 a certificate was issued but not deployed (the reload hook failed); 5 another
-//! certkeeper holds the state directory.
+//! certkeeper holds the state directory; 6 a paid request's outcome is not settled yet.
 
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
@@ -21,7 +21,9 @@ use crate::run::Exit;
 /// It never pays twice for an order and never installs a certificate that does not match its key.
 ///
 /// Exit codes: 0 success or nothing due, 1 other error, 2 configuration error, 3 an order failed,
-/// 4 issued but not deployed (the reload hook failed), 5 another certkeeper is running.
+/// 4 issued but not deployed (the reload hook failed), 5 another certkeeper is running, 6 the
+/// answer to a paid request was lost and is not settled yet (nothing was sent again; the next
+/// run looks again, `status` says more).
 #[derive(Debug, Parser)]
 #[command(name = "certkeeper", version)]
 pub struct Cli {
@@ -62,6 +64,25 @@ pub enum Command {
     },
     /// Validate the configuration and report every error with its file, line and field.
     Check,
+    /// Settle a paid request whose answer was lost ("payment unresolved" in `status`): say which
+    /// job or certificate it was (checked with the API), or that it never arrived (the next run
+    /// then sends it again, a new paid request). Stop a running daemon first: this takes the
+    /// state directory's lock.
+    #[command(group(clap::ArgGroup::new("settle").required(true).args(["job", "certificate", "never_arrived"])))]
+    Resolve {
+        /// The certificate, as configured.
+        name: String,
+        /// The id of the job the request started (as the SSL Manager or `POST /job/_search`
+        /// shows it).
+        #[arg(long, value_name = "ID")]
+        job: Option<i64>,
+        /// The id of the certificate the request made (a create) or changed (a reissue).
+        #[arg(long, value_name = "ID")]
+        certificate: Option<i64>,
+        /// The request never reached the API: nothing was ordered.
+        #[arg(long)]
+        never_arrived: bool,
+    },
     /// Run the whole job against an embedded simulator: no network, no credentials needed.
     #[cfg(feature = "demo")]
     Demo {
@@ -135,6 +156,7 @@ async fn dispatch(cli: Cli) -> Exit {
             Some(Command::Run { once: true }) => Some("--once (--renew-now already runs once)"),
             Some(Command::Status { .. }) => Some("status"),
             Some(Command::Check) => Some("check"),
+            Some(Command::Resolve { .. }) => Some("resolve"),
             None | Some(Command::Run { .. }) => None,
             #[cfg(feature = "demo")]
             Some(_) => Some("this command"),
@@ -146,6 +168,23 @@ async fn dispatch(cli: Cli) -> Exit {
     }
     match cli.command {
         Some(Command::Check) => check(&cli.config),
+        Some(Command::Resolve {
+            name,
+            job,
+            certificate,
+            never_arrived,
+        }) => {
+            use crate::order::reconcile::Settle;
+            let settle = match (job, certificate, never_arrived) {
+                (Some(id), _, _) => Settle::Job(id),
+                (_, Some(id), _) => Settle::Certificate(id),
+                _ => Settle::NeverArrived,
+            };
+            match load(&cli.config) {
+                Ok(config) => refused(crate::run::resolve(config, &name, settle).await),
+                Err(code) => code,
+            }
+        }
         Some(Command::Status { json }) => match load(&cli.config) {
             Ok(config) => status(&config, json),
             Err(code) => code,

@@ -217,6 +217,18 @@ fn report(cert: &CertConfig, result: &anyhow::Result<Outcome>) -> Option<(&'stat
             None
         }
         Ok(Outcome::NothingDue) => None,
+        Ok(Outcome::Unsettled {
+            unresolved: false,
+            message,
+            ..
+        }) => {
+            tracing::warn!(cert = %cert.name, %message, "looking again in a minute");
+            None
+        }
+        Ok(Outcome::Unsettled { message, .. }) => {
+            tracing::error!(cert = %cert.name, %message, "payment unresolved");
+            Some(("payment_unresolved", "payment_unresolved".into(), message.clone()))
+        }
         Ok(Outcome::NotDeployed { serial, error }) => {
             tracing::error!(cert = %cert.name, %serial, %error, "issued but not deployed; will retry after the backoff");
             Some(("not_deployed", format!("not_deployed {serial}"), error.clone()))

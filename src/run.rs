@@ -23,6 +23,9 @@ pub(crate) enum Exit {
     NotDeployed,
     /// 5: another certkeeper holds the state directory.
     Locked,
+    /// 6: the answer to a paid request was lost and is not settled yet (nothing was sent
+    /// again): still being reconciled, or "payment unresolved" (see `status`).
+    Unsettled,
 }
 
 impl Exit {
@@ -35,20 +38,23 @@ impl Exit {
             Exit::OrderFailed => 3,
             Exit::NotDeployed => 4,
             Exit::Locked => 5,
+            Exit::Unsettled => 6,
         }
     }
 
     /// How serious, for a run over many certificates: what a run reports is its most serious
     /// outcome. An order failure outranks a deploy failure (a certificate that could not be
-    /// ordered is further from being served than one that waits for its reload).
+    /// ordered is further from being served than one that waits for its reload), and a paid
+    /// request of unknown outcome outranks both (money may be at stake).
     fn rank(self) -> u8 {
         match self {
             Exit::Ok => 0,
             Exit::NotDeployed => 1,
             Exit::OrderFailed => 2,
-            Exit::Error => 3,
-            Exit::Config => 4,
-            Exit::Locked => 5,
+            Exit::Unsettled => 3,
+            Exit::Error => 4,
+            Exit::Config => 5,
+            Exit::Locked => 6,
         }
     }
 
@@ -101,6 +107,29 @@ pub(crate) async fn run_once(config: Config, renew: Option<Vec<String>>) -> Resu
     }
     let (agent, _lock) = start(config)?;
     Ok(run_all(&agent, renew.as_deref()).await)
+}
+
+/// `certkeeper resolve`: settles the lost answer of `name`'s paid request as the operator says.
+pub(crate) async fn resolve(
+    config: Config,
+    name: &str,
+    settle: crate::order::reconcile::Settle,
+) -> Result<Exit, Refusal> {
+    let name = name.to_ascii_lowercase();
+    let Some(cert) = config.certificates.iter().find(|c| c.name == name).cloned() else {
+        return Err(Refusal::new(
+            Exit::Config,
+            format!("{name} is not a configured certificate"),
+        ));
+    };
+    let (agent, _lock) = start(config)?;
+    match agent.resolve(&cert, settle).await {
+        Ok(done) => {
+            say(&done);
+            Ok(Exit::Ok)
+        }
+        Err(e) => Err(Refusal::new(Exit::Error, format!("{e:#}"))),
+    }
 }
 
 /// Builds the agent, creates its directories and takes the state directory's lock; on failure
@@ -182,6 +211,11 @@ pub(crate) async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exi
                 Ok(Outcome::NotDeployed { error, .. }) => {
                     tell_on_failure(&agent, &cert, "not_deployed", error, 0).await
                 }
+                Ok(Outcome::Unsettled {
+                    unresolved: true,
+                    newly: true,
+                    message,
+                }) => tell_on_failure(&agent, &cert, "payment_unresolved", message, 0).await,
                 Err(e) => tell_on_failure(&agent, &cert, "failed", &format!("{e:#}"), 0).await,
                 Ok(_) => {}
             }
@@ -209,6 +243,11 @@ pub(crate) async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exi
                 code = code.worst(Exit::NotDeployed);
                 format!("{name}: issued serial {serial} but NOT deployed: {error}")
             }
+            Ok(Outcome::Unsettled { message, .. }) => {
+                code = code.worst(Exit::Unsettled);
+                tracing::warn!(cert = %name, %message, "the outcome of a paid request is not settled");
+                format!("{name}: NOT SETTLED: {message}")
+            }
             Err(e) => {
                 code = code.worst(Exit::OrderFailed);
                 tracing::error!(cert = %name, error = %format!("{e:#}"), "order failed");
@@ -235,6 +274,8 @@ mod tests {
         assert_eq!(Exit::Ok.worst(Exit::NotDeployed), Exit::NotDeployed);
         assert_eq!(Exit::OrderFailed.worst(Exit::Error), Exit::Error);
         assert_eq!(Exit::Ok.worst(Exit::Ok).code(), 0);
+        assert_eq!(Exit::OrderFailed.worst(Exit::Unsettled), Exit::Unsettled);
+        assert_eq!(Exit::Unsettled.worst(Exit::Error), Exit::Error);
         let codes: Vec<u8> = [
             Exit::Ok,
             Exit::Error,
@@ -242,10 +283,11 @@ mod tests {
             Exit::OrderFailed,
             Exit::NotDeployed,
             Exit::Locked,
+            Exit::Unsettled,
         ]
         .iter()
         .map(|e| e.code())
         .collect();
-        assert_eq!(codes, [0, 1, 2, 3, 4, 5], "the documented exit codes");
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6], "the documented exit codes");
     }
 }

@@ -10,6 +10,11 @@ use crate::store::{CertState, Store};
 pub(crate) enum State {
     /// An order is under way, at this step.
     Ordering(crate::store::OrderKind, crate::store::Step),
+    /// The request was sent and its answer is awaited, or was lost and certkeeper looks for it.
+    Reconciling(crate::store::OrderKind),
+    /// The answer to a paid request was lost and the grace has passed without the evidence
+    /// settling it: nothing is sent until `certkeeper resolve` settles it.
+    PaymentUnresolved(crate::store::OrderKind),
     /// Issued, but the reload hook failed: the previous certificate is live.
     IssuedNotDeployed,
     /// The first certificate is in place (nothing to go back to), but the reload hook failed.
@@ -28,7 +33,11 @@ impl State {
     pub(crate) fn of(st: &CertState, now: i64) -> Self {
         let expired = st.not_after.is_some_and(|na| na <= now);
         if let Some(j) = &st.order {
-            Self::Ordering(j.kind, j.step)
+            match j.step {
+                crate::store::Step::Sending if j.unresolved_since.is_some() => Self::PaymentUnresolved(j.kind),
+                crate::store::Step::Sending => Self::Reconciling(j.kind),
+                _ => Self::Ordering(j.kind, j.step),
+            }
         } else if st.pending_deploy.is_some() && st.pending_deploy == st.generation {
             Self::InstalledReloadFailed
         } else if st.pending_deploy.is_some() {
@@ -51,6 +60,16 @@ impl std::fmt::Display for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Ordering(kind, step) => write!(f, "ordering ({}, at {})", kind.name(), step.name()),
+            Self::Reconciling(kind) => write!(
+                f,
+                "reconciling (the {} request's answer is awaited or was lost)",
+                kind.name()
+            ),
+            Self::PaymentUnresolved(kind) => write!(
+                f,
+                "payment unresolved (the {} request's answer was lost; see certkeeper resolve)",
+                kind.name()
+            ),
             Self::IssuedNotDeployed => f.write_str("issued, not deployed"),
             Self::InstalledReloadFailed => f.write_str("installed, reload hook failed"),
             Self::Deployed => f.write_str("deployed"),

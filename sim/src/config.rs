@@ -117,6 +117,9 @@ pub struct Product {
     /// How many names (common name included) one certificate may carry.
     pub max_names: usize,
     pub wildcard: bool,
+    /// What goes before a name to make its DNS validation record's name: `""` (the record sits
+    /// at the name itself) or `"_dnsauth."`.
+    pub dcv_prefix: &'static str,
 }
 
 /// The products the simulator sells.
@@ -128,6 +131,7 @@ pub const PRODUCTS: &[Product] = &[
         lifetimes: &[12, 24],
         max_names: 5,
         wildcard: false,
+        dcv_prefix: "",
     },
     Product {
         name: "SSL123",
@@ -136,6 +140,27 @@ pub const PRODUCTS: &[Product] = &[
         lifetimes: &[12, 24],
         max_names: 25,
         wildcard: false,
+        dcv_prefix: "",
+    },
+    // The 2020 JS SDK mock: DNS and FILE only, the record at `_dnsauth.NAME.`.
+    Product {
+        name: "BASIC_SSL",
+        certificate_type: "FQDN",
+        methods: &["DNS", "FILE"],
+        lifetimes: &[12, 24],
+        max_names: 2,
+        wildcard: false,
+        dcv_prefix: "_dnsauth.",
+    },
+    // No sample shows its DNS record; it sits at the name, as for its sibling QuickSSL Premium.
+    Product {
+        name: "RAPID_SSL",
+        certificate_type: "FQDN",
+        methods: &["EMAIL", "DNS", "FILE"],
+        lifetimes: &[12, 24],
+        max_names: 2,
+        wildcard: false,
+        dcv_prefix: "",
     },
     Product {
         name: "GLOBALSIGN_PERSONALSIGN_1",
@@ -144,6 +169,7 @@ pub const PRODUCTS: &[Product] = &[
         lifetimes: &[12, 24],
         max_names: 1,
         wildcard: false,
+        dcv_prefix: "",
     },
 ];
 

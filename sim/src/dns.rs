@@ -76,6 +76,11 @@ impl ZoneStore {
             .cloned()
     }
 
+    /// Whether `name` lies in one of the zones (so that AutoDNS could publish a record there).
+    pub fn hosts(&self, name: &str) -> bool {
+        fqdn(name).is_ok_and(|n| self.zone_of(&LowerName::new(&n)).is_some())
+    }
+
     /// Adds a record, visible after `delay`. An identical record is not added twice.
     pub fn add(&self, name: &str, value: Value, ttl: u32, delay: Duration) -> Result<(), String> {
         let name = fqdn(name)?;

@@ -1,5 +1,6 @@
 //! The job runner: it completes jobs once domain control is proven by a real DNS query to the
-//! configured nameserver, fails them after the DCV timeout, and completes FILE and EMAIL jobs
+//! configured nameserver (at the record name prepareOrder announced), defers them while the
+//! record is not served, fails them after the DCV timeout, and completes FILE and EMAIL jobs
 //! after the job delay.
 
 use std::net::SocketAddr;
@@ -85,7 +86,7 @@ async fn tick(shared: &Arc<Shared>, resolver: &Arc<Resolver<TokioConnectionProvi
                     format!("domain control validation failed: {nameserver} does not serve the TXT record for {name}");
                 shared.lock().finish_job(check.job_id, None, Some(reason));
             }
-            Some(_) => {}
+            Some(_) => shared.lock().defer_job(check.job_id),
         }
     }
 }

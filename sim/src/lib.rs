@@ -3,6 +3,12 @@
 //! ACME clients: everything is proven against it, and users can rehearse a configuration before
 //! it spends money.
 //!
+//! By default it answers as the real samples of the API (`shared/autodns/real/`) show the
+//! service, which is less kind than the spec: jobs without events or ctid, ended jobs only in
+//! the job history, DEFERRED while DNS is not seen, undocumented search keys refused, a rate
+//! limit per client IP answered 429 without Retry-After. Each friendlier or older form is a knob
+//! of [`Faults`].
+//!
 //! Start one in-process with [`Sim::start`]; it stops when the [`RunningSim`] is dropped.
 
 mod api;
@@ -26,8 +32,8 @@ use tokio::task::JoinHandle;
 
 pub use api::ROUTE_KEYS;
 pub use config::{Account, Durations, SimConfig};
-pub use faults::{FaultKind, Faults, JobOutcome, Mutation};
-pub use state::{LedgerEntry, RequestEntry};
+pub use faults::{CaList, CreatedPrecision, DcvForm, FaultKind, Faults, JobOutcome, Mutation, RateLimitAnswer};
+pub use state::{LedgerEntry, RequestEntry, Stats};
 
 /// The entry point: `Sim::start(config)`.
 #[derive(Debug)]
@@ -178,6 +184,12 @@ impl Control {
     /// Every API request so far.
     pub fn requests(&self) -> Vec<RequestEntry> {
         self.shared.lock().requests.clone()
+    }
+
+    /// The counters (`GET /_sim/stats`): foreign poll messages the client confirmed, poll
+    /// confirmations, rate-limited and delayed requests.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().stats.clone()
     }
 
     /// Sets a TXT record (replacing the set at that name).

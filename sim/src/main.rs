@@ -7,12 +7,20 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use autodns_sim::config::parse_duration;
-use autodns_sim::{Account, Durations, Faults, JobOutcome, Mutation, Sim, SimConfig};
+use autodns_sim::{
+    Account, CaList, CreatedPrecision, DcvForm, Durations, Faults, JobOutcome, Mutation, RateLimitAnswer, Sim,
+    SimConfig,
+};
 use clap::Parser;
 
 /// A fault-injecting stand-in for the InterNetX AutoDNS SSL Manager API, with a test CA and an
 /// authoritative DNS server. With no flags it listens on free loopback ports with TLS and serves
 /// the account demo / demo-password in context 4.
+///
+/// By default it answers as the real samples of the API show the service (jobs without events or
+/// ctid, ended jobs only in the history, DEFERRED while DNS is not seen, undocumented search keys
+/// refused, 429 without Retry-After per client IP); each friendlier or older form is a fault
+/// knob below, or a field of --faults.
 ///
 /// Every option can also be given in the environment variable named in its help.
 #[derive(Debug, Parser)]
@@ -64,15 +72,24 @@ struct Args {
     /// Where to write the root CA certificate (default: a temporary file).
     #[arg(long, env = "AUTODNS_SIM_CA_FILE")]
     ca_file: Option<PathBuf>,
-    /// Fault settings as JSON, the same as POST /_sim/faults takes (see sim/README.md).
+    /// Fault settings as JSON, the same as POST /_sim/faults takes (see sim/README.md): rate,
+    /// routes, kinds, rate_limit, rate_limit_answer, job_outcome, duplicate_poll, foreign_poll,
+    /// foreign_poll_hold, mutation, dcv_line, job_event_ctid, finished_jobs_stay,
+    /// notify_deferred, job_search_data, created_precision, ca_list, payable, dcv_form. The flags
+    /// below override it.
     #[arg(long, env = "AUTODNS_SIM_FAULTS")]
     faults: Option<String>,
     /// Share of requests that fail (0.0 to 1.0), on every route.
     #[arg(long, env = "AUTODNS_SIM_FAULT_RATE")]
     fault_rate: Option<f64>,
-    /// Client requests allowed per second per account (0: no limit).
+    /// Client requests allowed per second per client IP address (default 3; 0: no limit).
     #[arg(long, env = "AUTODNS_SIM_RATE_LIMIT")]
     rate_limit: Option<f64>,
+    /// How a request over the rate limit is answered: 429 (default: the error envelope, no
+    /// Retry-After, as none is documented), delay (held until it fits, then served) or
+    /// 429_retry_after (with Retry-After). The status429 fault follows it.
+    #[arg(long, env = "AUTODNS_SIM_RATE_LIMIT_ANSWER", value_parser = parse_enum::<RateLimitAnswer>)]
+    rate_limit_answer: Option<RateLimitAnswer>,
     /// How new jobs end: normal, fail or stuck.
     #[arg(long, env = "AUTODNS_SIM_JOB_OUTCOME", value_parser = parse_enum::<JobOutcome>)]
     job_outcome: Option<JobOutcome>,
@@ -80,6 +97,52 @@ struct Args {
     /// chain_out_of_order or missing_intermediate.
     #[arg(long, env = "AUTODNS_SIM_MUTATION", value_parser = parse_enum::<Mutation>)]
     mutation: Option<Mutation>,
+    /// Queue every poll message twice.
+    #[arg(long, env = "AUTODNS_SIM_DUPLICATE_POLL")]
+    duplicate_poll: bool,
+    /// Before each of our poll messages, queue a foreign one (alternately another client's job,
+    /// with another ctid, and a system notice without a job) that stays at the head of the
+    /// queue for --foreign-poll-hold. Confirming it is allowed, and counted in GET /_sim/stats
+    /// (foreign_confirmed).
+    #[arg(long, env = "AUTODNS_SIM_FOREIGN_POLL")]
+    foreign_poll: bool,
+    /// How long a foreign poll message stays at the head of the queue before its owner confirms
+    /// it (default 10m).
+    #[arg(long, env = "AUTODNS_SIM_FOREIGN_POLL_HOLD", value_parser = parse_duration)]
+    foreign_poll_hold: Option<Duration>,
+    /// Jobs carry the spec's events[] with the ctid of the request that started them (no real
+    /// sample has them).
+    #[arg(long, env = "AUTODNS_SIM_JOB_EVENT_CTID")]
+    job_event_ctid: bool,
+    /// Ended jobs stay at GET /job/{id} and in POST /job/_search, besides the history (by
+    /// default they are only under /job/history and GET /job/{id} answers 404 EF300101).
+    #[arg(long, env = "AUTODNS_SIM_FINISHED_JOBS_STAY")]
+    finished_jobs_stay: bool,
+    /// Queue a poll message (job status DEFERRED, not final) when a DNS job first waits for its
+    /// record.
+    #[arg(long, env = "AUTODNS_SIM_NOTIFY_DEFERRED")]
+    notify_deferred: bool,
+    /// POST /job/_search answers each job's object.data (the certificate id), which the real
+    /// sample lacks.
+    #[arg(long, env = "AUTODNS_SIM_JOB_SEARCH_DATA")]
+    job_search_data: bool,
+    /// The precision of created in jobs and certificates: second (default) or day (midnight, as
+    /// the 2018 samples show; created filters compare against it).
+    #[arg(long, env = "AUTODNS_SIM_CREATED_PRECISION", value_parser = parse_enum::<CreatedPrecision>)]
+    created_precision: Option<CreatedPrecision>,
+    /// certificationAuthority lists both (default: intermediate, root), one (the intermediate)
+    /// or none (an empty list).
+    #[arg(long, env = "AUTODNS_SIM_CA_LIST", value_parser = parse_enum::<CaList>)]
+    ca_list: Option<CaList>,
+    /// Certificates show payable (the term end), multiyear and reissueRequired, as the 2022
+    /// sample does (the 2018-2020 samples have none of them).
+    #[arg(long, env = "AUTODNS_SIM_PAYABLE")]
+    payable: bool,
+    /// The DNS validation entry: spec (default: with name, NAME.<TAB>300<TAB>IN<TAB>TXT),
+    /// double_tab (a double tab after the name), no_name (no name field) or double_tab_no_name
+    /// (the 2018 help pages exactly).
+    #[arg(long, env = "AUTODNS_SIM_DCV_FORM", value_parser = parse_enum::<DcvForm>)]
+    dcv_form: Option<DcvForm>,
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
@@ -129,6 +192,33 @@ fn config(args: Args) -> Result<SimConfig, String> {
     }
     if args.mutation.is_some() {
         faults.mutation = args.mutation;
+    }
+    if let Some(answer) = args.rate_limit_answer {
+        faults.rate_limit_answer = answer;
+    }
+    if let Some(hold) = args.foreign_poll_hold {
+        faults.foreign_poll_hold = hold;
+    }
+    if let Some(p) = args.created_precision {
+        faults.created_precision = p;
+    }
+    if let Some(l) = args.ca_list {
+        faults.ca_list = l;
+    }
+    if let Some(f) = args.dcv_form {
+        faults.dcv_form = f;
+    }
+    // A flag turns its knob on; leaving it out keeps what --faults says.
+    for (flag, knob) in [
+        (args.duplicate_poll, &mut faults.duplicate_poll),
+        (args.foreign_poll, &mut faults.foreign_poll),
+        (args.job_event_ctid, &mut faults.job_event_ctid),
+        (args.finished_jobs_stay, &mut faults.finished_jobs_stay),
+        (args.notify_deferred, &mut faults.notify_deferred),
+        (args.job_search_data, &mut faults.job_search_data),
+        (args.payable, &mut faults.payable),
+    ] {
+        *knob |= flag;
     }
     faults.validate()?;
     let mut config = SimConfig {

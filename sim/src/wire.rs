@@ -24,10 +24,13 @@ pub struct Envelope {
     pub messages: Vec<Message>,
 }
 
-/// `ResponseStatus`: `{code, text, type}`.
+/// `ResponseStatus`: `{code, text, type}`. Some real errors carry only `type`: an empty code
+/// or text is left out.
 #[derive(Clone, Debug, Serialize)]
 pub struct ResponseStatus {
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub code: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub text: String,
     #[serde(rename = "type")]
     pub kind: StatusType,
@@ -42,12 +45,13 @@ pub enum StatusType {
     Notify,
 }
 
-/// `ResponseObject`: `{type, value, summary, data}`.
+/// `ResponseObject`: `{type, value, summary, data}`. Search answers carry no `value`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ResponseObject {
     #[serde(rename = "type")]
     pub kind: String,
-    pub value: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,6 +144,10 @@ pub struct SslContactOut {
     pub organization: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub address: Vec<String>,
+    /// The address was sent as one string: the create answer echoes it so (as the help page
+    /// shows); every other answer lists it.
+    #[serde(skip)]
+    pub address_was_string: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pcode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -201,9 +209,10 @@ pub struct CertificateDataOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub business_case: Option<String>,
     pub authentication: Vec<CertAuthenticationOut>,
-    /// `CsrHashAlgorithmConstants`: the spec knows only EC curves, so RSA keys leave it out.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub algorithm: Option<String>,
+    /// The key type, `RSA` or `ECC`, as the real answers write it (the spec's
+    /// `CsrHashAlgorithmConstants` lists only curves).
+    pub algorithm: String,
+    /// The curve of an EC key: `PRIME_256_V1` or `SECP_384_R1`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ec_curve: Option<String>,
     pub signature_hash_algorithm: String,
@@ -311,23 +320,27 @@ pub struct CertificateOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
     pub serial_number: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signature_hash_algorithm: String,
     pub certification_authority: Vec<CaCertificate>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subject_alternative_names: Vec<SubjectAlternativeName>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expire: Option<String>,
-    pub payable: String,
-    pub multiyear: bool,
-    pub reissue_required: bool,
+    /// The end of the order term; only with the `payable` knob (the 2022 form).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payable: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multiyear: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reissue_required: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reissue_status: Option<String>,
+    /// The contact as the account keeps it (`SslContact` without owner and times).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub admin_contact: Option<ContactRef>,
+    pub admin_contact: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub technical_contact: Option<ContactRef>,
+    pub technical_contact: Option<Value>,
     pub authentication: CertAuthenticationOut,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub histories: Vec<CertificateHistory>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub firstname: Option<String>,
@@ -337,22 +350,20 @@ pub struct CertificateOut {
     pub comment: Option<String>,
     pub certificate_transparency_privacy: String,
     pub domain: String,
+    pub has_csr: bool,
     pub owner: BasicUser,
+    pub updater: BasicUser,
     pub created: String,
     pub updated: String,
 }
 
-/// A contact reference inside a certificate: `{ "id": N }`.
-#[derive(Clone, Debug, Serialize)]
-pub struct ContactRef {
-    pub id: i64,
-}
-
-/// `Job`.
+/// `Job`. Poll messages add `type` (`"ssl"`), which the spec lacks and the samples show.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
     pub id: i64,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sub_status: Option<String>,
@@ -362,6 +373,8 @@ pub struct Job {
     pub created: String,
     pub updated: String,
     pub owner: BasicUser,
+    pub updater: BasicUser,
+    /// Only with the `job_event_ctid` knob: no real sample has them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<WorkflowEvent>,
 }
@@ -386,18 +399,33 @@ pub struct ObjectJob {
     pub object: ResponseObject,
 }
 
-/// `PollMessage`.
+/// `PollMessage`: about a job (`job`, `object`, and `ctid` of the request that started it) or
+/// a notice without a job (`notify`, `notice`).
 #[derive(Clone, Debug, Serialize)]
 pub struct PollMessage {
     pub id: i64,
     pub owner: BasicUser,
-    pub job: Job,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<Job>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifyMessage>,
     pub stid: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ctid: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<Message>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
     pub created: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<ResponseObject>,
+}
+
+/// `NotifyMessage`: `{type, object}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct NotifyMessage {
+    #[serde(rename = "type")]
+    pub kind: String,
     pub object: ResponseObject,
 }
 
@@ -408,6 +436,16 @@ pub struct Query {
     pub filters: Vec<QueryFilter>,
     #[serde(default)]
     pub view: Option<QueryView>,
+    #[serde(default)]
+    pub orders: Vec<QueryOrder>,
+}
+
+/// `QueryOrder`: `{key, type}` with type `ASC` or `DESC`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct QueryOrder {
+    pub key: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
 }
 
 /// `QueryFilter`: `{key, value, values, operator, link, filters}`.

@@ -108,6 +108,9 @@ pub struct Certificate {
     pub created: Option<String>,
     #[serde(default)]
     pub reissue_required: Option<bool>,
+    /// The CSR of the latest order or reissue.
+    #[serde(default)]
+    pub csr: Option<String>,
 }
 
 /// `WorkflowEvent`, which carries the ctid of the request that started a job.

@@ -43,8 +43,12 @@ pub(super) const JOB_TIMEOUT: Duration = Duration::from_secs(3600);
 pub(super) const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// `order.poll_interval_max`: the longest pause between two looks at a running job.
 pub(super) const POLL_INTERVAL_MAX: Duration = Duration::from_secs(60);
-/// `order.reconcile_grace`: how long a paid request with a lost answer is searched for.
-pub(super) const RECONCILE_GRACE: Duration = Duration::from_secs(1800);
+/// `order.reconcile_grace`: how long after sending a paid request with a lost answer must be
+/// searched for, and found nowhere, before it counts as never made. The searches find a request
+/// the API received at once (its running and finished jobs, the certificates by name); the grace
+/// covers a request still on its way, which no API call takes longer than the 30 s timeout to
+/// answer: twenty times that.
+pub(super) const RECONCILE_GRACE: Duration = Duration::from_secs(600);
 /// `order.concurrency`: how many certificates are worked on at once.
 pub(super) const CONCURRENCY: usize = 8;
 

@@ -19,7 +19,9 @@ impl Agent {
     pub(super) async fn wait_for_job(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<()> {
         let known = st.certificate_id;
         let j = Self::journal(st)?;
-        let job_id = j.job_id.ok_or_else(|| anyhow!("the journal lost the job id"))?;
+        let Some(job_id) = j.job_id else {
+            return self.wait_for_certificate(cert, st).await;
+        };
         let records = j.records.clone();
         let wanted = Wanted {
             job_id,
@@ -27,6 +29,10 @@ impl Agent {
             certificate_id: j.certificate_id.or(known),
             spki_sha256: j.spki_sha256.clone(),
         };
+        // The jobs of this certificate's earlier orders have ended: a message about one is a
+        // leftover of ours.
+        self.poll
+            .remember_ours(st.jobs.iter().copied().filter(|id| *id != job_id));
         let deadline = tokio::time::Instant::now() + self.config.order.job_timeout;
         let mut waiting = self.poll.wait(wanted);
         loop {
@@ -81,6 +87,44 @@ impl Agent {
                 };
                 bail!("job {job_id} for {} ended {}: {reason}", cert.name, s.as_str());
             }
+        }
+    }
+
+    /// `accepted` without a job id (reconciliation found the certificate a lost request made or
+    /// changed, but not its job): waits until the certificate holds a leaf for the order's key.
+    async fn wait_for_certificate(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<()> {
+        let j = Self::journal(st)?.clone();
+        let id = j
+            .certificate_id
+            .or(st.certificate_id)
+            .ok_or_else(|| anyhow!("the journal knows neither the job nor the certificate"))?;
+        let deadline = tokio::time::Instant::now() + self.config.order.job_timeout;
+        let mut pause = self.config.order.poll_interval;
+        loop {
+            match self.client.certificate(id).await {
+                Ok(c) => {
+                    let ours = c.server.as_deref().is_some_and(|leaf| {
+                        j.spki_sha256
+                            .as_deref()
+                            .is_some_and(|spki| crate::x509::certifies_key(leaf, spki))
+                    });
+                    if ours {
+                        Self::journal(st)?.certificate_id = Some(id);
+                        st.certificate_id = Some(id);
+                        return self.advance(cert, st, Step::JobDone);
+                    }
+                }
+                Err(e) => tracing::debug!(certificate = id, error = %e, "certificate info failed"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "certificate {id} of {} holds no certificate for the order's key after {}; the next run looks again",
+                    cert.name,
+                    crate::text::duration(self.config.order.job_timeout)
+                );
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.config.order.poll_interval_max);
         }
     }
 

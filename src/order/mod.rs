@@ -2,9 +2,10 @@
 //!
 //! Each step is written durably to the certificate's state file before the side effect it enables
 //! (see `store::Step`), so that a run killed at any instant resumes where it stopped. A paid
-//! request whose answer was lost is never simply sent again: the agent first searches the API's
-//! jobs for its ctid and adopts what it finds; only when nothing appears within the grace period
-//! does the request count as never made. A spend guard caps paid requests per term. Nothing is
+//! request whose answer was lost is never simply sent again: the agent first looks for it where
+//! the API documents it (`reconcile`) and adopts what it finds; only complete searches that find
+//! nothing through the grace period let it count as never made, and an ambiguous case waits for
+//! the operator ("payment unresolved"). A spend guard caps paid requests per term. Nothing is
 //! installed before the delivery is verified, and a failed reload rolls the symlink back.
 //!
 //! The map: [`Agent::ensure`] starts or resumes an order, `drive` calls one function per step,
@@ -32,6 +33,7 @@ mod job;
 pub mod plan;
 pub(crate) mod poll;
 mod prepare;
+pub mod reconcile;
 mod send;
 mod validate;
 
@@ -53,6 +55,14 @@ pub enum Outcome {
     Deployed { serial: String, generation: u32 },
     /// A new certificate was issued, but the reload hook failed: the old one stays live.
     NotDeployed { serial: String, error: String },
+    /// The answer to a paid request was lost and this run could not settle whether it was made:
+    /// nothing was sent again; the next run looks again. `unresolved`: past the grace, only the
+    /// operator can settle it (`certkeeper resolve`); `newly`: it became so in this run.
+    Unsettled {
+        unresolved: bool,
+        newly: bool,
+        message: String,
+    },
 }
 
 /// Shared by every certificate of one run.
@@ -141,8 +151,16 @@ impl Agent {
                 Step::Keyed => self.prepare(cert, st).await?,
                 Step::Prepared => self.publish(cert, st).await?,
                 Step::DnsPublished => self.wait_for_dns(cert, st).await?,
-                Step::DnsVerified => self.send(cert, st).await?,
-                Step::Sending => self.reconcile(cert, st).await?,
+                Step::DnsVerified => {
+                    if let Some(outcome) = self.send(cert, st).await? {
+                        return Ok(outcome);
+                    }
+                }
+                Step::Sending => {
+                    if let Some(outcome) = self.reconcile(cert, st).await? {
+                        return Ok(outcome);
+                    }
+                }
                 Step::Accepted => self.wait_for_job(cert, st).await?,
                 Step::JobDone => self.download(cert, st).await?,
                 Step::Downloaded => self.verify_and_write(cert, st).await?,
@@ -171,6 +189,11 @@ impl Agent {
             chain: Vec::new(),
             generation: None,
             term_end: None,
+            sent_boot: None,
+            known_certificates: Vec::new(),
+            answer_unreadable: false,
+            clean_searches: 0,
+            unresolved_since: None,
         });
         self.settle(st, Step::Planned, durable)
     }

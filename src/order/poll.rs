@@ -331,16 +331,24 @@ impl<A: JobApi> Dispatcher<A> {
         }
     }
 
+    /// Remembers jobs of earlier orders (a certificate's state keeps them) as finished ones of
+    /// ours, so that a message about one that an earlier run left unconfirmed (it was stopped
+    /// between its journal and the confirmation) is confirmed, not taken for another client's.
+    pub(crate) fn remember_ours(&self, jobs: impl IntoIterator<Item = i64>) {
+        let mut st = self.state();
+        for job_id in jobs {
+            if !st.finished.contains(&job_id) {
+                if st.finished.len() >= FINISHED {
+                    st.finished.pop_front();
+                }
+                st.finished.push_back(job_id);
+            }
+        }
+    }
+
     /// The latest poll message seen with `ctid` while no order of this agent waited for its
     /// job, if it is still remembered: whether the job a request with a lost answer started
     /// came by, and how it stood.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "for the reconciliation of a lost answer (order::send), which is being rewritten to ask it"
-        )
-    )]
     pub(crate) fn by_ctid(&self, ctid: &str) -> Option<Seen> {
         self.state()
             .seen

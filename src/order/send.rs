@@ -1,7 +1,6 @@
 //! The request that may cost money, sent once: the spend guard, a fresh ctid journaled with the
-//! request before it leaves (`dns_verified` → `sending`), the answer (`accepted`), and for an
-//! answer that was lost, the search for the job by its ctid (reconciliation). Also the body of
-//! the request and the contacts it names.
+//! request before it leaves (`dns_verified` → `sending`), the answer (`accepted`); an answer
+//! that was lost goes to `reconcile`. Also the body of the request and the contacts it names.
 
 use std::collections::BTreeMap;
 
@@ -9,15 +8,16 @@ use anyhow::{Context as _, anyhow, bail};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::{ANSWERED, Agent, Ending, hex, pause_for_tests, plan, random_hex};
+use super::{ANSWERED, Agent, Ending, Outcome, hex, pause_for_tests, plan, random_hex};
 use crate::api;
-use crate::api::wire::{OrderFor, OrderRequest, object_certificate_id};
+use crate::api::wire::{OrderFor, OrderRequest};
 use crate::config::{CertConfig, ContactSpec, DnsMode};
-use crate::store::{CertState, OrderKind, PaidRequest, PaidStatus, Step};
+use crate::store::{BootTime, CertState, OrderKind, PaidRequest, PaidStatus, Step};
 
 impl Agent {
     /// `dns_verified`: sends the create, reissue or renew request once, journaled first.
-    pub(super) async fn send(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<()> {
+    /// `Ok(Some(outcome))` when the answer was lost and could not be settled in this run.
+    pub(super) async fn send(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<Option<Outcome>> {
         let j = Self::journal(st)?.clone();
         if let Some(spent) = plan::spend_guard(st, j.kind, cert.max_paid_orders) {
             self.end(cert, st, Ending::SpendGuard).await?;
@@ -39,9 +39,14 @@ impl Agent {
                 job_id: None,
             });
         }
+        let known = st.certificate_id;
         let jm = Self::journal(st)?;
         jm.ctid = Some(ctid.clone());
         jm.sent_at = Some(now);
+        jm.sent_boot = BootTime::now();
+        jm.known_certificates = known.into_iter().collect();
+        jm.clean_searches = 0;
+        jm.answer_unreadable = false;
         self.advance(cert, st, Step::Sending)?;
 
         let body = self.order_body(cert, st).await?;
@@ -59,9 +64,13 @@ impl Agent {
         };
         pause_for_tests(ANSWERED, &cert.name);
         match result {
-            Ok(job_id) => self.accept(cert, st, job_id),
+            Ok(job_id) => self.accept(cert, st, job_id).map(|()| None),
             Err(e) if e.outcome_unknown() => {
                 tracing::warn!(cert = %cert.name, %ctid, error = %e, "the answer to the order was lost; reconciling before anything else");
+                // An answer came, but nothing in it can be read: the request arrived.
+                if matches!(e, api::Error::Garbled { http: 200..=299, .. }) {
+                    Self::journal(st)?.answer_unreadable = true;
+                }
                 self.reconcile(cert, st).await
             }
             Err(e) => {
@@ -82,54 +91,9 @@ impl Agent {
             p.job_id = Some(job_id);
         }
         Self::journal(st)?.job_id = Some(job_id);
+        st.remember_job(job_id);
         tracing::info!(cert = %st.name, job_id, "order accepted");
         self.advance(cert, st, Step::Accepted)
-    }
-
-    /// `sending`: finds the job a request with a lost answer started, by its ctid. Gives up after
-    /// the grace period, and only then lets the request count as never made (back to
-    /// `dns_verified`, to be sent again with a new ctid).
-    pub(super) async fn reconcile(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<()> {
-        let j = Self::journal(st)?.clone();
-        let ctid = j.ctid.clone().ok_or_else(|| anyhow!("the journal lost the ctid"))?;
-        let sent_at = j.sent_at.unwrap_or(j.started_at);
-        let since = OffsetDateTime::from_unix_timestamp(sent_at - 120).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let grace = self.config.order.reconcile_grace;
-        let mut pause = self.config.order.poll_interval;
-        for round in 0u32.. {
-            match self.client.search_jobs(&cert.name, since).await {
-                Ok(jobs) => {
-                    if let Some(found) = jobs
-                        .iter()
-                        .find(|oj| oj.job.events.iter().any(|e| e.ctid.as_deref() == Some(ctid.as_str())))
-                    {
-                        tracing::info!(cert = %cert.name, %ctid, job_id = found.job.id, "found the order the lost answer belonged to");
-                        if let Some(id) = object_certificate_id(&found.object) {
-                            st.certificate_id.get_or_insert(id);
-                        }
-                        return self.accept(cert, st, found.job.id);
-                    }
-                }
-                Err(e) => tracing::warn!(cert = %cert.name, error = %e, "searching for the order failed"),
-            }
-            let waited = OffsetDateTime::now_utc().unix_timestamp() - sent_at;
-            if waited as f64 >= grace.as_secs_f64() {
-                tracing::warn!(cert = %cert.name, %ctid, waited, "no trace of the order after the grace period: it never arrived");
-                if let Some(p) = st.paid.iter_mut().find(|p| p.ctid == ctid) {
-                    p.status = PaidStatus::NotMade;
-                }
-                let jm = Self::journal(st)?;
-                jm.ctid = None;
-                jm.sent_at = None;
-                return self.advance(cert, st, Step::DnsVerified);
-            }
-            if round > 10_000 {
-                break;
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(self.config.order.poll_interval_max);
-        }
-        bail!("reconciliation of {} did not end", cert.name)
     }
 
     async fn order_body(&self, cert: &CertConfig, st: &CertState) -> anyhow::Result<OrderRequest> {

@@ -126,6 +126,54 @@ pub struct OrderJournal {
     pub generation: Option<u32>,
     #[serde(default)]
     pub term_end: Option<i64>,
+    /// When the paid request left, on the host's boot clock (which the wall clock's jumps do
+    /// not move): how long the search for a lost answer has run is measured on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_boot: Option<BootTime>,
+    /// The certificate ids certkeeper knew of when the request left: a certificate found by
+    /// name later that is not among them is the order's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_certificates: Vec<i64>,
+    /// The API answered the paid request, but with nothing readable: it arrived, so no search
+    /// can prove that it did not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub answer_unreadable: bool,
+    /// How many complete searches (every source answered) found no trace of the request.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub clean_searches: u32,
+    /// Since when (unix time) the outcome of the paid request is "payment unresolved": the
+    /// grace has passed and the evidence does not settle it; `certkeeper resolve` does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unresolved_since: Option<i64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A moment on the host's boot clock (`CLOCK_BOOTTIME`), with the boot it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootTime {
+    pub boot_id: String,
+    pub secs: u64,
+}
+
+impl BootTime {
+    /// Now, or `None` where the boot clock or the boot id cannot be read.
+    pub fn now() -> Option<Self> {
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+        Some(Self {
+            boot_id: boot_id.trim().to_string(),
+            secs: t.tv_sec as u64,
+        })
+    }
+
+    /// Seconds since `self` on the boot clock, if this is still the same boot.
+    pub fn elapsed(&self) -> Option<u64> {
+        let now = Self::now()?;
+        (now.boot_id == self.boot_id).then(|| now.secs.saturating_sub(self.secs))
+    }
 }
 
 /// A private key in PEM inside the journal. Its `Debug` never shows the key.
@@ -209,6 +257,28 @@ pub struct CertState {
     /// name, another key) is noticed. Absent in states written before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_for: Option<IssuedFor>,
+    /// The jobs of this certificate's latest requests (at most [`KEPT_JOBS`]), so that the
+    /// search for a lost answer never takes an earlier request's job for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<i64>,
+    /// prepareOrder refused the CSR on one line (as the help page asks it) and took the form
+    /// InterNetX's SDKs send (`BEGIN\r\nbody\r\nEND`): the orders of this certificate use that.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub csr_crlf: bool,
+}
+
+/// How many job ids a certificate's state keeps.
+pub const KEPT_JOBS: usize = 32;
+
+impl CertState {
+    /// Remembers a job of one of this certificate's requests.
+    pub fn remember_job(&mut self, id: i64) {
+        if !self.jobs.contains(&id) {
+            self.jobs.push(id);
+        }
+        let excess = self.jobs.len().saturating_sub(KEPT_JOBS);
+        self.jobs.drain(..excess);
+    }
 }
 
 /// The configuration a certificate was issued for.

@@ -104,6 +104,11 @@ fn an_order_key_is_kept_in_the_0600_journal_and_never_shown_in_debug_output() {
         chain: vec![],
         generation: None,
         term_end: None,
+        sent_boot: None,
+        known_certificates: Vec::new(),
+        answer_unreadable: false,
+        clean_searches: 0,
+        unresolved_since: None,
     });
     // A temp file left behind by a killed process that had our PID does not block the write.
     let tmp = temp_path(&root.join("state/certs/www.example.com.json"));

@@ -93,7 +93,13 @@ fn count(env: &TestEnv, name: &str, kind: &str) -> usize {
 
 const FAST: &str = "[daemon]\nretry_backoff = [\"1s\", \"2s\", \"4s\"]\n";
 
+/// A simulator on a compressed clock that shows each order's term end (`payable`, as the 2022
+/// sample does; older answers leave it out, and then no term renewal can be planned).
 fn compressed(faults: Faults, month: u64, validity: u64) -> SimConfig {
+    let faults = Faults {
+        payable: true,
+        ..faults
+    };
     SimConfig {
         durations: Durations {
             month: Duration::from_secs(month),

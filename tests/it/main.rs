@@ -22,8 +22,12 @@ mod hostile;
 mod issue;
 /// The poll queue as the real API keeps it: foreign heads, DEFERRED jobs, job history; one reader.
 mod poll;
+/// A hostile network in front of the simulator, for the tests of lost answers.
+mod proxy;
 /// The real API's published answers, read by certkeeper's client.
 mod real;
+/// Lost answers to paid requests: failing searches, a clock ahead, unparseable answers, kills.
+mod reconcile;
 /// Spoiled deliveries are refused; reload failures roll back.
 mod refuse;
 /// Real servers: BIND9 with the RFC 2136 hook, nginx and Apache with the reload hooks.

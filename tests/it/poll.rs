@@ -30,17 +30,6 @@ async fn plain_sim(tag: &str, faults: Faults, job_delay: Duration) -> TestEnv {
     .await
 }
 
-/// Drops the test config's compressed `[order]` timings: the shipped defaults apply.
-fn shipped_poll_settings(env: &TestEnv) {
-    let text = std::fs::read_to_string(env.config_path()).unwrap();
-    let text: String = text
-        .lines()
-        .filter(|l| !l.starts_with("poll_interval") && !l.starts_with("job_timeout"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(env.config_path(), text).unwrap();
-}
-
 /// The requests the simulator answered, as `METHOD /path`.
 fn requests(env: &TestEnv) -> Vec<String> {
     env.sim
@@ -80,7 +69,7 @@ async fn a_foreign_message_heading_the_queue_neither_stalls_an_order_nor_is_conf
     let front = Front::start(&env, Twist::Foreign).await;
     let name = "www.example.com";
     env.write_config(&[Cert::autodns(name)], "");
-    shipped_poll_settings(&env);
+    env.use_shipped_settings();
     through(&env, &front);
     for args in [&["run", "--once"][..], &["--renew-now", name][..]] {
         let started = Instant::now();

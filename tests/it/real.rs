@@ -202,7 +202,7 @@ async fn every_real_answer_is_read_by_the_client_as_in_production() {
                 "POST_job_search" => {
                     let since = time::OffsetDateTime::UNIX_EPOCH;
                     let jobs = client
-                        .search_jobs("example.com", since)
+                        .search_jobs("example.com", since, false)
                         .await
                         .unwrap_or_else(|e| panic!("{what}: {e}"));
                     assert!(!jobs.is_empty(), "{what}: no job read");

@@ -173,6 +173,26 @@ technical_contact = {{ fname = "Jo", lname = "Doe", email = "jo@example.com", ph
         (script, out)
     }
 
+    /// Takes the config's test shortcuts out (the API timeout, the DNS and job intervals, the
+    /// job timeout, the reconciliation grace): certkeeper's shipped settings apply.
+    pub fn use_shipped_settings(&self) {
+        let text = std::fs::read_to_string(self.config_path()).unwrap();
+        let shortcuts = [
+            "timeout =",
+            "poll_interval",
+            "job_timeout",
+            "reconcile_grace",
+            "check_interval",
+            "propagation_timeout",
+        ];
+        let kept: String = text
+            .lines()
+            .filter(|l| !shortcuts.iter().any(|k| l.starts_with(k)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(self.config_path(), kept).unwrap();
+    }
+
     /// Appends text (e.g. a `[daemon]` table) to the config file.
     pub fn append_config(&self, text: &str) {
         let old = std::fs::read_to_string(self.config_path()).unwrap();

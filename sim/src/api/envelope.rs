@@ -47,7 +47,7 @@ pub(super) fn error(s: &Shared, ctid: &Option<String>, e: ApiError) -> Response 
             text: e.text,
             kind: StatusType::Error,
         },
-        object: None,
+        object: e.object.map(|o| *o),
         data: None,
         messages: e.messages,
     };

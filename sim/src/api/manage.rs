@@ -1,5 +1,5 @@
 //! The management API under `/_sim`, for loopback clients only: the ledger, the request log,
-//! faults, reset, DNS records, job control and the root CA.
+//! the counters, faults, reset, DNS records, job control and the root CA.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/_sim/ledger", get(ledger))
         .route("/_sim/requests", get(requests))
+        .route("/_sim/stats", get(stats))
         .route("/_sim/faults", get(get_faults).post(set_faults))
         .route("/_sim/reset", post(reset))
         .route("/_sim/dns", get(dns_list).post(dns_set))
@@ -54,6 +55,10 @@ async fn ledger(AxState(s): AxState<Arc<Shared>>) -> Response {
 
 async fn requests(AxState(s): AxState<Arc<Shared>>) -> Response {
     axum::Json(s.lock().requests.clone()).into_response()
+}
+
+async fn stats(AxState(s): AxState<Arc<Shared>>) -> Response {
+    axum::Json(s.lock().stats.clone()).into_response()
 }
 
 async fn get_faults(AxState(s): AxState<Arc<Shared>>) -> Response {

@@ -1,6 +1,6 @@
-//! The request pipeline of the JSON API. Every request goes through the same steps, in the real
-//! API's order: route, User-Agent, authentication, rate limit, fault dice, body, operation; and
-//! every request is logged, its password redacted.
+//! The request pipeline of the JSON API. Every request goes through the same steps: rate limit
+//! (per client IP address, before anything else), route, User-Agent, authentication, fault
+//! dice, body, operation; and every request is logged, its password redacted.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::envelope::{DropConnection, drop_connection, error, success};
 use super::routes::{Route, route_of};
-use crate::faults::{FaultKind, Faults};
+use crate::faults::{FaultKind, RateLimitAnswer};
 use crate::shared::Shared;
 use crate::state::{ApiError, Reply, RequestEntry};
 use crate::wire::{BasicUser, Query, StatusType};
@@ -26,12 +26,12 @@ pub const MAX_BODY: usize = 1 << 20;
 /// Answers one JSON API request and adds it to the request log.
 pub(super) async fn api(
     AxState(s): AxState<Arc<Shared>>,
-    ConnectInfo(_peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
     let req = Incoming::read(req).await;
     let mut log = req.log_entry();
-    let response = handle(&s, req, &mut log).await;
+    let response = handle(&s, peer, req, &mut log).await;
     log.status = if response.extensions().get::<DropConnection>().is_some() {
         0
     } else {
@@ -116,8 +116,21 @@ impl Incoming {
 }
 
 /// Takes a request through the pipeline's steps to its answer.
-async fn handle(s: &Arc<Shared>, req: Incoming, log: &mut RequestEntry) -> Response {
+async fn handle(s: &Arc<Shared>, peer: SocketAddr, req: Incoming, log: &mut RequestEntry) -> Response {
     let ctid = &req.ctid;
+    let faults = s.lock().faults.clone();
+    if faults.rate_limit > 0.0 {
+        if faults.rate_limit_answer == RateLimitAnswer::Delay {
+            let wait = s.rate_limits.reserve(peer.ip(), faults.rate_limit);
+            if !wait.is_zero() {
+                s.lock().stats.rate_delayed += 1;
+                tokio::time::sleep(wait).await;
+            }
+        } else if let Some(retry) = s.rate_limits.take(peer.ip(), faults.rate_limit) {
+            s.lock().stats.rate_limited += 1;
+            return error(s, ctid, too_many(faults.rate_limit, faults.rate_limit_answer, retry));
+        }
+    }
     let route = match route_of(&req.method, &req.path) {
         Ok(r) => r,
         Err(not_found) => return error(s, ctid, no_route(&req, not_found)),
@@ -134,18 +147,12 @@ async fn handle(s: &Arc<Shared>, req: Incoming, log: &mut RequestEntry) -> Respo
         Err(e) => return error(s, ctid, e),
     };
     log.user = Some(owner.user.clone());
-    let faults = s.lock().faults.clone();
-    if let Some(retry) = rate_limited(s, &owner, &faults) {
-        let mut e = ApiError::new(429, "E0429", "Too many requests: the limit is 3 requests per second.");
-        e.retry_after = Some(retry);
-        return error(s, ctid, e);
-    }
     let fault = s.lock().dice.roll(&faults, route.key());
     log.fault = fault
         .and_then(|f| serde_json::to_value(f).ok())
         .and_then(|v| v.as_str().map(str::to_owned));
     if let Some(fault) = fault
-        && let Some(answer) = fault_answer(s, fault, ctid, log).await
+        && let Some(answer) = fault_answer(s, fault, faults.rate_limit_answer, ctid, log).await
     {
         return answer;
     }
@@ -182,9 +189,30 @@ fn no_route(req: &Incoming, (known, bad_id): (bool, Option<String>)) -> ApiError
     }
 }
 
+/// The 429 of the rate limit (and of the `status429` fault): the error envelope, with a
+/// `Retry-After` only when `answer` is `429_retry_after` (the API documents none).
+fn too_many(rate: f64, answer: RateLimitAnswer, retry: u64) -> ApiError {
+    let rate = if rate > 0.0 { rate } else { 3.0 };
+    let mut e = ApiError::new(
+        429,
+        "E0429",
+        format!("Too many requests: the limit is {rate} requests per second per IP address."),
+    );
+    if answer == RateLimitAnswer::Status429RetryAfter {
+        e.retry_after = Some(retry);
+    }
+    e
+}
+
 /// What a fault answers instead of the operation; `None` when the operation goes ahead (no
 /// answer of its own, or a ghost, which loses the operation's answer afterwards).
-async fn fault_answer(s: &Shared, fault: FaultKind, ctid: &Option<String>, log: &mut RequestEntry) -> Option<Response> {
+async fn fault_answer(
+    s: &Shared,
+    fault: FaultKind,
+    answer_429: RateLimitAnswer,
+    ctid: &Option<String>,
+    log: &mut RequestEntry,
+) -> Option<Response> {
     let answer = match fault {
         FaultKind::Ghost => return None,
         FaultKind::Reset => drop_connection(),
@@ -205,11 +233,7 @@ async fn fault_answer(s: &Shared, fault: FaultKind, ctid: &Option<String>, log: 
             ctid,
             ApiError::new(503, "E0503", "The service is temporarily unavailable."),
         ),
-        FaultKind::Status429 => {
-            let mut e = ApiError::new(429, "E0429", "Too many requests: the limit is 3 requests per second.");
-            e.retry_after = Some(1);
-            error(s, ctid, e)
-        }
+        FaultKind::Status429 => error(s, ctid, too_many(0.0, answer_429, 1)),
         FaultKind::Status502 => (
             StatusCode::BAD_GATEWAY,
             [(header::CONTENT_TYPE, "text/html")],
@@ -256,7 +280,7 @@ fn dispatch(
         Route::ContactCreate => s.lock().contact_create(owner, body("400201", bytes, false)?),
         Route::ContactInfo(id) => s.lock().contact_info(owner, id),
         Route::ContactSearch => s.lock().contact_search(owner, &body::<Query>("400205", bytes, true)?),
-        Route::Prepare => s.lock().prepare_order(owner, body("400110", bytes, false)?),
+        Route::Prepare => s.lock().prepare_order(owner, body("400110", bytes, false)?, env),
         Route::Create => s.lock().create(owner, body("400101", bytes, false)?, ctid, prov, env),
         Route::Reissue(id) => s
             .lock()
@@ -268,8 +292,12 @@ fn dispatch(
         Route::Delete(id) => s.lock().delete(owner, id, ctid, env),
         Route::Poll => Ok(s.lock().poll(owner)),
         Route::PollConfirm(id) => s.lock().poll_confirm(owner, id),
-        Route::JobInfo(id) => s.lock().job_info(owner, id),
-        Route::JobSearch => s.lock().job_search(owner, &body::<Query>("300115", bytes, true)?),
+        Route::JobInfo(id) => s.lock().job_info(owner, id, false),
+        Route::JobSearch => s
+            .lock()
+            .job_search(owner, &body::<Query>("300115", bytes, true)?, false),
+        Route::JobHistoryInfo(id) => s.lock().job_info(owner, id, true),
+        Route::JobHistorySearch => s.lock().job_search(owner, &body::<Query>("300135", bytes, true)?, true),
     }
 }
 
@@ -332,15 +360,6 @@ fn authenticate(s: &Shared, headers: &HeaderMap) -> Result<BasicUser, ApiError> 
             context: a.context,
         })
         .ok_or_else(|| unauthorized("user, password or context is wrong"))
-}
-
-/// The rate limit: `rate_limit` requests a second per account, as many in a burst.
-fn rate_limited(s: &Shared, owner: &BasicUser, faults: &Faults) -> Option<u64> {
-    let rate = faults.rate_limit;
-    if rate <= 0.0 {
-        return None;
-    }
-    s.rate_limits.take(format!("{}:{}", owner.user, owner.context), rate)
 }
 
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {

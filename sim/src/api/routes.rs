@@ -20,6 +20,8 @@ pub(super) enum Route {
     PollConfirm(i64),
     JobInfo(i64),
     JobSearch,
+    JobHistoryInfo(i64),
+    JobHistorySearch,
 }
 
 impl Route {
@@ -42,6 +44,8 @@ impl Route {
             Self::PollConfirm(_) => "PUT /poll/{id}",
             Self::JobInfo(_) => "GET /job/{id}",
             Self::JobSearch => "POST /job/_search",
+            Self::JobHistoryInfo(_) => "GET /job/history/{id}",
+            Self::JobHistorySearch => "POST /job/history/_search",
         }
     }
 }
@@ -64,6 +68,8 @@ pub const ROUTE_KEYS: &[&str] = &[
     "PUT /poll/{id}",
     "GET /job/{id}",
     "POST /job/_search",
+    "GET /job/history/{id}",
+    "POST /job/history/_search",
 ];
 
 /// Finds the route; `Err((true, _))` means the path exists with another method, `Err((_, Some(id)))`
@@ -103,6 +109,8 @@ fn match_route(m: &str, segs: &[&str]) -> Option<Result<Route, String>> {
         ("PUT", ["poll", i]) => id(i).map(Route::PollConfirm),
         ("POST", ["job", "_search"]) => Ok(Route::JobSearch),
         ("GET", ["job", i]) => id(i).map(Route::JobInfo),
+        ("POST", ["job", "history", "_search"]) => Ok(Route::JobHistorySearch),
+        ("GET", ["job", "history", i]) => id(i).map(Route::JobHistoryInfo),
         _ => return None,
     };
     Some(found)
@@ -129,6 +137,14 @@ mod tests {
         assert_eq!(
             route_of(&Method::PUT, "/v1/poll/4297000000"),
             Ok(Route::PollConfirm(4_297_000_000))
+        );
+        assert_eq!(
+            route_of(&Method::GET, "/v1/job/history/4297000001"),
+            Ok(Route::JobHistoryInfo(4_297_000_001))
+        );
+        assert_eq!(
+            route_of(&Method::POST, "/v1/job/history/_search"),
+            Ok(Route::JobHistorySearch)
         );
         assert_eq!(route_of(&Method::PATCH, "/v1/certificate/42"), Err((true, None)));
         assert_eq!(route_of(&Method::GET, "/v1/nothing"), Err((false, None)));

@@ -77,6 +77,7 @@ impl State {
                     method: "EMAIL".into(),
                     token,
                     provisioning: false,
+                    prefix: "",
                 },
             )
         } else {
@@ -130,6 +131,7 @@ impl State {
                     method,
                     token,
                     provisioning,
+                    prefix: product.dcv_prefix,
                 },
             )
         };

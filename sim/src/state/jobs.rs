@@ -1,11 +1,16 @@
 //! Jobs: each order runs as one, waiting for domain control (or the job delay), then issuing or
-//! failing; their inquiries (info, search) and what the job runner asks of them.
+//! failing; their inquiries (info, search; of running jobs and of the history of ended ones)
+//! and what the job runner asks of them.
+//!
+//! A DNS job whose record is not yet served waits as `DEFERRED` (`WF_DNS_AUTH`). A job that has
+//! ended moves to the history: `GET /job/{id}` answers 404 `EF300101` for it, and
+//! `GET /job/history/{id}` serves it (with `finished_jobs_stay`, both do).
 
 use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::query::filter_page;
+use super::query::{JOB_KEYS, filter_page};
 use super::{ApiError, Env, JobRec, Pending, Reply, Result, State, scale, time_dur};
 use crate::ca::{Issued, TestCa};
 use crate::config::Durations;
@@ -56,7 +61,9 @@ impl State {
         {
             for n in &p.names {
                 let record = DnsValue::Txt(p.auth.token.clone());
-                let _ = env.zones.add(n, record, 300, env.durations.propagation_delay);
+                let _ = env
+                    .zones
+                    .add(&p.auth.record(n), record, 300, env.durations.propagation_delay);
             }
         }
         let t = now();
@@ -81,76 +88,102 @@ impl State {
         id
     }
 
-    pub fn job_info(&self, owner: &BasicUser, id: i64) -> Result<Reply> {
-        let j = self
-            .jobs
-            .get(&id)
-            .filter(|j| &j.owner == owner)
-            .ok_or_else(|| ApiError::not_found("300114", "job", id))?;
-        Ok(Reply::success("S300114", "Job data were inquired successfully.")
-            .object("Job", id)
-            .data([self.object_job(j)]))
-    }
-
-    pub fn job_search(&self, owner: &BasicUser, q: &Query) -> Result<Reply> {
-        let all: Vec<&JobRec> = self.jobs.values().filter(|j| &j.owner == owner).collect();
-        let (total, found) = filter_page(all, q, |j, key| match key {
-            "id" => Some(j.id.to_string()),
-            "status" => Some(j.status.into()),
-            "subStatus" => j.sub_status.map(Into::into),
-            "action" => Some(j.action.into()),
-            "object" => Some(j.name.clone()),
-            "type" => Some("Certificate".into()),
-            "created" => Some(ts(j.created)),
-            "updated" => Some(ts(j.updated)),
-            "execution" => Some(ts(j.created)),
-            "ctid" => j.ctid.clone(),
-            _ => None,
-        })?;
-        let mut r = Reply::success("S300115", "Job list was inquired successfully.")
-            .data(found.into_iter().map(|j| self.object_job(j)));
-        r.object = Some(ResponseObject {
-            kind: "Job".into(),
-            value: String::new(),
-            summary: Some(total),
-            data: None,
-        });
-        Ok(r)
-    }
-
-    pub(super) fn job_view(j: &JobRec) -> Job {
-        Job {
-            id: j.id,
-            status: j.status.into(),
-            sub_status: if j.status == "RUNNING" {
-                j.sub_status.map(Into::into)
-            } else {
-                None
-            },
-            sub_type: j.product.clone(),
-            action: j.action.into(),
-            execution: ts(j.created),
-            created: ts(j.created),
-            updated: ts(j.updated),
-            owner: j.owner.clone(),
-            events: vec![WorkflowEvent {
-                job_id: j.id,
-                ctid: j.ctid.clone(),
-                object: j.name.clone(),
-                kind: "Certificate".into(),
-                subtype: j.action.into(),
-            }],
+    /// Whether `GET /job/{id}` and `/job/_search` (`history` false) or the history routes
+    /// (`history` true) serve the job.
+    fn served(&self, j: &JobRec, history: bool) -> bool {
+        if history {
+            !j.active()
+        } else {
+            j.active() || self.faults.finished_jobs_stay
         }
     }
 
-    fn object_job(&self, j: &JobRec) -> ObjectJob {
+    /// `GET /job/{id}` (`history` false) or `GET /job/history/{id}`.
+    pub fn job_info(&self, owner: &BasicUser, id: i64, history: bool) -> Result<Reply> {
+        let (task, code, text) = if history {
+            ("300134", "S300134", "Job history data were inquired successfully.")
+        } else {
+            ("300114", "S300114", "Job data were inquired successfully.")
+        };
+        let j = self
+            .jobs
+            .get(&id)
+            .filter(|j| &j.owner == owner && self.served(j, history))
+            .ok_or_else(|| ApiError::job_not_found(task, id))?;
+        Ok(Reply::success(code, text)
+            .object("ObjectJob", id)
+            .data([self.object_job(j, true)]))
+    }
+
+    /// `POST /job/_search` (`history` false) or `POST /job/history/_search`.
+    pub fn job_search(&self, owner: &BasicUser, q: &Query, history: bool) -> Result<Reply> {
+        let all: Vec<&JobRec> = self
+            .jobs
+            .values()
+            .filter(|j| &j.owner == owner && self.served(j, history))
+            .collect();
+        let (total, found) = filter_page(all, q, JOB_KEYS, |j, key| match key {
+            "id" => Some(j.id.to_string()),
+            "status" => Some(j.status.into()),
+            "subStatus" => j.active().then_some(j.sub_status).flatten().map(Into::into),
+            "action" => Some(j.action.into()),
+            "object" => Some(j.name.clone()),
+            "type" => Some("ssl".into()),
+            "created" => Some(ts(self.created(j.created))),
+            "updated" => Some(ts(j.updated)),
+            "execution" => Some(ts(j.created)),
+            _ => None,
+        })?;
+        let (code, text) = if history {
+            ("S300135", "Job history list was inquired successfully.")
+        } else {
+            ("S300115", "Job list was inquired successfully.")
+        };
+        let with_data = self.faults.job_search_data;
+        Ok(Reply::success(code, text)
+            .data(found.into_iter().map(|j| self.object_job(j, with_data)))
+            .summary("ObjectJob", total))
+    }
+
+    /// A job as answered; poll messages add `type: "ssl"`. The spec's `events` (with the ctid)
+    /// only with `job_event_ctid`.
+    pub(super) fn job_view(&self, j: &JobRec, in_poll: bool) -> Job {
+        Job {
+            id: j.id,
+            kind: in_poll.then(|| "ssl".into()),
+            status: j.status.into(),
+            sub_status: if j.active() { j.sub_status.map(Into::into) } else { None },
+            sub_type: j.product.clone(),
+            action: j.action.into(),
+            execution: ts(j.created),
+            created: ts(self.created(j.created)),
+            updated: ts(j.updated),
+            owner: j.owner.clone(),
+            updater: j.owner.clone(),
+            events: if self.faults.job_event_ctid {
+                vec![WorkflowEvent {
+                    job_id: j.id,
+                    ctid: j.ctid.clone(),
+                    object: j.name.clone(),
+                    kind: "Certificate".into(),
+                    subtype: j.action.into(),
+                }]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// A job with the certificate it works on; `object.data` (the certificate's id and order
+    /// numbers) only `with_data`.
+    fn object_job(&self, j: &JobRec, with_data: bool) -> ObjectJob {
         ObjectJob {
-            job: Self::job_view(j),
+            job: self.job_view(j, false),
             object: ResponseObject {
                 kind: "Certificate".into(),
-                value: j.name.clone(),
+                value: Some(j.name.clone()),
                 summary: None,
-                data: Some(self.cert_summary(j.cert_id)),
+                data: with_data.then(|| self.cert_summary(j.cert_id)),
             },
         }
     }
@@ -164,6 +197,8 @@ impl State {
                 "name": c.name,
                 "product": c.product.name,
                 "serialNumber": c.issued.as_ref().map(|i| i.serial.clone()).unwrap_or_else(|| "NOT_SET".into()),
+                "adminContact": {"id": c.admin.unwrap_or(-1)},
+                "technicalContact": {"id": c.tech.unwrap_or(-1)},
             }),
             None => json!({ "id": cert_id }),
         }
@@ -175,7 +210,7 @@ impl State {
         let Some(mut j) = self.jobs.get(&job_id).cloned() else {
             return;
         };
-        if j.status != "RUNNING" {
+        if !j.active() {
             return;
         }
         let t = now();
@@ -186,7 +221,7 @@ impl State {
             .filter(|p| p.auth.method == "DNS" && p.auth.provisioning)
         {
             self.stale_records
-                .extend(p.names.iter().map(|n| (n.clone(), p.auth.token.clone())));
+                .extend(p.names.iter().map(|n| (p.auth.record(n), p.auth.token.clone())));
         }
         if let Some(reason) = failure {
             j.status = "FAILED";
@@ -222,29 +257,30 @@ impl State {
             c.busy_job = None;
         }
         self.jobs.insert(job_id, j.clone());
-        if self.faults.foreign_poll {
-            let mut foreign = j.clone();
-            foreign.id = j.id + 900_000_000;
-            foreign.name = format!("foreign-{}.example.org", j.id);
-            foreign.ctid = Some(format!("foreign-{}", j.id));
-            foreign.cert_id = -1;
-            let m = self.poll_message(&foreign);
-            self.enqueue(m, j.owner.clone());
+        self.notify(&j);
+    }
+
+    /// A DNS job whose record is not yet served waits as `DEFERRED` (`WF_DNS_AUTH`); the first
+    /// time, with `notify_deferred`, a poll message says so.
+    pub fn defer_job(&mut self, job_id: i64) {
+        let Some(j) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if j.status != "RUNNING" {
+            return;
         }
-        let m = self.poll_message(&j);
-        self.enqueue(m.clone(), j.owner.clone());
-        if self.faults.duplicate_poll {
-            let mut dup = m;
-            dup.id = self.next_poll;
-            self.next_poll += 1;
-            self.enqueue(dup, j.owner.clone());
+        j.status = "DEFERRED";
+        j.updated = now();
+        let j = j.clone();
+        if self.faults.notify_deferred {
+            self.notify(&j);
         }
     }
 
     /// Marks a job stuck (it stays RUNNING until completed or failed by hand).
     pub fn stall_job(&mut self, job_id: i64) -> bool {
         match self.jobs.get_mut(&job_id) {
-            Some(j) if j.status == "RUNNING" => {
+            Some(j) if j.active() => {
                 j.outcome = JobOutcome::Stuck;
                 true
             }
@@ -262,7 +298,7 @@ impl State {
         let mut checks = Vec::new();
         let mut ready = Vec::new();
         let mut fail = Vec::new();
-        for j in self.jobs.values().filter(|j| j.status == "RUNNING") {
+        for j in self.jobs.values().filter(|j| j.active()) {
             let elapsed = j.started.elapsed();
             if elapsed < d.job_delay {
                 continue;
@@ -281,7 +317,7 @@ impl State {
                     records: p
                         .names
                         .iter()
-                        .map(|n| (format!("{n}."), p.auth.token.clone()))
+                        .map(|n| (format!("{}.", p.auth.record(n)), p.auth.token.clone()))
                         .collect(),
                     timed_out: elapsed >= d.dcv_timeout,
                 }),
@@ -299,7 +335,7 @@ impl State {
         let Some(j) = self.jobs.get(&job_id).cloned() else {
             return;
         };
-        if j.status != "RUNNING" {
+        if !j.active() {
             return;
         }
         let Some(p) = j.pending.clone() else {

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use crate::ca::Issued;
 use crate::config::{Durations, Product};
 use crate::dns::ZoneStore;
-use crate::faults::{FaultDice, Faults, JobOutcome};
+use crate::faults::{CreatedPrecision, FaultDice, Faults, JobOutcome};
 use crate::time::now;
 use crate::wire::{BasicUser, CertificateHistory, Message, PollMessage, SslContactOut};
 
@@ -72,13 +72,22 @@ pub struct RequestEntry {
     pub logged: bool,
 }
 
-/// How an order proves domain control: the method, the token its records carry, and whether
-/// AutoDNS provisions the records itself.
+/// How an order proves domain control: the method, the token its records carry, whether
+/// AutoDNS provisions the records itself, and the product's record name prefix.
 #[derive(Clone, Debug)]
 struct Auth {
     method: String,
     token: String,
     provisioning: bool,
+    /// `""` or `"_dnsauth."`: the DNS record for a name sits at `prefix + name`.
+    prefix: &'static str,
+}
+
+impl Auth {
+    /// The DNS validation record's name for `name` (without the trailing dot).
+    fn record(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
 }
 
 /// A certificate order as the service keeps it.
@@ -138,12 +147,35 @@ struct JobRec {
     messages: Vec<Message>,
 }
 
+impl JobRec {
+    /// Still running: `RUNNING`, or `DEFERRED` while its DNS record is not served.
+    fn active(&self) -> bool {
+        matches!(self.status, "RUNNING" | "DEFERRED")
+    }
+}
+
 /// A poll message waiting for its account to poll and confirm it.
 #[derive(Clone, Debug)]
 struct PollRec {
     id: i64,
     owner: BasicUser,
     message: PollMessage,
+    /// A foreign message (another client's job, or a system notice): its owner confirms it at
+    /// this time, if our client does not first.
+    foreign_until: Option<Instant>,
+}
+
+/// What the simulator counts for tests, served by `GET /_sim/stats`.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Stats {
+    /// Foreign poll messages (another client's job, or a system notice) our client confirmed.
+    pub foreign_confirmed: u64,
+    /// Poll messages confirmed, foreign ones included.
+    pub poll_confirmed: u64,
+    /// Requests answered 429 by the rate limit.
+    pub rate_limited: u64,
+    /// Requests the rate limit held back (`rate_limit_answer: "delay"`).
+    pub rate_delayed: u64,
 }
 
 /// The names prepareOrder answered a DNS token for.
@@ -171,6 +203,7 @@ pub struct State {
     poll: Vec<PollRec>,
     pub ledger: Vec<LedgerEntry>,
     pub requests: Vec<RequestEntry>,
+    pub stats: Stats,
     /// Records provisioned for jobs that have ended, to be removed from the zones.
     pub stale_records: Vec<(String, String)>,
     prepared: BTreeMap<String, Prepared>,
@@ -179,6 +212,8 @@ pub struct State {
     next_job: i64,
     next_poll: i64,
     next_stid: u64,
+    /// How many foreign poll messages were made (they alternate between kinds).
+    foreign_made: u64,
 }
 
 impl State {
@@ -192,6 +227,7 @@ impl State {
             poll: Vec::new(),
             ledger: Vec::new(),
             requests: Vec::new(),
+            stats: Stats::default(),
             stale_records: Vec::new(),
             prepared: BTreeMap::new(),
             next_contact: 100,
@@ -200,6 +236,7 @@ impl State {
             next_job: 4_297_000_000,
             next_poll: 1_400_000,
             next_stid: 1,
+            foreign_made: 0,
         }
     }
 
@@ -215,6 +252,14 @@ impl State {
     pub fn stid(&mut self) -> String {
         self.next_stid += 1;
         format!("{}-sim-{}", now().date().to_string().replace('-', ""), self.next_stid)
+    }
+
+    /// `created` as the API shows it: to the second, or at midnight with `created_precision: day`.
+    fn created(&self, t: OffsetDateTime) -> OffsetDateTime {
+        match self.faults.created_precision {
+            CreatedPrecision::Second => t.replace_millisecond(0).unwrap_or(t),
+            CreatedPrecision::Day => t.to_offset(time::UtcOffset::UTC).replace_time(time::Time::MIDNIGHT),
+        }
     }
 
     /// A fresh token for domain control: a timestamp and 50 seeded random characters.

@@ -3,14 +3,17 @@
 
 use serde_json::json;
 
+use serde_json::Value;
+
 use super::prepare::dns_line;
-use super::query::filter_page;
-use super::{ApiError, Cert, Env, LedgerEntry, Reply, Result, State, scale};
+use super::query::{CERTIFICATE_KEYS, filter_page};
+use super::{ApiError, Cert, Env, JobRec, LedgerEntry, Reply, Result, State, scale};
 use crate::config::product;
+use crate::faults::CaList;
 use crate::time::{format as ts, now};
 use crate::wire::{
     BasicUser, CaCertificate, CertAuthenticationIn, CertAuthenticationOut, CertificateHistory, CertificateIn,
-    CertificateOut, ContactRef, Query, ResponseObject, SslContactIn, SubjectAlternativeName, TimePeriod,
+    CertificateOut, Query, SslContactIn, SubjectAlternativeName, TimePeriod,
 };
 
 impl State {
@@ -29,7 +32,21 @@ impl State {
         });
     }
 
+    /// `POST /certificate`. An error names the certificate (by its name) in `object`.
     pub fn create(
+        &mut self,
+        owner: &BasicUser,
+        body: CertificateIn,
+        ctid: Option<String>,
+        provisioning_key: bool,
+        env: Env<'_>,
+    ) -> Result<Reply> {
+        let name = body.name.clone().unwrap_or_default();
+        self.create_order(owner, body, ctid, provisioning_key, env)
+            .map_err(|e| e.about("Certificate", name))
+    }
+
+    fn create_order(
         &mut self,
         owner: &BasicUser,
         body: CertificateIn,
@@ -103,12 +120,12 @@ impl State {
         self.certs
             .get(&id)
             .filter(|c| &c.owner == owner)
-            .ok_or_else(|| ApiError::not_found(task, "certificate", id))
+            .ok_or_else(|| ApiError::not_found(task, "certificate", "Certificate", id))
     }
 
     fn not_busy(&self, task: &str, cert: &Cert) -> Result<()> {
         if let Some(job) = cert.busy_job
-            && self.jobs.get(&job).is_some_and(|j| j.status == "RUNNING")
+            && self.jobs.get(&job).is_some_and(JobRec::active)
         {
             return Err(ApiError::refused(
                 task,
@@ -301,36 +318,134 @@ impl State {
 
     pub fn info(&self, owner: &BasicUser, id: i64) -> Result<Reply> {
         let c = self.owned_cert("400104", owner, id)?;
-        Ok(
-            Reply::success("S400104", "Certificate data were inquired successfully.")
-                .object("Certificate", &c.name)
-                .data([cert_view(c)]),
-        )
+        let mut r = Reply::success("S400104", "Certificate data were inquired successfully.")
+            .object("Certificate", &c.name)
+            .data([self.cert_view(c)]);
+        if let Some(o) = r.object.as_mut() {
+            let software = c.software.as_deref().unwrap_or("NOT_SET");
+            o.data = Some(serde_json::json!({"id": c.id, "name": c.name, "software": software}));
+        }
+        Ok(r)
     }
 
     pub fn search(&self, owner: &BasicUser, q: &Query) -> Result<Reply> {
         let all: Vec<&Cert> = self.certs.values().filter(|c| &c.owner == owner).collect();
-        let (total, found) = filter_page(all, q, |c, key| match key {
+        let (total, found) = filter_page(all, q, CERTIFICATE_KEYS, |c, key| match key {
             "id" => Some(c.id.to_string()),
             "name" | "domain" => Some(c.name.clone()),
             "product" => Some(c.product.name.into()),
             "orderId" => Some(c.order_id.clone()),
-            "created" => Some(ts(c.created)),
+            "created" => Some(ts(self.created(c.created))),
             "updated" => Some(ts(c.updated)),
             "expire" => c.issued.as_ref().map(|i| ts(i.not_after)),
             "comment" => c.comment.clone(),
-            "type" | "certificate_type" => Some(c.product.certificate_type.into()),
+            "type" => Some(c.product.certificate_type.into()),
+            "admin" => c.admin.map(|id| id.to_string()),
+            "technical" => c.tech.map(|id| id.to_string()),
+            "authentication" => Some(c.auth.method.clone()),
             _ => None,
         })?;
-        let mut r = Reply::success("S400105", "Certificate list was inquired successfully.")
-            .data(found.into_iter().map(cert_view));
-        r.object = Some(ResponseObject {
-            kind: "Certificate".into(),
-            value: String::new(),
-            summary: Some(total),
-            data: None,
-        });
-        Ok(r)
+        Ok(Reply::success("S400105", "Certificate list was inquired successfully.")
+            .data(found.into_iter().map(|c| self.cert_view(c)))
+            .summary("Certificate", total))
+    }
+
+    /// A contact as a certificate shows it: the `SslContact` without owner and times.
+    fn contact_embedded(&self, id: i64) -> Value {
+        match self.contacts.get(&id).map(serde_json::to_value) {
+            Some(Ok(Value::Object(mut m))) => {
+                for k in ["owner", "created", "updated"] {
+                    m.remove(k);
+                }
+                Value::Object(m)
+            }
+            _ => serde_json::json!({ "id": id }),
+        }
+    }
+
+    /// The certificate as info, search and poll messages answer it, shaped by the knobs
+    /// `ca_list`, `payable`, `dcv_form` and `created_precision`.
+    pub(super) fn cert_view(&self, c: &Cert) -> CertificateOut {
+        let expire = c.issued.as_ref().map(|i| i.not_after);
+        let f = &self.faults;
+        let chain = c
+            .issued
+            .as_ref()
+            .map(|i| {
+                i.chain
+                    .iter()
+                    .filter(|(kind, _)| match f.ca_list {
+                        CaList::Both => true,
+                        CaList::One => kind == "INTERMEDIATE",
+                        CaList::Empty => false,
+                    })
+                    .map(|(kind, pem)| CaCertificate {
+                        ca_type: kind.clone(),
+                        ca_certificate: pem.clone(),
+                        created: ts(c.updated),
+                        updated: ts(c.updated),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        CertificateOut {
+            id: c.id,
+            order_id: c.order_id.clone(),
+            partner_order_id: format!("IX-CC-{}", c.id),
+            name: c.name.clone(),
+            product: c.product.name.into(),
+            certificate_type: c.product.certificate_type.into(),
+            lifetime: TimePeriod {
+                unit: Some("MONTH".into()),
+                period: Some(c.months),
+            },
+            software: c.software.clone(),
+            csr: c.csr.clone(),
+            server: c.issued.as_ref().map(|i| i.leaf_pem.clone()),
+            serial_number: c
+                .issued
+                .as_ref()
+                .map(|i| i.serial.clone())
+                .unwrap_or_else(|| "NOT_SET".into()),
+            signature_hash_algorithm: "SHA2".into(),
+            certification_authority: chain,
+            subject_alternative_names: c
+                .names
+                .iter()
+                .skip(1)
+                .map(|n| SubjectAlternativeName {
+                    name: Some(n.clone()),
+                    kind: Some("FQDN".into()),
+                })
+                .collect(),
+            expire: expire.map(ts),
+            payable: f.payable.then(|| ts(c.term_end)),
+            multiyear: f.payable.then_some(c.months > 12),
+            reissue_required: f
+                .payable
+                .then_some(expire.is_some_and(|e| e + time::Duration::seconds(1) < c.term_end)),
+            reissue_status: None,
+            admin_contact: c.admin.map(|id| self.contact_embedded(id)),
+            technical_contact: c.tech.map(|id| self.contact_embedded(id)),
+            authentication: CertAuthenticationOut {
+                name: f.dcv_form.named().then(|| c.name.clone()),
+                method: c.auth.method.clone(),
+                dns: (c.auth.method == "DNS").then(|| dns_line(&c.auth.record(&c.name), &c.auth.token, f.dcv_form)),
+                provisioning: Some(c.auth.provisioning),
+                ..Default::default()
+            },
+            histories: c.histories.clone(),
+            firstname: c.firstname.clone(),
+            lastname: c.lastname.clone(),
+            comment: c.comment.clone(),
+            certificate_transparency_privacy: "PUBLIC".into(),
+            domain: c.name.clone(),
+            has_csr: !c.csr.is_empty(),
+            owner: c.owner.clone(),
+            updater: c.owner.clone(),
+            created: ts(self.created(c.created)),
+            updated: ts(c.updated),
+        }
     }
 }
 
@@ -360,76 +475,5 @@ impl Cert {
             body.firstname = body.firstname.take().or(self.firstname.clone());
             body.lastname = body.lastname.take().or(self.lastname.clone());
         }
-    }
-}
-
-fn cert_view(c: &Cert) -> CertificateOut {
-    let expire = c.issued.as_ref().map(|i| i.not_after);
-    CertificateOut {
-        id: c.id,
-        order_id: c.order_id.clone(),
-        partner_order_id: format!("IX-CC-{}", c.id),
-        name: c.name.clone(),
-        product: c.product.name.into(),
-        certificate_type: c.product.certificate_type.into(),
-        lifetime: TimePeriod {
-            unit: Some("MONTH".into()),
-            period: Some(c.months),
-        },
-        software: c.software.clone(),
-        csr: c.csr.clone(),
-        server: c.issued.as_ref().map(|i| i.leaf_pem.clone()),
-        serial_number: c
-            .issued
-            .as_ref()
-            .map(|i| i.serial.clone())
-            .unwrap_or_else(|| "NOT_SET".into()),
-        certification_authority: c
-            .issued
-            .as_ref()
-            .map(|i| {
-                i.chain
-                    .iter()
-                    .map(|(kind, pem)| CaCertificate {
-                        ca_type: kind.clone(),
-                        ca_certificate: pem.clone(),
-                        created: ts(c.updated),
-                        updated: ts(c.updated),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        subject_alternative_names: c
-            .names
-            .iter()
-            .skip(1)
-            .map(|n| SubjectAlternativeName {
-                name: Some(n.clone()),
-                kind: Some("FQDN".into()),
-            })
-            .collect(),
-        expire: expire.map(ts),
-        payable: ts(c.term_end),
-        multiyear: c.months > 12,
-        reissue_required: expire.is_some_and(|e| e + time::Duration::seconds(1) < c.term_end),
-        reissue_status: None,
-        admin_contact: c.admin.map(|id| ContactRef { id }),
-        technical_contact: c.tech.map(|id| ContactRef { id }),
-        authentication: CertAuthenticationOut {
-            name: Some(c.name.clone()),
-            method: c.auth.method.clone(),
-            dns: (c.auth.method == "DNS").then(|| dns_line(&c.name, &c.auth.token)),
-            provisioning: Some(c.auth.provisioning),
-            ..Default::default()
-        },
-        histories: c.histories.clone(),
-        firstname: c.firstname.clone(),
-        lastname: c.lastname.clone(),
-        comment: c.comment.clone(),
-        certificate_transparency_privacy: "PUBLIC".into(),
-        domain: c.name.clone(),
-        owner: c.owner.clone(),
-        created: ts(c.created),
-        updated: ts(c.updated),
     }
 }

@@ -2,13 +2,18 @@
 //! including the DNS line (one zone-file line) that a later order hands back.
 
 use super::names::check_names;
-use super::{ApiError, Prepared, Reply, Result, State};
+use super::{ApiError, Env, Prepared, Reply, Result, State};
 use crate::config::product;
 use crate::csr::{self, CsrInfo};
+use crate::faults::DcvForm;
 use crate::wire::{BasicUser, CertAuthenticationOut, CertificateDataIn, CertificateDataOut, SubjectAlternativeName};
 
 impl State {
-    pub fn prepare_order(&mut self, _owner: &BasicUser, body: CertificateDataIn) -> Result<Reply> {
+    /// `POST /certificate/_prepareOrder`: the CSR judged for the product, and one
+    /// authentication entry per method (per name for DNS), written as `dcv_form` says. A DNS
+    /// entry's record sits at the product's prefix plus the name (`_dnsauth.NAME.` for
+    /// BASIC_SSL); its `provisioning` tells whether AutoDNS could publish it (a zone it serves).
+    pub fn prepare_order(&mut self, _owner: &BasicUser, body: CertificateDataIn, env: Env<'_>) -> Result<Reply> {
         const T: &str = "400110";
         let product_name = body
             .product
@@ -33,7 +38,7 @@ impl State {
                 if let Some(id) = id
                     && !self.certs.contains_key(&id)
                 {
-                    return Err(ApiError::not_found(T, "certificate", id));
+                    return Err(ApiError::not_found(T, "certificate", "Certificate", id));
                 }
             }
         }
@@ -41,26 +46,31 @@ impl State {
         let names = check_names(T, product, &info.names())?;
         let token = self.token();
         self.prepared.insert(token.clone(), Prepared { names: names.clone() });
+        let form = self.faults.dcv_form;
+        let named = |n: &String| form.named().then(|| n.clone());
         let mut authentication = Vec::new();
         for method in product.methods {
             match *method {
                 "DNS" => {
                     for n in &names {
+                        let record = format!("{}{n}", product.dcv_prefix);
+                        let hosted = env.zones.hosts(&record);
                         authentication.push(CertAuthenticationOut {
-                            name: Some(n.clone()),
+                            name: named(n),
                             method: "DNS".into(),
                             dns: Some(match &self.faults.dcv_line {
                                 Some(t) => t.replace("{name}", n).replace("{token}", &token),
-                                None => dns_line(n, &token),
+                                None => dns_line(&record, &token, form),
                             }),
+                            provisioning: form.named().then_some(hosted),
                             ..Default::default()
                         });
                     }
                 }
                 "FILE" => authentication.push(CertAuthenticationOut {
-                    name: Some(names[0].clone()),
+                    name: named(&names[0]),
                     method: "FILE".into(),
-                    file_name: Some(format!("http://{}/.well-known/pki-validation/fileauth.txt", names[0])),
+                    file_name: Some(format!("{}/.well-known/pki-validation/fileauth.txt", names[0])),
                     file_content: Some(token.clone()),
                     ..Default::default()
                 }),
@@ -75,7 +85,7 @@ impl State {
                             .collect()
                     };
                     authentication.push(CertAuthenticationOut {
-                        name: Some(names[0].clone()),
+                        name: named(&names[0]),
                         method: "EMAIL".into(),
                         approver_emails: base,
                         ..Default::default()
@@ -104,7 +114,7 @@ impl State {
             product: product.name.into(),
             business_case: body.business_case.clone(),
             authentication,
-            algorithm: curve(&info),
+            algorithm: info.algorithm.into(),
             ec_curve: curve(&info),
             signature_hash_algorithm: "SHA256".into(),
             valid_signature: true,
@@ -122,9 +132,11 @@ fn curve(info: &CsrInfo) -> Option<String> {
     }
 }
 
-/// The DCV record as prepareOrder writes it: one zone-file line, tab-separated.
-pub(super) fn dns_line(name: &str, token: &str) -> String {
-    format!("{name}.\t300\tIN\tTXT\t\"{token}\"")
+/// The DCV record as prepareOrder writes it: one zone-file line for the record `name`,
+/// tab-separated (with a double tab after the name in the 2018 form).
+pub(super) fn dns_line(name: &str, token: &str, form: DcvForm) -> String {
+    let sep = if form.double_tab() { "\t\t" } else { "\t" };
+    format!("{name}.{sep}300\tIN\tTXT\t\"{token}\"")
 }
 
 /// The token inside a zone-file line (`name. 300 IN TXT "token"`).
@@ -145,8 +157,11 @@ mod tests {
 
     #[test]
     fn the_token_is_read_back_from_a_zone_line() {
-        let line = dns_line("example.com", "20261123abc");
+        let line = dns_line("example.com", "20261123abc", DcvForm::Spec);
+        assert_eq!(line, "example.com.\t300\tIN\tTXT\t\"20261123abc\"");
         assert_eq!(token_of(&line).as_deref(), Some("20261123abc"));
+        let line = dns_line("_dnsauth.example.com", "t", DcvForm::DoubleTabNoName);
+        assert_eq!(line, "_dnsauth.example.com.\t\t300\tIN\tTXT\t\"t\"");
         assert_eq!(token_of("example.com. 300 IN TXT \"x y\"").as_deref(), Some("x y"));
         assert_eq!(token_of("no quotes"), None);
     }

@@ -37,8 +37,19 @@ impl Reply {
     pub(super) fn object(mut self, kind: &str, value: impl ToString) -> Self {
         self.object = Some(ResponseObject {
             kind: kind.into(),
-            value: value.to_string(),
+            value: Some(value.to_string()),
             ..Default::default()
+        });
+        self
+    }
+
+    /// The envelope's `object` of a list: its type and the count before paging, no value.
+    pub(super) fn summary(mut self, kind: &str, total: i64) -> Self {
+        self.object = Some(ResponseObject {
+            kind: kind.into(),
+            value: None,
+            summary: Some(total),
+            data: None,
         });
         self
     }
@@ -54,13 +65,15 @@ impl Reply {
     }
 }
 
-/// An error answer: HTTP status, `status {code, text}` and `messages[]`.
+/// An error answer: HTTP status, `status {code, text}`, `messages[]` and the `object` it is
+/// about, if any (an empty code or text is left out of `status`).
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub http: u16,
     pub code: String,
     pub text: String,
     pub messages: Vec<Message>,
+    pub object: Option<Box<ResponseObject>>,
     pub retry_after: Option<u64>,
 }
 
@@ -71,8 +84,21 @@ impl ApiError {
             code: code.into(),
             text: text.into(),
             messages: Vec::new(),
+            object: None,
             retry_after: None,
         }
+    }
+
+    /// The error names the object it is about (`{type, value}`), unless it already does.
+    pub fn about(mut self, kind: &str, value: impl ToString) -> Self {
+        self.object.get_or_insert_with(|| {
+            Box::new(ResponseObject {
+                kind: kind.into(),
+                value: Some(value.to_string()),
+                ..Default::default()
+            })
+        });
+        self
     }
 
     /// A 400 that names the offending field in `messages[].objects`.
@@ -91,8 +117,8 @@ impl ApiError {
         e
     }
 
-    /// A 404 for an unknown id.
-    pub fn not_found(task: &str, what: &str, id: impl ToString) -> Self {
+    /// A 404 for an unknown id; `kind` is the object's type in `object` (`Certificate`, ...).
+    pub fn not_found(task: &str, what: &str, kind: &str, id: impl ToString) -> Self {
         let id = id.to_string();
         let mut e = Self::new(404, &format!("E{task}"), format!("{what} {id} was not found."));
         e.messages.push(Message {
@@ -101,7 +127,40 @@ impl ApiError {
             status: StatusType::Error,
             objects: vec![GenericObject {
                 kind: what.into(),
-                value: id,
+                value: id.clone(),
+            }],
+        });
+        e.about(kind, id)
+    }
+
+    /// A 404 for a job that is not (or no longer, or not yet) served where it was asked for:
+    /// message code `EF300101`, as an SDK test expects of `GET /job/{id}` after the job ended.
+    pub fn job_not_found(task: &str, id: i64) -> Self {
+        let mut e = Self::new(404, &format!("E{task}"), format!("job {id} was not found."));
+        e.messages.push(Message {
+            code: "EF300101".into(),
+            text: format!("job {id} does not exist."),
+            status: StatusType::Error,
+            objects: vec![GenericObject {
+                kind: "job".into(),
+                value: id.to_string(),
+            }],
+        });
+        e.about("ObjectJob", id)
+    }
+
+    /// A 400 for a search key the route does not document, shaped as the real one: `status`
+    /// holds only `type`, `messages[0]` is `EF00022` "Schluessel nicht erlaubt." naming the
+    /// key's place (`filters[0]/key`) and the key.
+    pub fn key_not_allowed(place: &str, key: &str) -> Self {
+        let mut e = Self::new(400, "", "");
+        e.messages.push(Message {
+            code: "EF00022".into(),
+            text: "Schluessel nicht erlaubt.".into(),
+            status: StatusType::Error,
+            objects: vec![GenericObject {
+                kind: place.into(),
+                value: key.into(),
             }],
         });
         e

@@ -119,8 +119,15 @@ async fn provisioned_records_appear_after_the_propagation_delay_and_gate_the_job
         txt(api.sim.dns_addr, "slow.example.com.").await.is_empty(),
         "visible before the delay"
     );
+    // While its record is not served, the job waits as DEFERRED (WF_DNS_AUTH).
     let j = api.call(Method::GET, &format!("/job/{job}"), None).await;
-    assert_eq!(j.body["data"][0]["job"]["status"], "RUNNING");
+    assert_eq!(
+        (
+            &j.body["data"][0]["job"]["status"],
+            &j.body["data"][0]["job"]["subStatus"]
+        ),
+        (&json!("DEFERRED"), &json!("WF_DNS_AUTH"))
+    );
     let m = api.wait_poll(job).await;
     assert_eq!(m["job"]["status"], "SUCCESS");
 }

@@ -193,6 +193,7 @@ async fn the_curl_walkthrough_in_the_readme_works_as_written() {
         "S0906",
         "S400104",
         "N400102",
+        "S300134",
         "cert.pem: OK",
         "the key matches",
     ] {

@@ -255,7 +255,7 @@ async fn bad_orders_are_refused_naming_the_field() {
                 ok.body["data"][0].get("algorithm"),
                 &ok.body["data"][0]["keySize"]
             ),
-            (200, None, &json!(2048)),
+            (200, Some(&json!("RSA")), &json!(2048)),
             "{}",
             ok.body
         );

@@ -30,7 +30,19 @@ async fn each_transport_and_body_fault_misbehaves_as_named() {
         api.call(Method::GET, "/hello", None).await.body["status"]["code"],
         "E0503"
     );
+    // status429 answers as the rate limit does: no Retry-After (none is documented), unless
+    // rate_limit_answer asks for it.
     only(&api, "GET /hello", "status429").await;
+    let a = api.call(Method::GET, "/hello", None).await;
+    assert_eq!(
+        (a.status, &a.body["status"]["code"], a.headers.get("retry-after")),
+        (429, &json!("E0429"), None)
+    );
+    api.sim_post(
+        "/faults",
+        json!({"rate_limit": 0, "routes": {"GET /hello": 1.0}, "kinds": ["status429"], "rate_limit_answer": "429_retry_after"}),
+    )
+    .await;
     let a = api.call(Method::GET, "/hello", None).await;
     assert_eq!(
         (
@@ -119,35 +131,111 @@ async fn a_ghost_commit_takes_effect_and_loses_the_answer() {
     assert!(lost.is_err(), "a ghost commit must not answer");
     let ledger = api.sim_get("/ledger").await;
     assert_eq!(ledger[0]["ctid"], "ghost-1", "{ledger}");
-    let jobs = api
-        .call(
-            Method::POST,
-            "/job/_search",
-            Some(json!({"filters": [{"key": "object", "value": "ghost.example.com"}]})),
-        )
-        .await;
-    assert_eq!(jobs.body["data"][0]["job"]["events"][0]["ctid"], "ghost-1");
+    // The job is found by its object, but, as in every real sample, it carries no ctid; with
+    // job_event_ctid the spec's events[] name it.
+    let search = json!({"filters": [{"key": "object", "value": "ghost.example.com"}]});
+    let mut jobs = Vec::new();
+    for path in ["/job/_search", "/job/history/_search"] {
+        let a = api.call(Method::POST, path, Some(search.clone())).await;
+        jobs.extend(a.body["data"].as_array().cloned().unwrap_or_default());
+    }
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let job = &jobs[0]["job"];
+    assert!(
+        job.get("events").is_none() && !job.to_string().contains("ghost-1"),
+        "{job}"
+    );
+    api.sim_post(
+        "/faults",
+        json!({"rate_limit": 0, "job_event_ctid": true, "finished_jobs_stay": true}),
+    )
+    .await;
+    let a = api.call(Method::POST, "/job/_search", Some(search)).await;
+    assert_eq!(a.body["data"][0]["job"]["events"][0]["ctid"], "ghost-1", "{}", a.body);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rate_limit_answers_429_with_retry_after() {
-    let api = start().await;
-    api.sim_post("/faults", json!({"rate_limit": 3})).await;
+/// Sends `n` quick requests to `/hello` from `api`'s client and counts the 429s; every 429 is
+/// the error envelope, with a Retry-After exactly when `retry_after`.
+async fn limited(api: &Api, n: usize, retry_after: bool) -> usize {
     let mut limited = 0;
-    for _ in 0..10 {
+    for _ in 0..n {
         let a = api.call(Method::GET, "/hello", None).await;
         if a.status == 429 {
             limited += 1;
             assert_eq!(a.body["status"]["code"], "E0429");
-            assert!(a.headers.get("retry-after").is_some());
+            assert_schema("JsonResponseData", &a.body);
+            assert_eq!(a.headers.get("retry-after").is_some(), retry_after, "{:?}", a.headers);
         }
     }
-    assert!(
-        (6..=7).contains(&limited),
-        "10 quick requests at 3/s: {limited} limited"
-    );
+    limited
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_is_per_client_ip_and_answers_429_without_retry_after() {
+    let api = start().await;
+    api.sim_post("/faults", json!({"rate_limit": 3})).await;
+    let n = limited(&api, 10, false).await;
+    assert!((6..=7).contains(&n), "10 quick requests at 3/s: {n} limited");
+    assert!(api.sim_get("/stats").await["rate_limited"].as_u64().unwrap() >= 6);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(api.call(Method::GET, "/hello", None).await.status, 200);
+
+    // Per IP, not per account: another account from the same address shares the budget.
+    let two = start_with(autodns_sim::SimConfig {
+        accounts: vec![
+            autodns_sim::Account::demo(),
+            autodns_sim::Account {
+                user: "other".into(),
+                password: "pw".into(),
+                context: 9,
+            },
+        ],
+        ..autodns_sim::SimConfig::default()
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(two.call(Method::GET, "/hello", None).await.status, 200);
+    }
+    let other = two
+        .raw(
+            Method::GET,
+            "/hello",
+            None,
+            &[("user-agent", "t")],
+            Some(("other", "pw")),
+            Some(9),
+        )
+        .await
+        .unwrap();
+    assert_eq!(other.status, 429, "{}", other.body);
+    // Unauthenticated requests count too: the limit comes before everything else.
+    let anon = two.raw(Method::GET, "/hello", None, &[], None, None).await.unwrap();
+    assert_eq!(anon.status, 429, "{}", anon.body);
+
+    // The earlier, kinder form names a Retry-After.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    api.sim_post(
+        "/faults",
+        json!({"rate_limit": 3, "rate_limit_answer": "429_retry_after"}),
+    )
+    .await;
+    let n = limited(&api, 10, true).await;
+    assert!((6..=7).contains(&n), "{n} limited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delay_answer_holds_requests_until_they_fit_the_limit() {
+    let api = start().await;
+    api.sim_post("/faults", json!({"rate_limit": 4, "rate_limit_answer": "delay"}))
+        .await;
+    let started = std::time::Instant::now();
+    for _ in 0..8 {
+        assert_eq!(api.call(Method::GET, "/hello", None).await.status, 200);
+    }
+    // A burst of 4 at once, then one every 250 ms: about a second for 8.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "8 requests at 4/s took {took:?}");
+    assert!(api.sim_get("/stats").await["rate_delayed"].as_u64().unwrap() >= 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,7 +466,19 @@ async fn the_binary_takes_its_settings_from_flags_and_the_environment() {
             "1",
             "--month",
             "10s",
+            "--rate-limit-answer",
+            "delay",
+            "--foreign-poll",
+            "--foreign-poll-hold",
+            "2s",
+            "--dcv-form",
+            "no_name",
+            "--ca-list",
+            "one",
+            "--created-precision",
+            "day",
         ])
+        .env("AUTODNS_SIM_PAYABLE", "true")
         .env("AUTODNS_SIM_FAULTS", r#"{"kinds": ["status503"], "rate_limit": 0}"#)
         .env("AUTODNS_SIM_MUTATION", "expired")
         .stdout(std::process::Stdio::piped())
@@ -435,6 +535,28 @@ async fn the_binary_takes_its_settings_from_flags_and_the_environment() {
             &faults["rate_limit"]
         ),
         (&json!(1.0), &json!(["status503"]), &json!("expired"), &json!(0.0))
+    );
+    assert_eq!(
+        [
+            &faults["rate_limit_answer"],
+            &faults["foreign_poll"],
+            &faults["foreign_poll_hold"],
+            &faults["dcv_form"],
+            &faults["ca_list"],
+            &faults["created_precision"],
+            &faults["payable"],
+            &faults["finished_jobs_stay"]
+        ],
+        [
+            &json!("delay"),
+            &json!(true),
+            &json!("2s"),
+            &json!("no_name"),
+            &json!("one"),
+            &json!("day"),
+            &json!(true),
+            &json!(false)
+        ]
     );
     // SIGTERM, by PID: a clean exit.
     let pid = child.id().unwrap().to_string();

@@ -10,7 +10,11 @@ mod docs;
 mod errors;
 /// Every fault knob.
 mod faults;
+/// The defaults the real samples dictate, and the knob behind each other form.
+mod knobs;
 /// Malformed requests always get the error envelope.
 mod malformed;
 /// The order flow, route by route, every answer checked against the spec.
 mod routes;
+/// Every real sample in shared/autodns/real/ against the simulator's answer: the same shape.
+mod samples;
