@@ -165,6 +165,14 @@ impl Agent {
                     last_unclear = Some(why);
                 }
             }
+            // A reissue costs nothing: past the grace with nothing found it is sent again, even
+            // where the evidence cannot prove it never arrived (a second reissue is harmless; a
+            // certificate left without one is not).
+            if j.kind == OrderKind::Reissue && waited >= grace {
+                tracing::warn!(cert = %cert.name, %ctid, waited, "no trace of the free reissue after the grace period: sending it again");
+                self.never_arrived(cert, st)?;
+                return Ok(None);
+            }
             let next = pauses.next().copied();
             match next {
                 Some(p) if started.elapsed() + p < LOOK_BUDGET => tokio::time::sleep(p).await,
@@ -349,7 +357,13 @@ impl Agent {
                 crate::text::duration(Duration::from_secs(grace))
             )
         };
-        st.retry_after = Some(now + LOOK_AGAIN.as_secs() as i64);
+        // The next look: in a minute, sooner for a certificate that lives only minutes (as on a
+        // compressed clock), as the failure backoff is shortened.
+        let lifetime = match (st.not_before, st.not_after) {
+            (Some(nb), Some(na)) if na > nb => na - nb,
+            _ => i64::MAX,
+        };
+        st.retry_after = Some(now + (LOOK_AGAIN.as_secs() as i64).min((lifetime / 100).max(1)));
         self.store
             .save(st)
             .map_err(|e| anyhow!("writing the journal of {}: {e}", cert.name))?;
