@@ -236,3 +236,107 @@ fn order() -> certkeeper::api::wire::OrderRequest {
     };
     OrderRequest::dns(None, what, None, true)
 }
+
+/// Where real answers disagree with each other or with the spec, autodns-sim offers each form
+/// behind a knob: certkeeper issues against every one of them (and, with no CA certificates in
+/// the answer, refuses what it cannot verify rather than install it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certkeeper_issues_against_every_form_the_real_answers_show() {
+    use autodns_sim::{CaList, DcvForm, Faults, RateLimitAnswer};
+    let quiet = Faults {
+        rate_limit: 0.0,
+        ..Faults::default()
+    };
+    let forms: Vec<(&str, Faults, &str)> = vec![
+        (
+            "one CA certificate",
+            Faults {
+                ca_list: CaList::One,
+                ..quiet.clone()
+            },
+            "",
+        ),
+        (
+            "DCV line with double tabs",
+            Faults {
+                dcv_form: DcvForm::DoubleTab,
+                ..quiet.clone()
+            },
+            "",
+        ),
+        (
+            "DCV entry without a name",
+            Faults {
+                dcv_form: DcvForm::NoName,
+                ..quiet.clone()
+            },
+            "",
+        ),
+        (
+            "both",
+            Faults {
+                dcv_form: DcvForm::DoubleTabNoName,
+                ..quiet.clone()
+            },
+            "",
+        ),
+        (
+            "payable shown",
+            Faults {
+                payable: true,
+                ..quiet.clone()
+            },
+            "",
+        ),
+        ("BASIC_SSL at _dnsauth", quiet.clone(), "product = \"BASIC_SSL\""),
+        ("RAPID_SSL", quiet.clone(), "product = \"RAPID_SSL\""),
+        (
+            "3 requests/s per address, answered by a delay",
+            Faults {
+                rate_limit: 3.0,
+                rate_limit_answer: RateLimitAnswer::Delay,
+                ..Faults::default()
+            },
+            "",
+        ),
+        (
+            "3 requests/s per address, answered by 429 without Retry-After",
+            Faults {
+                rate_limit: 3.0,
+                rate_limit_answer: RateLimitAnswer::Status429,
+                ..Faults::default()
+            },
+            "",
+        ),
+    ];
+    for (i, (what, faults, extra)) in forms.into_iter().enumerate() {
+        let env = TestEnv::start_with(&format!("form{i}"), faults).await;
+        env.write_config(
+            &[Cert::autodns("www.example.com"), Cert::hook("shop.example.net")],
+            extra,
+        );
+        let out = env.run(&["run", "--once"], &[]).await;
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        for name in ["www.example.com", "shop.example.net"] {
+            env.assert_installed(name);
+            assert_eq!(env.paid(name), 1, "{what}: {name}");
+        }
+    }
+
+    // No CA certificate at all (a 2022 mock): the leaf cannot be verified to a root, so nothing
+    // is installed and nothing more is paid; the error says why.
+    let env = TestEnv::start_with(
+        "form-no-ca",
+        Faults {
+            ca_list: CaList::Empty,
+            ..quiet
+        },
+    )
+    .await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("chain"), "{}", stderr(&out));
+    assert!(!env.live("www.example.com").join("cert.pem").exists());
+    assert_eq!(env.paid("www.example.com"), 1);
+}
