@@ -144,8 +144,32 @@ async fn every_real_answer_is_read_by_the_client_as_in_production() {
                     assert!(job > 0, "{what}");
                 }
                 "GET_certificate_id" => {
-                    let id = env["data"][0]["id"].as_i64().unwrap();
-                    client.certificate(id).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+                    let sample = &env["data"][0];
+                    let id = sample["id"].as_i64().unwrap();
+                    let c = client.certificate(id).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+                    // Every field certkeeper relies on is read where the sample has it, so that a
+                    // field renamed or retyped in certkeeper's wire type fails here.
+                    let has = |k: &str| sample.get(k).is_some_and(|v| !v.is_null());
+                    assert_eq!(c.name.is_some(), has("name"), "{what}: name");
+                    assert_eq!(c.server.is_some(), has("server"), "{what}: server");
+                    assert_eq!(c.serial_number.is_some(), has("serialNumber"), "{what}: serialNumber");
+                    assert_eq!(c.expire.is_some(), has("expire"), "{what}: expire");
+                    assert_eq!(c.payable.is_some(), has("payable"), "{what}: payable");
+                    assert_eq!(c.created.is_some(), has("created"), "{what}: created");
+                    assert_eq!(c.csr.is_some(), has("csr"), "{what}: csr");
+                    assert_eq!(
+                        c.reissue_required.is_some(),
+                        has("reissueRequired"),
+                        "{what}: reissueRequired"
+                    );
+                    let cas = sample["certificationAuthority"].as_array().map_or(0, Vec::len);
+                    assert_eq!(c.certification_authority.len(), cas, "{what}: certificationAuthority");
+                    for parsed in c.payable.iter().chain(&c.expire).chain(&c.created) {
+                        assert!(
+                            certkeeper::api::wire::parse_time(parsed).is_some(),
+                            "{what}: the date {parsed} does not parse"
+                        );
+                    }
                 }
                 "GET_job_id" => {
                     let id = env["data"][0]["job"]["id"].as_i64().unwrap();
@@ -185,6 +209,11 @@ async fn every_real_answer_is_read_by_the_client_as_in_production() {
                     assert!(
                         job.status.is_some_and(|s| s.is_final()),
                         "{what}: the job's end not read"
+                    );
+                    assert_eq!(
+                        certkeeper::api::wire::object_certificate_id(&m.object),
+                        env["data"][0]["object"]["data"]["id"].as_i64(),
+                        "{what}: the certificate id in object.data"
                     );
                 }
                 "PUT_poll_id" => client.confirm(1).await.unwrap_or_else(|e| panic!("{what}: {e}")),
