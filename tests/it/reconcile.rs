@@ -22,6 +22,34 @@ fn is_search(method: &str, path: &str) -> bool {
     (method == "POST" && path.ends_with("/_search")) || (method == "GET" && path == "/poll")
 }
 
+/// A hostile API: every create takes effect and is answered with an unparseable 200, and every
+/// search (and the poll queue) finds nothing.
+fn unparseable_creates_found_nowhere() -> crate::proxy::Rule {
+    Box::new(|method: &str, path: &str, _: &str| {
+        if method == "POST" && path == "/certificate" {
+            Act::ForwardThenAnswer(200, "<html>Order received</html>".into())
+        } else if is_search(method, path) {
+            Act::Answer(200, empty_body("S0000"))
+        } else {
+            Act::Forward
+        }
+    })
+}
+
+/// A bad network and API: every create takes effect with its answer lost, and every search (and
+/// the poll queue) answers 500.
+fn lost_creates_and_failing_searches() -> crate::proxy::Rule {
+    Box::new(|method: &str, path: &str, _: &str| {
+        if is_search(method, path) {
+            Act::Answer(500, error_body("E0000"))
+        } else if method == "POST" && path == "/certificate" {
+            Act::ForwardThenDrop
+        } else {
+            Act::Forward
+        }
+    })
+}
+
 /// The certificate's state as `status --json` reports it.
 async fn state_of(env: &TestEnv, name: &str) -> String {
     let out = env.run(&["status", "--json"], &[]).await;
@@ -205,19 +233,7 @@ async fn clock_ahead(precision: autodns_sim::CreatedPrecision) {
 async fn unparseable_answers_to_every_create_never_lead_to_a_second_paid_request() {
     let env = TestEnv::start("unparseable").await;
     env.write_config(&[Cert::autodns("www.example.com")], "");
-    let proxy = proxied(
-        &env,
-        Box::new(|method: &str, path: &str, _: &str| {
-            if method == "POST" && path == "/certificate" {
-                Act::ForwardThenAnswer(200, "<html>Order received</html>".into())
-            } else if is_search(method, path) {
-                Act::Answer(200, empty_body("S0000"))
-            } else {
-                Act::Forward
-            }
-        }),
-    )
-    .await;
+    let proxy = proxied(&env, unparseable_creates_found_nowhere()).await;
     for round in 0..4 {
         let out = env.run(&["run", "--once"], &[]).await;
         assert_eq!(out.status.code(), Some(6), "round {round}: {}", stderr(&out));
@@ -274,35 +290,11 @@ async fn killed_after_sending_runs_every_few_seconds_never_block_and_send_once_a
 
     hostile.write_config(&[Cert::autodns("www.example.com")], "");
     hostile.use_shipped_settings();
-    let proxy = proxied(
-        &hostile,
-        Box::new(|method: &str, path: &str, _: &str| {
-            if method == "POST" && path == "/certificate" {
-                Act::ForwardThenAnswer(200, "<html>Order received</html>".into())
-            } else if is_search(method, path) {
-                Act::Answer(200, empty_body("S0000"))
-            } else {
-                Act::Forward
-            }
-        }),
-    )
-    .await;
+    let proxy = proxied(&hostile, unparseable_creates_found_nowhere()).await;
 
     failing.write_config(&[Cert::autodns("www.example.com")], "");
     failing.use_shipped_settings();
-    let failing_proxy = proxied(
-        &failing,
-        Box::new(|method: &str, path: &str, _: &str| {
-            if is_search(method, path) {
-                Act::Answer(500, error_body("E0000"))
-            } else if method == "POST" && path == "/certificate" {
-                Act::ForwardThenDrop
-            } else {
-                Act::Forward
-            }
-        }),
-    )
-    .await;
+    let failing_proxy = proxied(&failing, lost_creates_and_failing_searches()).await;
 
     let done = || {
         env.paid("c.example.com") == 1
