@@ -106,21 +106,27 @@ async fn a_failed_order_is_retried_as_a_free_reissue_not_a_second_order() {
     env.write_config(&[Cert::autodns("www.example.com")], "");
     env.append_config(
         "[daemon]
-retry_backoff = [\"1s\"]",
+retry_backoff = [\"10s\"]",
     );
     env.set_faults(Faults {
         job_outcome: autodns_sim::JobOutcome::Fail,
         ..Faults::default()
     });
     let out = env.run(&["run", "--once"], &[]).await;
+    let failed_at = std::time::Instant::now();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("ended FAILED"), "{}", stderr(&out));
     assert!(!env.live("www.example.com").exists());
     env.set_faults(Faults::default());
-    // Right after a failure, nothing is due: the retry waits out its backoff.
+    // Right after a failure, nothing is due: the retry waits out its backoff. (The backoff is
+    // long enough that a loaded CI machine cannot start the next run after it has passed.)
     env.run_ok(&["run", "--once"]).await;
-    assert!(!env.live("www.example.com").exists());
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        !env.live("www.example.com").exists(),
+        "retried {:?} after the failure, within a 10 s backoff",
+        failed_at.elapsed()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(10_500).saturating_sub(failed_at.elapsed())).await;
     env.run_ok(&["run", "--once"]).await;
     env.assert_installed("www.example.com");
     assert_eq!(env.paid("www.example.com"), 1, "{:?}", env.sim.control().ledger());
