@@ -128,7 +128,11 @@ pub fn main() -> ExitCode {
     ExitCode::from(runtime.block_on(dispatch(cli)).code())
 }
 
+/// Whether messages go out as JSON (`--log-format json`): configuration errors too.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn init_logging(format: &str) {
+    JSON_LOGS.store(format == "json", std::sync::atomic::Ordering::Relaxed);
     use tracing_subscriber::prelude::*;
     // `LEVEL` or `LEVEL,TARGET=LEVEL,...`, e.g. `debug` or `info,certkeeper::dns=debug`.
     const DEFAULT: &str = "info,hickory=warn,reqwest=warn";
@@ -226,27 +230,64 @@ fn refused(result: Result<Exit, crate::run::Refusal>) -> Exit {
     })
 }
 
+/// Reads the configuration for a command that puts it in force: errors are printed (as JSON
+/// log lines under `--log-format json`), warnings logged.
 fn load(path: &Path) -> Result<Config, Exit> {
+    let config = read(path)?;
+    config.log_warnings();
+    Ok(config)
+}
+
+fn read(path: &Path) -> Result<Config, Exit> {
     config::read(path).map_err(|errors| {
         for e in &errors.0 {
-            eprintln!("certkeeper: {e}");
+            config_problem("error", e);
         }
         Exit::Config
     })
 }
 
-fn check(path: &Path) -> Exit {
-    match load(path) {
-        Ok(c) => {
-            println_out(&format!(
-                "{}: configuration is valid ({} certificate(s))",
-                path.display(),
-                c.certificates.len()
-            ));
-            Exit::Ok
+fn config_problem(severity: &str, e: &config::ConfigError) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        let line = e.line;
+        let (file, field) = (e.file.display(), &e.field);
+        match severity {
+            "error" => tracing::error!(%file, line, %field, "{}", e.message),
+            _ => tracing::warn!(%file, line, %field, "{}", e.message),
         }
-        Err(code) => code,
+    } else if severity == "error" {
+        eprintln!("certkeeper: {e}");
+    } else {
+        eprintln!("certkeeper: {severity}: {e}");
     }
+}
+
+/// `check`: every error and warning once, in the order of the file. A hook program that cannot
+/// be run is an error here (check runs where the hooks will), a warning when loading.
+fn check(path: &Path) -> Exit {
+    let c = match read(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut failed = false;
+    for w in &c.warnings {
+        let program = w.kind == config::WarningKind::Program;
+        failed |= program;
+        config_problem(if program { "error" } else { "warning" }, &w.error);
+    }
+    if failed {
+        return Exit::Config;
+    }
+    println_out(&format!(
+        "{}: configuration is valid ({} certificate(s){})",
+        path.display(),
+        c.certificates.len(),
+        match c.warnings.len() {
+            0 => String::new(),
+            n => format!(", {n} warning(s)"),
+        }
+    ));
+    Exit::Ok
 }
 
 fn println_out(s: &str) {

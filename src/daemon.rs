@@ -312,6 +312,7 @@ fn reload(path: &Path, shared: &Shared) -> bool {
             return false;
         }
     };
+    new.log_warnings();
     if new.store.state_dir != old.config.store.state_dir || new.store.live_dir != old.config.store.live_dir {
         tracing::error!(
             "store.state_dir and store.live_dir cannot change while certkeeper runs; restart it; the previous configuration stays in force"

@@ -43,6 +43,24 @@ pub struct Config {
     pub order: OrderConfig,
     pub daemon: DaemonConfig,
     pub certificates: Vec<CertConfig>,
+    /// What is valid but will not work as written: `check` shows these, `run` logs them.
+    pub warnings: Vec<Warning>,
+}
+
+/// A setting that is valid but will not work as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub kind: WarningKind,
+    pub error: ConfigError,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WarningKind {
+    /// A hook's program is missing or not executable: an error for `check`, which runs where
+    /// the hooks will; a warning when loading, since a hook may be installed later.
+    Program,
+    /// A setting that has no effect.
+    NoEffect,
 }
 
 /// How the daemon schedules, retries and reports.
@@ -225,6 +243,21 @@ impl CertConfig {
     }
 }
 
+impl Config {
+    /// Logs the warnings of a configuration being put in force.
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            tracing::warn!(
+                file = %w.error.file.display(),
+                line = w.error.line,
+                field = %w.error.field,
+                "{}",
+                w.error.message
+            );
+        }
+    }
+}
+
 /// Reads and validates the file at `path`.
 pub fn read(path: &Path) -> Result<Config, ConfigErrors> {
     // Its hooks run as root: a configuration another user can write is refused.
@@ -246,19 +279,43 @@ pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> R
         text,
         file: path.to_path_buf(),
         errors: Vec::new(),
+        warnings: Vec::new(),
+        search_path: env("PATH")
+            .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
     };
-    let raw: RawConfig = match toml::from_str(text) {
-        Ok(r) => r,
-        Err(e) => {
-            let line = e.span().map(|s| v.line(s.start));
-            let message = e.message().trim().to_string();
-            let field = field_from_toml_error(text, e.span()).unwrap_or_else(|| "(syntax)".into());
-            return Err(ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line,
-                field,
-                message,
-            }]));
+    // The TOML reader stops at its first error. To report every wrong key and type at once,
+    // the offending value is set aside (a wrong type replaced by a placeholder of the expected
+    // one, an unknown key's line blanked, lines kept) and the text read again, at most once per
+    // line. An error that cannot be set aside (a missing key, a broken table) ends the search:
+    // what would follow from it is unsure. Nothing is checked further when any was found.
+    let mut blanked: Option<String> = None;
+    let mut format_errors = Vec::new();
+    let raw: RawConfig = loop {
+        let current = blanked.as_deref().unwrap_or(text);
+        let e = match toml::from_str(current) {
+            Ok(r) if format_errors.is_empty() => break r,
+            Ok(_) => return Err(ConfigErrors(sorted(format_errors))),
+            Err(e) => e,
+        };
+        let message = e.message().trim().to_string();
+        // A required key whose line was blanked is now missing: that is the same mistake.
+        let echo = |f: &ConfigError| message.contains(&format!("missing field `{}`", f.field));
+        if format_errors.iter().any(echo) {
+            return Err(ConfigErrors(sorted(format_errors)));
+        }
+        let line = e
+            .span()
+            .map(|s| current[..s.start.min(current.len())].matches('\n').count() + 1);
+        format_errors.push(ConfigError {
+            file: path.to_path_buf(),
+            line,
+            field: field_from_toml_error(current, e.span()).unwrap_or_else(|| "(syntax)".into()),
+            message,
+        });
+        let message = &format_errors[format_errors.len() - 1].message;
+        match e.span().and_then(|s| error::set_aside(current, s, message)) {
+            Some(next) if format_errors.len() <= text.lines().count() => blanked = Some(next),
+            _ => return Err(ConfigErrors(sorted(format_errors))),
         }
     };
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -311,9 +368,23 @@ pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> R
             order,
             daemon,
             certificates,
+            warnings: {
+                let mut w = v.warnings;
+                w.sort_by(|a, b| (a.error.line, &a.error.field).cmp(&(b.error.line, &b.error.field)));
+                w.dedup();
+                w
+            },
         }),
-        _ => Err(ConfigErrors(v.errors)),
+        _ => Err(ConfigErrors(sorted(v.errors))),
     }
+}
+
+/// Errors in the order of the file, each once: a mistake in `[defaults]` is found once per
+/// certificate that uses it, but reported once.
+fn sorted(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    errors.sort_by(|a, b| (a.line.unwrap_or(0), &a.field).cmp(&(b.line.unwrap_or(0), &b.field)));
+    errors.dedup();
+    errors
 }
 
 #[cfg(test)]

@@ -89,6 +89,11 @@ fn the_shipped_example_config_parses() {
     let c = parse(&text, Path::new("examples/certkeeper.toml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(!c.certificates.is_empty());
+    // Nothing in it is without effect; only programs this machine may lack are warned of.
+    let kinds: Vec<WarningKind> = c.warnings.iter().map(|w| w.kind).collect();
+    assert!(kinds.iter().all(|k| *k == WarningKind::Program), "{:?}", c.warnings);
+    let hook = &c.certificates.iter().find(|c| c.dns == DnsMode::Hook).unwrap().dns_hook;
+    assert_eq!(hook.len(), 3, "dns-rfc2136 takes SERVER and KEYFILE: {hook:?}");
 }
 
 #[test]
@@ -442,6 +447,45 @@ fn several_errors_are_all_reported() {
     assert!(e.len() >= 3, "{e:?}");
 }
 
+/// The TOML reader stopped at the first wrong type or unknown key: a file with three mistakes
+/// took three rounds of `check`. Every one is reported at once, in the order of the file.
+#[test]
+fn every_wrong_type_and_unknown_key_is_reported_at_once_in_file_order() {
+    let text = replace("context = 4", "context = \"four\"")
+        .replace(
+            "live_dir = \"/etc/certkeeper/live\"",
+            "live_dir = \"/etc/certkeeper/live\"\nkeep = 3",
+        )
+        .replace("alt_names = [\"example.com\"]", "alt_names = \"example.com\"");
+    let e = parse_text(&text).unwrap_err().0;
+    let found: Vec<(Option<usize>, &str)> = e.iter().map(|e| (e.line, e.field.as_str())).collect();
+    assert_eq!(
+        found,
+        [(Some(5), "context"), (Some(10), "keep"), (Some(20), "alt_names")],
+        "{e:?}"
+    );
+    // A required key with a wrong type is one mistake, not also a missing key.
+    let e = parse_text(&replace("user = \"user\"", "user = 7")).unwrap_err().0;
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].field, "user");
+}
+
+/// A mistake in [defaults] was reported once per certificate using it, out of order.
+#[test]
+fn a_mistake_in_defaults_is_reported_once_before_later_lines() {
+    let text = format!(
+        "{}\n[[certificate]]\nname = \"b.example.com\"\nkey = \"dsa\"\n\n[[certificate]]\nname = \"c.example.com\"\n",
+        replace("product = \"QUICKSSLPREMIUM\"", "product = \"NOSUCH\"")
+    );
+    let e = parse_text(&text).unwrap_err().0;
+    let found: Vec<(Option<usize>, &str)> = e.iter().map(|e| (e.line, e.field.as_str())).collect();
+    assert_eq!(
+        found,
+        [(Some(12), "defaults.product"), (Some(23), "certificate[1].key")],
+        "{e:?}"
+    );
+}
+
 #[test]
 fn durations_and_shares_parse_as_an_operator_writes_them() {
     assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
@@ -488,10 +532,14 @@ fn a_name_too_long_for_a_file_name_is_refused_by_check() {
 #[test]
 fn repeated_alt_names_are_listed_once_in_their_first_order() {
     let alts: Vec<String> = (0..2000).map(|i| format!("\"n{}.example.com\"", i % 700)).collect();
-    let c = parse_text(&replace(
-        "alt_names = [\"example.com\"]",
-        &format!("alt_names = [{}]", alts.join(", ")),
-    ))
+    // (QUICKSSLPREMIUM takes 5 names; the CA judges SSL123's.)
+    let c = parse_text(
+        &replace(
+            "alt_names = [\"example.com\"]",
+            &format!("alt_names = [{}]", alts.join(", ")),
+        )
+        .replace("QUICKSSLPREMIUM", "SSL123"),
+    )
     .unwrap();
     let names = &c.certificates[0].alt_names;
     assert_eq!(names.len(), 700);

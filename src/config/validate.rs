@@ -14,7 +14,7 @@ use super::values::{
 };
 use super::{
     ApiConfig, CertConfig, ConfigError, ContactSpec, DaemonConfig, DnsConfig, DnsMode, KeyKind, OrderConfig,
-    PASSWORD_ENV, RenewBefore, Secret, StoreConfig,
+    PASSWORD_ENV, RenewBefore, Secret, StoreConfig, Warning, WarningKind,
 };
 
 /// Checks one file's sections, collecting every error instead of stopping at the first.
@@ -22,6 +22,9 @@ pub(super) struct Validator<'a> {
     pub(super) text: &'a str,
     pub(super) file: PathBuf,
     pub(super) errors: Vec<ConfigError>,
+    pub(super) warnings: Vec<Warning>,
+    /// Where bare program names of hooks are looked up (`PATH`).
+    pub(super) search_path: String,
 }
 
 impl Validator<'_> {
@@ -36,6 +39,19 @@ impl Validator<'_> {
             line,
             field: field.into(),
             message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, span: Range<usize>, field: &str, kind: WarningKind, message: &str) {
+        let line = Some(self.line(span.start));
+        self.warnings.push(Warning {
+            kind,
+            error: ConfigError {
+                file: self.file.clone(),
+                line,
+                field: field.into(),
+                message: message.into(),
+            },
         });
     }
 
@@ -368,6 +384,20 @@ impl Validator<'_> {
             }
             None => defaults::PRODUCT.into(),
         };
+        let names = 1 + alt_names.len();
+        if let Some(max) = super::values::max_names(&product)
+            && names > max
+        {
+            let at = c.alt_names.as_ref().map(Spanned::span).unwrap_or(name_span.clone());
+            self.err(
+                at,
+                &f("alt_names"),
+                &format!(
+                    "{names} names (the name and {} alt_names), but {product} takes at most {max}",
+                    names - 1
+                ),
+            );
+        }
         let lifetime_months = match pick!(lifetime_months) {
             Some((m, field)) => match *m.get_ref() {
                 12 | 24 => *m.get_ref() as u32,
@@ -447,6 +477,18 @@ impl Validator<'_> {
             None => defaults::DNS_MODE,
         };
         let dns_hook = match pick!(dns_hook) {
+            // A dns_hook of the certificate's own beside dns = "autodns" is never run.
+            Some((h, field)) if dns == DnsMode::Autodns => {
+                if c.dns_hook.is_some() {
+                    self.warn(
+                        h.span(),
+                        &field,
+                        WarningKind::NoEffect,
+                        "is never run: the certificate has dns = \"autodns\" (AutoDNS publishes the record); remove it or set dns = \"hook\"",
+                    );
+                }
+                Vec::new()
+            }
             Some((h, field)) => self.command(h, &field, base),
             None => Vec::new(),
         };
@@ -528,9 +570,42 @@ impl Validator<'_> {
         }
         if argv.iter().any(|a| a.contains('\0')) {
             self.err(h.span(), field, "arguments must not contain NUL bytes");
+        } else if let Some(problem) = argv.first().and_then(|p| program_problem(p, &self.search_path)) {
+            self.warn(h.span(), field, WarningKind::Program, &problem);
         }
         argv
     }
+}
+
+/// Why `program` could not be run, if it could not: a path that is missing, not a file or not
+/// executable, or a bare name found nowhere in `search_path`.
+fn program_problem(program: &str, search_path: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| -> Result<(), String> {
+        let meta = std::fs::metadata(p).map_err(|e| format!("{} cannot be run: {e}", p.display()))?;
+        if !meta.is_file() {
+            Err(format!("{} cannot be run: it is not a file", p.display()))
+        } else if meta.permissions().mode() & 0o111 == 0 {
+            Err(format!(
+                "{} cannot be run: it is not executable (mode {:o}); run chmod +x on it",
+                p.display(),
+                meta.permissions().mode() & 0o7777
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    if program.trim().is_empty() {
+        return None;
+    }
+    if program.contains('/') {
+        return runnable(Path::new(program)).err();
+    }
+    let found = search_path
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .any(|d| runnable(&Path::new(d).join(program)).is_ok());
+    (!found).then(|| format!("{program} is not found in PATH ({search_path})"))
 }
 
 /// Reads the password file, refusing one that others can read.

@@ -46,6 +46,14 @@ pub(super) const KNOWN_PRODUCTS: &[&str] = &[
     "SSLWEB",
     "DEMOSSL",
 ];
+/// How many names (the common name included) a product takes, where that is known: QuickSSL
+/// Premium covers at most 5. For the others the CA's prepareOrder is the judge.
+pub(super) fn max_names(product: &str) -> Option<usize> {
+    match product {
+        "QUICKSSLPREMIUM" => Some(5),
+        _ => None,
+    }
+}
 /// The server software `software` may name.
 pub(super) const KNOWN_SOFTWARE: &[&str] = &["IIS4", "IIS5", "APACHE2", "APACHESSL", "PLESK", "TOMCAT", "NOT_SET"];
 

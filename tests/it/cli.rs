@@ -417,3 +417,115 @@ async fn status_into_a_reader_that_goes_away_ends_quietly() {
     assert!(said.contains("exit=0"), "{said}\n{}", stderr(&out));
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 }
+
+/// `check` passed hook programs that do not exist, said nothing of a `dns_hook` that is never
+/// run, took more names than the product covers, and stopped at the first wrong type. Now
+/// every one is reported, in the order of the file; the hook's program only by `check` (which
+/// runs where the hooks will), a warning when a run loads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_missing_hook_programs_unused_settings_product_limits_and_every_type_error() {
+    let env = TestEnv::start("check-more").await;
+    let not_executable = env.dir.join("reload.sh");
+    std::fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    env.write_config(
+        &[Cert {
+            alt: &[
+                "a.example.com",
+                "b.example.com",
+                "c.example.com",
+                "d.example.com",
+                "e.example.com",
+            ],
+            ..Cert::autodns("www.example.com")
+        }],
+        "product = \"QUICKSSLPREMIUM\"",
+    );
+    let good = std::fs::read_to_string(env.config_path()).unwrap();
+    let line_of = |text: &str, anchor: &str| text.lines().position(|l| l.contains(anchor)).unwrap() + 1;
+    let out = env.run(&["check"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let at = format!(
+        "{}:{}: certificate[0].alt_names: ",
+        env.config_path().display(),
+        line_of(&good, "alt_names")
+    );
+    assert!(
+        stderr(&out).contains(&at) && stderr(&out).contains("QUICKSSLPREMIUM takes at most 5"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Missing and non-executable programs, and a dns_hook beside dns = "autodns".
+    let text = good
+        .replace("\"d.example.com\", \"e.example.com\"", "\"d.example.com\"")
+        .replace(
+            "key = \"ecdsa-p256\"\n",
+            &format!(
+                "key = \"ecdsa-p256\"\nreload = [\"{}\"]\ndns_hook = [\"/bin/true\"]\n",
+                not_executable.display()
+            ),
+        )
+        .replace(
+            "[defaults]\n",
+            "[daemon]\non_failure = [\"/nonexistent/notify-admins\"]\n\n[defaults]\n",
+        );
+    std::fs::write(env.config_path(), &text).unwrap();
+    let out = env.run(&["check"], &[]).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let path = env.config_path().display().to_string();
+    let expected = [
+        format!(
+            "{path}:{}: daemon.on_failure: /nonexistent/notify-admins cannot be run",
+            line_of(&text, "on_failure")
+        ),
+        format!(
+            "{path}:{}: certificate[0].reload: {} cannot be run: it is not executable",
+            line_of(&text, "reload ="),
+            not_executable.display()
+        ),
+        format!(
+            "warning: {path}:{}: certificate[0].dns_hook: is never run",
+            line_of(&text, "dns_hook")
+        ),
+    ];
+    let mut last = 0;
+    for e in &expected {
+        let at = err
+            .find(e.as_str())
+            .unwrap_or_else(|| panic!("expected '{e}' in:\n{err}"));
+        assert!(at >= last, "not in the order of the file:\n{err}");
+        last = at;
+    }
+    // A run loads the same file: the programs are warnings there, and nothing fails to start.
+    let out = env.run(&["status"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("notify-admins cannot be run"), "{}", stderr(&out));
+
+    // Once the programs are there, check passes and still tells of the unused dns_hook.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&not_executable, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let text = text.replace("/nonexistent/notify-admins", &not_executable.display().to_string());
+    std::fs::write(env.config_path(), &text).unwrap();
+    let out = env.run(&["check"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid (1 certificate(s), 1 warning(s))"));
+    assert!(stderr(&out).contains("dns_hook: is never run"), "{}", stderr(&out));
+
+    // Three wrong types at once, each reported in one run, as JSON lines under --log-format json.
+    let text = text
+        .replace("context = 4", "context = \"four\"")
+        .replace("timeout = \"3s\"", "timeout = 3")
+        .replace("key = \"ecdsa-p256\"", "key = 256");
+    std::fs::write(env.config_path(), &text).unwrap();
+    let out = env.run(&["--log-format", "json", "check"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let fields: Vec<&str> = lines.iter().filter_map(|l| l["fields"]["field"].as_str()).collect();
+    assert_eq!(fields, ["context", "timeout", "key"], "{lines:?}");
+    assert_eq!(lines[0]["fields"]["line"], line_of(&text, "context ="), "{lines:?}");
+    assert!(env.sim.control().requests().is_empty());
+}
