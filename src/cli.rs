@@ -107,7 +107,17 @@ pub enum Command {
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // `--config` on the command line (not from CERTKEEPER_CONFIG, not the default), given
+    // before or after the command.
+    let on_command_line =
+        |m: &clap::ArgMatches| m.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
+    let config_given = on_command_line(&matches) || matches.subcommand().is_some_and(|(_, m)| on_command_line(m));
     init_logging(&cli.log_format);
     // One-shot commands run on one thread: their work is network I/O, and fewer threads mean
     // a smaller footprint. The daemon keeps a thread pool so that metrics stay responsive
@@ -125,7 +135,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(Exit::Error.code());
         }
     };
-    ExitCode::from(runtime.block_on(dispatch(cli)).code())
+    ExitCode::from(runtime.block_on(dispatch(cli, config_given)).code())
 }
 
 /// Whether messages go out as JSON (`--log-format json`): configuration errors too.
@@ -153,7 +163,7 @@ fn init_logging(format: &str) {
     }
 }
 
-async fn dispatch(cli: Cli) -> Exit {
+async fn dispatch(cli: Cli, config_given: bool) -> Exit {
     // --renew-now is accepted in one place (a global flag) and means one thing.
     if cli.renew_now.is_some() {
         let clash = match &cli.command {
@@ -193,6 +203,13 @@ async fn dispatch(cli: Cli) -> Exit {
             Ok(config) => status(&config, json),
             Err(code) => code,
         },
+        #[cfg(feature = "demo")]
+        Some(Command::Demo { .. }) if config_given => {
+            eprintln!(
+                "certkeeper: demo writes and uses a configuration of its own in --dir; --config has no effect on it"
+            );
+            Exit::Config
+        }
         #[cfg(feature = "demo")]
         Some(Command::Demo { dir, force }) => crate::demo::run(&dir, force).await,
         #[cfg(feature = "demo")]

@@ -317,6 +317,21 @@ async fn the_demo_runs_with_no_network_and_no_credentials() {
         "precious\n",
         "written through a link"
     );
+    // `demo --config FILE` was accepted and FILE ignored: it is refused, FILE untouched.
+    for args in [
+        &["--config", "real/certkeeper.toml", "demo", "--dir", "demo"][..],
+        &["demo", "--dir", "demo", "--config", "x.toml"],
+    ] {
+        let out = tokio::process::Command::new(BIN)
+            .args(args)
+            .current_dir(&dir)
+            .env_remove("CERTKEEPER_CONFIG")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--config has no effect"), "{}", stderr(&out));
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
