@@ -314,7 +314,11 @@ fn println_out(s: &str) {
 fn status(config: &Config, json: bool) -> Exit {
     let rows = crate::status::rows(config);
     if json {
-        println_out(&serde_json::to_string_pretty(&rows).unwrap_or_default());
+        let report = crate::status::Report {
+            schema_version: crate::status::SCHEMA_VERSION,
+            certificates: rows,
+        };
+        println_out(&serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
         println_out(&crate::status::table(&rows));
     }

@@ -56,6 +56,50 @@ impl State {
     }
 }
 
+impl State {
+    /// The state's stable name in `status --json`: lower case, one of a closed set that only
+    /// grows with a new `schema_version`.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            Self::Ordering(..) => "ordering",
+            Self::Reconciling(_) => "reconciling",
+            Self::PaymentUnresolved(_) => "payment_unresolved",
+            Self::IssuedNotDeployed => "issued_not_deployed",
+            Self::InstalledReloadFailed => "installed_reload_failed",
+            Self::Deployed => "deployed",
+            Self::Expired => "expired",
+            Self::TermEnded => "term_ended",
+            Self::Failed => "failed",
+            Self::NotIssued => "not_issued",
+        }
+    }
+
+    /// What happens next, given when the next attempt is due (`None`: never by itself).
+    pub(crate) fn next(&self, name: &str, at: Option<&str>) -> String {
+        let at = at.unwrap_or("-");
+        match self {
+            Self::Ordering(..) => format!("the order goes on from this step at {at}, or at the next run"),
+            Self::Reconciling(_) => format!(
+                "the next run looks for the request again ({at}); nothing is sent again until it is found or counts as never made"
+            ),
+            Self::PaymentUnresolved(_) => {
+                format!("nothing is sent until `certkeeper resolve {name}` settles it (the next run still looks)")
+            }
+            Self::IssuedNotDeployed => {
+                format!("the issued certificate is installed and the reload tried again at {at}")
+            }
+            Self::InstalledReloadFailed => format!("the reload is tried again at {at}"),
+            Self::Deployed => format!("reissued at {at}"),
+            Self::Expired => format!("reissued at {at}; until then the expired certificate stays installed"),
+            Self::TermEnded => {
+                "nothing more can be issued in this term: set renew_term = true to buy the next, or order anew".into()
+            }
+            Self::Failed => format!("tried again at {at}"),
+            Self::NotIssued => format!("ordered at {at}"),
+        }
+    }
+}
+
 impl std::fmt::Display for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -81,7 +125,19 @@ impl std::fmt::Display for State {
     }
 }
 
-/// One row of `status`.
+/// The version of `status --json`'s layout: raised when a field changes meaning or goes away,
+/// or a state is added.
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+/// `status --json`: the schema version and one row per configured certificate.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Report {
+    pub schema_version: u32,
+    pub certificates: Vec<StatusRow>,
+}
+
+/// One row of `status`. `serial`, `not_after` and `days_left` are those of the live
+/// certificate (the one `live/NAME` points at); `issued` is a newer one that is not live yet.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct StatusRow {
     pub name: String,
@@ -91,9 +147,25 @@ pub(crate) struct StatusRow {
     pub term_end: Option<String>,
     /// When the next reissue or renewal is due.
     pub next_renewal: Option<String>,
-    pub state: String,
+    /// One of [`State::code`]'s names.
+    pub state: &'static str,
+    /// The state in words, as the table shows it.
+    pub state_text: String,
+    /// What happens next, in words.
+    pub next: String,
     pub last_error: Option<String>,
+    /// The path `live/NAME`, and the generation it points at.
     pub live: String,
+    pub live_generation: Option<u32>,
+    pub issued: Option<Issued>,
+}
+
+/// A certificate that was issued and written, but is not live (its reload failed).
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Issued {
+    pub generation: u32,
+    pub serial: Option<String>,
+    pub not_after: Option<String>,
 }
 
 pub(crate) fn rows(config: &Config) -> Vec<StatusRow> {
@@ -112,7 +184,30 @@ pub(crate) fn rows(config: &Config) -> Vec<StatusRow> {
         .iter()
         .map(|c| {
             let st: CertState = store.load(&c.name).unwrap_or_default();
-            let state = State::of(&st, now).to_string();
+            let state = State::of(&st, now);
+            let live_generation = store.live_generation(&c.name);
+            let read = |g: u32| {
+                store
+                    .generation_cert(&c.name, g)
+                    .ok()
+                    .and_then(|p| crate::x509::info(&p).ok())
+            };
+            let issued = st.pending_deploy.filter(|g| Some(*g) != live_generation).map(|g| {
+                let info = read(g);
+                Issued {
+                    generation: g,
+                    serial: info.as_ref().map(|i| i.serial.clone()),
+                    not_after: info.and_then(|i| fmt(Some(i.not_after.unix_timestamp()))),
+                }
+            });
+            let next_renewal = {
+                let d = crate::order::next(c, &st, &config.daemon, now);
+                if d.action == crate::schedule::Action::TermEnded {
+                    None
+                } else {
+                    fmt(Some(d.at.max(now)))
+                }
+            };
             StatusRow {
                 name: c.name.clone(),
                 serial: st.serial.clone(),
@@ -122,17 +217,14 @@ pub(crate) fn rows(config: &Config) -> Vec<StatusRow> {
                     // (+ 0.0 turns the -0.0 of a certificate that just expired into 0.0.)
                     .map(|na| ((na - now) as f64 / 86400.0 * 10.0).round() / 10.0 + 0.0),
                 term_end: fmt(st.term_end),
-                next_renewal: {
-                    let d = crate::order::next(c, &st, &config.daemon, now);
-                    if d.action == crate::schedule::Action::TermEnded {
-                        None
-                    } else {
-                        fmt(Some(d.at.max(now)))
-                    }
-                },
-                state,
+                next: state.next(&c.name, next_renewal.as_deref()),
+                next_renewal,
+                state: state.code(),
+                state_text: state.to_string(),
                 last_error: st.last_error.clone(),
                 live: config.store.live_dir.join(&c.name).display().to_string(),
+                live_generation,
+                issued,
             }
         })
         .collect()
@@ -158,11 +250,19 @@ pub(crate) fn table(rows: &[StatusRow]) -> String {
             r.days_left.map(|d| format!("{d:.1}")).unwrap_or_else(|| "-".into()),
             day(&r.term_end),
             day(&r.next_renewal),
-            r.state
+            r.state_text
         ));
+        if let Some(i) = &r.issued {
+            out.push_str(&format!(
+                "    issued, not live: {} (until {})\n",
+                i.serial.as_deref().unwrap_or("-"),
+                day(&i.not_after)
+            ));
+        }
         if let Some(e) = &r.last_error {
             out.push_str(&format!("    last error: {e}\n"));
         }
+        out.push_str(&format!("    next: {}\n", r.next));
     }
     out
 }
@@ -172,6 +272,39 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_800_000_000;
+
+    /// `--json` states were free text with Rust enum names in them. They are a closed set of
+    /// lower-case names, each documented in README.md, each saying what happens next.
+    #[test]
+    fn every_state_has_a_stable_documented_name_and_says_what_happens_next() {
+        use crate::store::{OrderKind, Step};
+        let all = [
+            State::Ordering(OrderKind::Create, Step::Keyed),
+            State::Reconciling(OrderKind::Renew),
+            State::PaymentUnresolved(OrderKind::Create),
+            State::IssuedNotDeployed,
+            State::InstalledReloadFailed,
+            State::Deployed,
+            State::Expired,
+            State::TermEnded,
+            State::Failed,
+            State::NotIssued,
+        ];
+        let readme = include_str!("../README.md");
+        let mut codes = std::collections::HashSet::new();
+        for s in all {
+            let code = s.code();
+            assert!(code.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{code}");
+            assert!(codes.insert(code), "{code} twice");
+            assert!(readme.contains(&format!("`{code}`")), "README.md does not document {code}");
+            assert!(!s.to_string().contains("Create") && !s.to_string().contains("Keyed"), "{s}");
+            let next = s.next("www.example.com", Some("2027-01-01T00:00:00Z"));
+            assert!(
+                next.contains("2027-01-01T00:00:00Z") || matches!(s, State::TermEnded | State::PaymentUnresolved(_)),
+                "{code}: {next}"
+            );
+        }
+    }
 
     /// An expired certificate was shown as "deployed", with -0.0 days left.
     #[test]

@@ -591,8 +591,8 @@ async fn no_reissue_that_gains_nothing_at_the_end_of_a_term() {
         count(&env, name, "reissue")
     );
     let status = env.run_ok(&["status", "--json"]).await;
-    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(rows[0]["state"], "term ended", "{rows}");
+    let rows = status_rows(&status);
+    assert_eq!(rows[0]["state"], "term_ended", "{rows}");
     assert_eq!(env.paid(name), 1);
 }
 

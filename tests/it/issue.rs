@@ -65,7 +65,7 @@ async fn certificates_are_issued_and_reissued_through_autodns_and_a_hook_with_ec
 
     // status shows what is installed.
     let out = env.run_ok(&["status", "--json"]).await;
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = status_rows(&out);
     assert_eq!(rows.as_array().unwrap().len(), 4);
     assert!(
         rows.as_array()

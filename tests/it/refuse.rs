@@ -85,8 +85,8 @@ async fn a_failed_reload_rolls_back_and_the_next_run_deploys() {
     );
     env.assert_installed("www.example.com");
     let status = env.run_ok(&["status", "--json"]).await;
-    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(rows[0]["state"], "issued, not deployed", "{rows}");
+    let rows = status_rows(&status);
+    assert_eq!(rows[0]["state"], "issued_not_deployed", "{rows}");
     assert!(
         rows[0]["last_error"].as_str().unwrap().contains("reload hook failed"),
         "{rows}"
@@ -184,8 +184,8 @@ async fn after_a_rollback_status_and_the_hook_speak_of_the_live_certificate() {
     std::fs::write(&flag, "").unwrap();
     let out = env.run(&["run", "--once"], &[]).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    let rows: serde_json::Value = serde_json::from_slice(&env.run_ok(&["status", "--json"]).await.stdout).unwrap();
-    assert_eq!(rows[0]["state"], "installed, reload hook failed", "{rows}");
+    let rows = status_rows(&env.run_ok(&["status", "--json"]).await);
+    assert_eq!(rows[0]["state"], "installed_reload_failed", "{rows}");
     std::fs::remove_file(&flag).unwrap();
     env.run_ok(&["run", "--once"]).await;
     let live = |env: &TestEnv| env.serial(name).trim_start_matches("serial=").to_string();
@@ -213,11 +213,31 @@ async fn after_a_rollback_status_and_the_hook_speak_of_the_live_certificate() {
         s1.trim_start_matches('0'),
         "the hook run after the rollback must get the live serial: {given:?}"
     );
-    let rows: serde_json::Value = serde_json::from_slice(&env.run_ok(&["status", "--json"]).await.stdout).unwrap();
-    assert_eq!(rows[0]["state"], "issued, not deployed", "{rows}");
+    let rows = status_rows(&env.run_ok(&["status", "--json"]).await);
+    assert_eq!(rows[0]["state"], "issued_not_deployed", "{rows}");
     assert_eq!(
         rows[0]["serial"].as_str().unwrap().trim_start_matches('0'),
         s1.trim_start_matches('0'),
         "status must show the live serial: {rows}"
+    );
+    // What was issued is shown apart from what is live, and the state says what comes next.
+    assert_eq!(
+        rows[0]["issued"]["serial"].as_str().unwrap().trim_start_matches('0'),
+        given[0].trim_start_matches('0'),
+        "{rows}"
+    );
+    assert_ne!(rows[0]["issued"]["generation"], rows[0]["live_generation"], "{rows}");
+    assert_eq!(rows[0]["state_text"], "issued, not deployed", "{rows}");
+    assert!(
+        rows[0]["next"]
+            .as_str()
+            .unwrap()
+            .contains(rows[0]["next_renewal"].as_str().unwrap()),
+        "{rows}"
+    );
+    let table = String::from_utf8_lossy(&env.run_ok(&["status"]).await.stdout).into_owned();
+    assert!(
+        table.contains("issued, not live: ") && table.contains("    next: the issued certificate is installed"),
+        "{table}"
     );
 }

@@ -345,8 +345,8 @@ async fn a_broken_nginx_config_rolls_back_and_the_next_run_deploys_once_fixed() 
     assert_eq!(env.serial("www.example.com"), s1, "live/NAME was not switched back");
     assert_eq!(served_serial(&env, port), s1);
     let status = env.run_ok(&["status", "--json"]).await;
-    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(rows[0]["state"], "issued, not deployed", "{rows}");
+    let rows = status_rows(&status);
+    assert_eq!(rows[0]["state"], "issued_not_deployed", "{rows}");
 
     // Fixed, the next run deploys the certificate already issued, without a new order.
     nginx_conf(&env, &dir, port, false);
@@ -356,7 +356,7 @@ async fn a_broken_nginx_config_rolls_back_and_the_next_run_deploys_once_fixed() 
     wait_for_serial(&env, port, &s2).await;
     assert_eq!(env.reissues("www.example.com"), 1);
     let status = env.run_ok(&["status", "--json"]).await;
-    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let rows = status_rows(&status);
     assert_eq!(rows[0]["state"], "deployed", "{rows}");
 }
 

@@ -367,3 +367,15 @@ pub fn calls(out: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// The certificates of a `status --json` output, after checking its schema version.
+pub fn status_rows(out: &std::process::Output) -> serde_json::Value {
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(report["schema_version"], 1, "{report}");
+    report["certificates"].clone()
+}
