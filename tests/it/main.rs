@@ -18,6 +18,8 @@ mod fuzz;
 mod host;
 /// A hostile API: DCV lines that read files, hang or inject records are refused.
 mod hostile;
+/// `make install` into a staging root: files, modes, units, and the example config's `check`.
+mod install;
 /// Issue, reissue, both DNS modes, both key families, files checked by openssl.
 mod issue;
 /// The poll queue as the real API keeps it: foreign heads, DEFERRED jobs, job history; one reader.

@@ -330,6 +330,22 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The variable that makes a missing tool or server a failure instead of a skip (.ci/run, which
+/// installs them and runs as root, sets it).
+pub const REQUIRE_SERVERS: &str = "CERTKEEPER_REQUIRE_SERVERS";
+
+/// Says (past the harness's capture) that `test` is skipped and why; with `REQUIRE_SERVERS` set,
+/// fails it instead. The caller returns after it.
+pub fn skip(test: &str, why: &str) {
+    let why = format!("{test}: skipped because {why}");
+    assert!(
+        std::env::var_os(REQUIRE_SERVERS).is_none(),
+        "{why}, and {REQUIRE_SERVERS} is set"
+    );
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{why}");
+}
+
 /// The variable that makes a missing `shared/` a failure instead of a skip (.ci/run sets it).
 pub const REQUIRE_SHARED: &str = "CERTKEEPER_REQUIRE_SHARED";
 

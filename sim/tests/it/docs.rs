@@ -149,18 +149,35 @@ async fn the_curl_walkthrough_in_the_readme_works_as_written() {
             panic!("{tool} is needed by the README walk-through; .ci/run installs it");
         }
     }
+    // The script runs in `dir` as in a clone's root, its `mktemp -d` under `dir/tmp`. Its first
+    // command, the release build, is the one thing stood in for: a build inside the test would
+    // wait for the lock of the `cargo test` that runs it. This `cargo` takes exactly that
+    // command and links the simulator the test has built where the build would put it.
     let dir = std::env::temp_dir().join(format!("sim-walkthrough-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_autodns-sim"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    std::fs::create_dir_all(dir.join("shim")).unwrap();
+    let cargo = dir.join("shim/cargo");
+    std::fs::write(
+        &cargo,
+        format!(
+            "#!/bin/sh\n[ \"$*\" = \"build --release -p autodns-sim\" ] || {{ echo \"unexpected: cargo $*\" >&2; exit 1; }}\nmkdir -p target/release && ln -sf '{}' target/release/autodns-sim\n",
+            env!("CARGO_BIN_EXE_autodns-sim")
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.join("shim").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let mut child = tokio::process::Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])
         .current_dir(&dir)
         .env("PATH", path)
+        .env("TMPDIR", dir.join("tmp"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -176,7 +193,11 @@ async fn the_curl_walkthrough_in_the_readme_works_as_written() {
     })
     .await;
     // Whatever happened, the simulator the script started is stopped by its PID.
-    if let Ok(line) = std::fs::read_to_string(dir.join("sim.json"))
+    let work = std::fs::read_dir(dir.join("tmp"))
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path().join("sim.json")))
+        .find(|p| p.exists());
+    if let Some(line) = work.and_then(|p| std::fs::read_to_string(p).ok())
         && let Some(pid) = serde_json::from_str::<Value>(line.trim())
             .ok()
             .and_then(|v| v["pid"].as_u64())
