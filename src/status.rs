@@ -296,8 +296,14 @@ mod tests {
             let code = s.code();
             assert!(code.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{code}");
             assert!(codes.insert(code), "{code} twice");
-            assert!(readme.contains(&format!("`{code}`")), "README.md does not document {code}");
-            assert!(!s.to_string().contains("Create") && !s.to_string().contains("Keyed"), "{s}");
+            assert!(
+                readme.contains(&format!("`{code}`")),
+                "README.md does not document {code}"
+            );
+            assert!(
+                !s.to_string().contains("Create") && !s.to_string().contains("Keyed"),
+                "{s}"
+            );
             let next = s.next("www.example.com", Some("2027-01-01T00:00:00Z"));
             assert!(
                 next.contains("2027-01-01T00:00:00Z") || matches!(s, State::TermEnded | State::PaymentUnresolved(_)),

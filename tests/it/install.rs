@@ -169,10 +169,18 @@ fn make_install_lays_out_every_file_with_its_mode_and_the_example_config_passes_
     let password = under(&dest, "/etc/certkeeper/api-password");
     std::fs::write(&password, "secret\n").unwrap();
     std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The example reloads with `systemctl`, which `check` looks up in PATH: a host the units
+    // are for has it; a container running the tests may not, so a stand-in is put last in PATH.
+    let stand_in = under(&dest, "/stand-in");
+    std::fs::create_dir_all(&stand_in).unwrap();
+    std::fs::write(stand_in.join("systemctl"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(stand_in.join("systemctl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", std::env::var("PATH").unwrap_or_default(), stand_in.display());
     let out = Command::new(&bin)
         .arg("check")
         .arg("--config")
         .arg(&config)
+        .env("PATH", path)
         .env_remove("CERTKEEPER_API_PASSWORD")
         .env_remove("CERTKEEPER_CONFIG")
         .stdin(Stdio::null())
