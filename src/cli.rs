@@ -62,8 +62,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Validate the configuration and report every error with its file, line and field.
-    Check,
+    /// Validate the configuration and report every error with its file, line and field, in the
+    /// order of the file; hook programs must exist and be executable. Nothing is sent to the
+    /// API unless --online is given.
+    Check {
+        /// Also ask the API, with calls that read and cost nothing: the URL and TLS (GET
+        /// /hello), user, password and context (a search for one certificate), and each contact
+        /// id the certificates name (GET /sslcontact/ID). Exit 1 when one fails.
+        #[arg(long)]
+        online: bool,
+    },
     /// Settle a paid request whose answer was lost ("payment unresolved" in `status`): say which
     /// job or certificate it was (checked with the API), or that it never arrived (the next run
     /// then sends it again, a new paid request). Stop a running daemon first: this takes the
@@ -169,7 +177,7 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
         let clash = match &cli.command {
             Some(Command::Run { once: true }) => Some("--once (--renew-now already runs once)"),
             Some(Command::Status { .. }) => Some("status"),
-            Some(Command::Check) => Some("check"),
+            Some(Command::Check { .. }) => Some("check"),
             Some(Command::Resolve { .. }) => Some("resolve"),
             None | Some(Command::Run { .. }) => None,
             #[cfg(feature = "demo")]
@@ -181,7 +189,7 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
         }
     }
     match cli.command {
-        Some(Command::Check) => check(&cli.config),
+        Some(Command::Check { online }) => check(&cli.config, online).await,
         Some(Command::Resolve {
             name,
             job,
@@ -281,7 +289,7 @@ fn config_problem(severity: &str, e: &config::ConfigError) {
 
 /// `check`: every error and warning once, in the order of the file. A hook program that cannot
 /// be run is an error here (check runs where the hooks will), a warning when loading.
-fn check(path: &Path) -> Exit {
+async fn check(path: &Path, online: bool) -> Exit {
     let c = match read(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -294,6 +302,21 @@ fn check(path: &Path) -> Exit {
     }
     if failed {
         return Exit::Config;
+    }
+    if online {
+        let mut ok = true;
+        for f in crate::online::check(&c).await {
+            match f.result {
+                Ok(said) => println_out(&format!("{}: {said}", f.what)),
+                Err(e) => {
+                    ok = false;
+                    eprintln!("certkeeper: {}: {e}", f.what);
+                }
+            }
+        }
+        if !ok {
+            return Exit::Error;
+        }
     }
     println_out(&format!(
         "{}: configuration is valid ({} certificate(s){})",

@@ -15,6 +15,7 @@ pub mod dns;
 pub(crate) mod hooks;
 pub(crate) mod host;
 pub mod keys;
+pub(crate) mod online;
 pub mod order;
 pub(crate) mod run;
 pub(crate) mod schedule;

@@ -324,7 +324,8 @@ impl Client {
             .collect()
     }
 
-    /// `GET /hello`: checks URL, credentials and context.
+    /// `GET /hello`: the API is reached at its URL (the spec: "only for testing the connection";
+    /// whether it checks the credentials is not documented).
     pub async fn hello(&self) -> Result<(), Error> {
         self.safe(Method::GET, "/hello", None).await.map(|_| ())
     }
@@ -455,6 +456,21 @@ impl Client {
         };
         let env = self.safe(Method::POST, path, Some(&body)).await?;
         Self::all(&env, "ObjectJob")
+    }
+
+    /// `POST /certificate/_search` for at most one certificate: an authenticated call that reads
+    /// and costs nothing, to learn whether user, password and context are taken.
+    pub async fn probe_account(&self) -> Result<usize, Error> {
+        let body = json!({ "view": { "limit": 1 } });
+        let env = self.safe(Method::POST, "/certificate/_search", Some(&body)).await?;
+        Ok(env.data.as_ref().map_or(0, Vec::len))
+    }
+
+    /// `GET /sslcontact/{id}`: whether the account has this contact.
+    pub async fn contact(&self, id: i64) -> Result<(), Error> {
+        self.safe(Method::GET, &format!("/sslcontact/{id}"), None)
+            .await
+            .map(|_| ())
     }
 
     /// `POST /certificate/_search`: the certificates named `name`.

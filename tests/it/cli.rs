@@ -544,3 +544,81 @@ async fn check_reports_missing_hook_programs_unused_settings_product_limits_and_
     assert_eq!(lines[0]["fields"]["line"], line_of(&text, "context ="), "{lines:?}");
     assert!(env.sim.control().requests().is_empty());
 }
+
+/// There was no way to test the credentials without ordering. `check --online` asks the API
+/// with calls that cost nothing, names what failed, and buys nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_tests_url_credentials_and_contacts_without_spending() {
+    let env = TestEnv::start("check-online").await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    let out = env.run_ok(&["check", "--online"]).await;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("reached (GET /hello)"), "{said}");
+    assert!(said.contains("api.user demo in context 4: accepted"), "{said}");
+    assert!(said.contains("configuration is valid"), "{said}");
+
+    // A wrong password is named with the user and context it was tried for.
+    let password = env.dir.join("api-password");
+    let right = std::fs::read_to_string(&password).unwrap();
+    std::fs::write(&password, "wrong\n").unwrap();
+    let out = env.run(&["check", "--online"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("api.user demo in context 4: the API refused")
+            && stderr(&out).contains("check api.user, api.context and the password"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&password, right).unwrap();
+
+    // A contact id the account does not have is named by its field; one it has passes.
+    env.run_ok(&["run", "--once"]).await;
+    let contacts: std::collections::BTreeMap<String, i64> =
+        serde_json::from_slice(&std::fs::read(env.dir.join("state/contacts.json")).unwrap()).unwrap();
+    let id = *contacts.values().next().expect("the run created a contact");
+    let config = std::fs::read_to_string(env.config_path()).unwrap();
+    let with_ids = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("admin_contact") {
+                "admin_contact = 987654321".to_string()
+            } else if l.starts_with("technical_contact") {
+                format!("technical_contact = {id}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(env.config_path(), &with_ids).unwrap();
+    let out = env.run(&["check", "--online"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("certificate[0].admin_contact (www.example.com): contact 987654321:"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "certificate[0].technical_contact (www.example.com): contact {id}: exists"
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // An API that cannot be reached is named, and check does not hang on it.
+    let dead = with_ids.replace(&env.sim.api_url, "http://127.0.0.1:9/v1");
+    std::fs::write(env.config_path(), dead).unwrap();
+    let started = std::time::Instant::now();
+    let out = env.run(&["check", "--online"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("api.url http://127.0.0.1:9/v1: cannot connect"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+
+    // Only the one order of `run --once` was bought; check asked with reads alone.
+    assert_eq!(env.sim.control().ledger().len(), 1, "{:?}", env.sim.control().ledger());
+}
