@@ -21,7 +21,8 @@ use crate::run::Exit;
 /// It never pays twice for an order and never installs a certificate that does not match its key.
 ///
 /// Exit codes: 0 success or nothing due, 1 other error, 2 configuration error, 3 an order failed,
-/// 4 issued but not deployed (the reload hook failed), 5 another certkeeper is running, 6 the
+/// 4 issued but not deployed (the reload hook failed), 5 another certkeeper is running (a
+/// running daemon takes `--renew-now` instead, through its control socket), 6 the
 /// answer to a paid request was lost and is not settled yet (nothing was sent again; the next
 /// run looks again, `status` says more).
 #[derive(Debug, Parser)]
@@ -41,7 +42,8 @@ pub struct Cli {
     pub log_format: String,
     /// Reissue now and exit: the named certificates, or every configured one when none is named.
     /// Alone or with `run` (`certkeeper --renew-now NAME`, `certkeeper run --renew-now NAME`);
-    /// not with `--once`, which it already implies.
+    /// not with `--once`, which it already implies. While a daemon runs, it is handed the
+    /// request and does it; this prints the results.
     #[arg(long, global = true, num_args = 0.., value_name = "NAME")]
     pub renew_now: Option<Vec<String>>,
     #[command(subcommand)]

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::config::{self, CertConfig, Config};
+use crate::control;
 use crate::order::{self, Agent, Outcome};
 use crate::run::Exit;
 use crate::schedule::{self, Action};
@@ -47,6 +48,8 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
     let shared: Shared = Arc::new(RwLock::new(agent.clone()));
     let (tx, mut changes) = mpsc::channel::<()>(16);
     let mut watcher = watch(&path, &agent.config, tx.clone());
+    let (control_tx, mut control_rx) = mpsc::channel::<control::Request>(16);
+    let _control = control::listen(&agent.store.state_dir, control_tx);
     let last_check = Arc::new(AtomicI64::new(now()));
     let mut background = JoinSet::new();
     if let Some(addr) = agent.config.daemon.metrics_listen {
@@ -70,14 +73,29 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
     let mut warned: HashSet<String> = HashSet::new();
     let mut alarmed: HashMap<String, i64> = HashMap::new();
     let mut setbacks = Setbacks::default();
+    let mut forced = Forced::default();
     loop {
         let agent = current(&shared);
         let t = now();
         last_check.store(t, Ordering::Relaxed);
+        // Reissues asked for through the control socket start first, once not in flight.
+        for name in forced.startable(&in_flight) {
+            let Some(cert) = agent.config.certificates.iter().find(|c| c.name == name).cloned() else {
+                let line = format!("{name}: no longer configured; nothing was done");
+                forced.ended(&name, Exit::Config, line);
+                continue;
+            };
+            in_flight.insert(cert.name.clone());
+            let task_agent = agent.clone();
+            let task_cert = cert.clone();
+            let handle = tasks.spawn(async move { Box::pin(task_agent.ensure(&task_cert, true)).await });
+            forced.started(handle.id());
+            task_names.insert(handle.id(), cert);
+        }
         let mut due: Vec<(bool, CertConfig)> = Vec::new();
         let mut next_at = t + 3600;
         for cert in &agent.config.certificates {
-            if in_flight.contains(&cert.name) {
+            if in_flight.contains(&cert.name) || forced.is_waiting(&cert.name) {
                 continue;
             }
             let st = agent.store.load(&cert.name).unwrap_or_default();
@@ -120,7 +138,8 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
             let handle = tasks.spawn(async move { Box::pin(task_agent.ensure(&task_cert, false)).await });
             task_names.insert(handle.id(), cert);
         }
-        let wait = Duration::from_secs((next_at - t).clamp(1, 3600) as u64);
+        // At least once a minute, so that the last-check metric shows a live daemon.
+        let wait = Duration::from_secs((next_at - t).clamp(1, 60) as u64);
         let event = tokio::select! {
             Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => match joined {
                 Ok((id, result)) => Event::TaskDone(id, result),
@@ -131,6 +150,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                 }
             },
             Some(()) = changes.recv() => Event::ConfigChanged,
+            Some(request) = control_rx.recv() => Event::Control(request),
             _ = hup.recv() => Event::Hangup,
             _ = term.recv() => Event::Stop,
             _ = int.recv() => Event::Stop,
@@ -141,6 +161,10 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
             Event::TaskDone(id, result) => {
                 if let Some(cert) = task_names.remove(&id) {
                     in_flight.remove(&cert.name);
+                    if forced.was_forced(id) {
+                        let (exit, line) = crate::run::outcome_line(&cert.name, &result);
+                        forced.ended(&cert.name, exit, line);
+                    }
                     if let Some((event, state, error)) = report(&cert, &result) {
                         let st = agent.store.load(&cert.name).unwrap_or_default();
                         if setbacks.record(&cert.name, &st, now(), state) {
@@ -158,8 +182,32 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                 } else {
                     settle(&path, &mut changes).await;
                 }
-                if reload(&path, &shared) {
+                if let Some(changed) = reload(&path, &shared) {
                     watcher = watch(&path, &current(&shared).config, tx.clone());
+                    // A fixed configuration is tried at once, not after the old backoff.
+                    for name in changed {
+                        setbacks.forgive(&name, &agent.store.load(&name).unwrap_or_default(), now());
+                    }
+                }
+            }
+            Event::Control(request) => {
+                let names = &current(&shared).config.certificates;
+                let asked = if request.names.is_empty() {
+                    names.iter().map(|c| c.name.clone()).collect()
+                } else {
+                    request.names.clone()
+                };
+                match asked.iter().find(|n| !names.iter().any(|c| &c.name == *n)) {
+                    Some(unknown) => {
+                        let _ = request.reply.send(control::Reply::Refused(
+                            Exit::Config,
+                            format!("{unknown} is not a configured certificate"),
+                        ));
+                    }
+                    None => {
+                        tracing::info!(certificates = %asked.join(", "), "reissue asked for through the control socket");
+                        forced.ask(asked, request.reply);
+                    }
                 }
             }
             Event::Stop => break,
@@ -186,6 +234,8 @@ enum Event {
     ConfigChanged,
     /// SIGHUP: re-read the configuration.
     Hangup,
+    /// `certkeeper --renew-now`, handed over through the control socket.
+    Control(control::Request),
     /// SIGTERM or SIGINT: start nothing new, stop.
     Stop,
     /// A background task (an `on_failure` hook, the metrics server) ended.
@@ -241,6 +291,77 @@ fn report(cert: &CertConfig, result: &anyhow::Result<Outcome>) -> Option<(&'stat
     }
 }
 
+/// Reissues asked for through the control socket: the names waiting to start, the tasks
+/// started for them, and who waits for which names' results.
+#[derive(Default)]
+struct Forced {
+    pending: Vec<String>,
+    tasks: HashSet<tokio::task::Id>,
+    waiters: Vec<Waiter>,
+}
+
+struct Waiter {
+    names: HashSet<String>,
+    exit: Exit,
+    reply: tokio::sync::mpsc::UnboundedSender<control::Reply>,
+}
+
+impl Forced {
+    fn ask(&mut self, names: Vec<String>, reply: tokio::sync::mpsc::UnboundedSender<control::Reply>) {
+        for n in &names {
+            if !self.pending.contains(n) {
+                self.pending.push(n.clone());
+            }
+        }
+        self.waiters.push(Waiter {
+            names: names.into_iter().collect(),
+            exit: Exit::Ok,
+            reply,
+        });
+    }
+
+    /// The names to start now (they are not in flight), taken off the pending list.
+    fn startable(&mut self, in_flight: &HashSet<String>) -> Vec<String> {
+        let (start, wait): (Vec<String>, Vec<String>) = self.pending.drain(..).partition(|n| !in_flight.contains(n));
+        self.pending = wait;
+        start
+    }
+
+    fn started(&mut self, id: tokio::task::Id) {
+        self.tasks.insert(id);
+    }
+
+    fn was_forced(&mut self, id: tokio::task::Id) -> bool {
+        self.tasks.remove(&id)
+    }
+
+    fn is_waiting(&self, name: &str) -> bool {
+        self.pending.iter().any(|n| n == name)
+    }
+
+    /// A forced run of `name` ended: each waiter for it hears the line, and those with nothing
+    /// left to wait for the end.
+    fn ended(&mut self, name: &str, exit: Exit, line: String) {
+        self.waiters.retain_mut(|w| {
+            if !w.names.remove(name) {
+                return true;
+            }
+            w.exit = w.exit.worst(exit);
+            let _ = w.reply.send(control::Reply::Done {
+                name: name.to_string(),
+                exit,
+                line: line.clone(),
+            });
+            if w.names.is_empty() {
+                let _ = w.reply.send(control::Reply::End(w.exit));
+                return false;
+            }
+            // A client that went away waits for nothing.
+            !w.reply.is_closed()
+        });
+    }
+}
+
 /// What the daemon remembers of each certificate's failures, besides its state file: the count
 /// and time of the last one, so that a certificate whose state cannot be written still backs off,
 /// and the state last reported to `on_failure`, so that a failure that repeats is reported once.
@@ -248,6 +369,9 @@ fn report(cert: &CertConfig, result: &anyhow::Result<Outcome>) -> Option<(&'stat
 struct Setbacks {
     failures: HashMap<String, (u32, i64)>,
     reported: HashMap<String, String>,
+    /// Certificates whose configuration changed since they failed: when, and the state file's
+    /// failure count then, which no longer counts towards the backoff.
+    forgiven: HashMap<String, (i64, u32)>,
 }
 
 impl Setbacks {
@@ -261,7 +385,20 @@ impl Setbacks {
             f.failures = f.failures.max(*count);
             f.last_failure = Some(*at);
         }
+        if let Some((at, base)) = self.forgiven.get(name) {
+            f.failures = f.failures.saturating_sub(*base);
+            if f.last_failure.is_none_or(|l| l <= *at) {
+                f.failures = 0;
+                f.retry_after = None;
+            }
+        }
         f
+    }
+
+    /// The configuration of `name` changed: its past failures no longer hold it back.
+    fn forgive(&mut self, name: &str, st: &crate::store::CertState, at: i64) {
+        self.failures.remove(name);
+        self.forgiven.insert(name.to_string(), (at, st.failures));
     }
 
     /// Records a failure; returns whether `on_failure` should hear of it (the first time this
@@ -280,6 +417,7 @@ impl Setbacks {
     fn clear(&mut self, name: &str) {
         self.failures.remove(name);
         self.reported.remove(name);
+        self.forgiven.remove(name);
     }
 }
 
@@ -298,9 +436,10 @@ async fn settle(path: &Path, changes: &mut mpsc::Receiver<()>) {
     }
 }
 
-/// Re-reads the configuration; keeps the old one when the new one is invalid. Returns whether
-/// the new one was taken.
-fn reload(path: &Path, shared: &Shared) -> bool {
+/// Re-reads the configuration; keeps the old one when the new one is invalid. Returns the
+/// certificates the new one changes (all of them when the API, DNS or order settings changed),
+/// or `None` when it was not taken.
+fn reload(path: &Path, shared: &Shared) -> Option<Vec<String>> {
     let old = current(shared);
     let new = match config::read(path) {
         Ok(c) => c,
@@ -309,7 +448,7 @@ fn reload(path: &Path, shared: &Shared) -> bool {
                 tracing::error!("{e}");
             }
             tracing::error!("the new configuration is invalid; the previous one stays in force");
-            return false;
+            return None;
         }
     };
     new.log_warnings();
@@ -317,27 +456,37 @@ fn reload(path: &Path, shared: &Shared) -> bool {
         tracing::error!(
             "store.state_dir and store.live_dir cannot change while certkeeper runs; restart it; the previous configuration stays in force"
         );
-        return false;
+        return None;
     }
     let before: HashSet<String> = old.config.certificates.iter().map(|c| c.name.clone()).collect();
     let after: HashSet<String> = new.certificates.iter().map(|c| c.name.clone()).collect();
-    let added: Vec<&String> = after.difference(&before).collect();
-    let removed: Vec<&String> = before.difference(&after).collect();
+    let mut added: Vec<&str> = after.difference(&before).map(String::as_str).collect();
+    let mut removed: Vec<&str> = before.difference(&after).map(String::as_str).collect();
+    added.sort_unstable();
+    removed.sort_unstable();
+    let everything = new.api != old.config.api || new.dns != old.config.dns || new.order != old.config.order;
+    let changed: Vec<String> = new
+        .certificates
+        .iter()
+        .filter(|c| everything || old.config.certificates.iter().any(|o| o.name == c.name && o != *c))
+        .map(|c| c.name.clone())
+        .collect();
     match Agent::new(new) {
         Ok(agent) => {
             tracing::info!(
-                ?added,
-                ?removed,
-                "configuration reloaded; removed certificates are no longer renewed, their files are left in place"
+                added = %added.join(", "),
+                removed = %removed.join(", "),
+                changed = %changed.join(", "),
+                "configuration reloaded; changed certificates are tried again without waiting out their backoff; removed ones are no longer renewed, their files are left in place"
             );
             if let Ok(mut g) = shared.write() {
                 *g = Arc::new(agent);
             }
-            true
+            Some(changed)
         }
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "the new configuration cannot be used; the previous one stays in force");
-            false
+            None
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub(crate) mod control;
 pub(crate) mod daemon;
 #[cfg(feature = "demo")]
 pub(crate) mod demo;

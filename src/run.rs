@@ -42,6 +42,21 @@ impl Exit {
         }
     }
 
+    /// The exit status's meaning, from its number (as the daemon's control socket sends it).
+    pub(crate) fn from_code(code: u8) -> Option<Exit> {
+        [
+            Exit::Ok,
+            Exit::Error,
+            Exit::Config,
+            Exit::OrderFailed,
+            Exit::NotDeployed,
+            Exit::Locked,
+            Exit::Unsettled,
+        ]
+        .into_iter()
+        .find(|e| e.code() == code)
+    }
+
     /// How serious, for a run over many certificates: what a run reports is its most serious
     /// outcome. An order failure outranks a deploy failure (a certificate that could not be
     /// ordered is further from being served than one that waits for its reload), and a paid
@@ -105,8 +120,40 @@ pub(crate) async fn run_once(config: Config, renew: Option<Vec<String>>) -> Resu
             format!("{unknown} is not a configured certificate"),
         ));
     }
-    let (agent, _lock) = start(config)?;
+    let state_dir = config.store.state_dir.clone();
+    // A daemon holding the state directory is handed the request through its control socket.
+    let wait = config.order.job_timeout + config.order.reconcile_grace + std::time::Duration::from_secs(300);
+    let (agent, _lock) = match (start(config), &renew) {
+        (Err(r), Some(names)) if r.exit == Exit::Locked => {
+            return crate::control::hand_over(&state_dir, names, wait)
+                .await
+                .map_err(|mut e| {
+                    if e.exit == Exit::Locked {
+                        e.message = format!("{} {}", r.message, e.message);
+                    }
+                    e
+                });
+        }
+        (started, _) => started?,
+    };
     Ok(run_all(&agent, renew.as_deref()).await)
+}
+
+/// What one certificate's run came to: its exit status and the line that says it.
+pub(crate) fn outcome_line(name: &str, result: &anyhow::Result<Outcome>) -> (Exit, String) {
+    match result {
+        Ok(Outcome::NothingDue) => (Exit::Ok, format!("{name}: nothing due")),
+        Ok(Outcome::Deployed { serial, generation }) => (
+            Exit::Ok,
+            format!("{name}: deployed serial {serial} (generation {generation})"),
+        ),
+        Ok(Outcome::NotDeployed { serial, error }) => (
+            Exit::NotDeployed,
+            format!("{name}: issued serial {serial} but NOT deployed: {error}"),
+        ),
+        Ok(Outcome::Unsettled { message, .. }) => (Exit::Unsettled, format!("{name}: NOT SETTLED: {message}")),
+        Err(e) => (Exit::OrderFailed, format!("{name}: FAILED: {e:#}")),
+    }
 }
 
 /// `certkeeper resolve`: settles the lost answer of `name`'s paid request as the operator says.
@@ -234,26 +281,15 @@ pub(crate) async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exi
                 continue;
             }
         };
-        let line = match &result {
-            Ok(Outcome::NothingDue) => format!("{name}: nothing due"),
-            Ok(Outcome::Deployed { serial, generation }) => {
-                format!("{name}: deployed serial {serial} (generation {generation})")
-            }
-            Ok(Outcome::NotDeployed { serial, error }) => {
-                code = code.worst(Exit::NotDeployed);
-                format!("{name}: issued serial {serial} but NOT deployed: {error}")
-            }
+        match &result {
             Ok(Outcome::Unsettled { message, .. }) => {
-                code = code.worst(Exit::Unsettled);
                 tracing::warn!(cert = %name, %message, "the outcome of a paid request is not settled");
-                format!("{name}: NOT SETTLED: {message}")
             }
-            Err(e) => {
-                code = code.worst(Exit::OrderFailed);
-                tracing::error!(cert = %name, error = %format!("{e:#}"), "order failed");
-                format!("{name}: FAILED: {e:#}")
-            }
-        };
+            Err(e) => tracing::error!(cert = %name, error = %format!("{e:#}"), "order failed"),
+            Ok(_) => {}
+        }
+        let (exit, line) = outcome_line(&name, &result);
+        code = code.worst(exit);
         if progress {
             say(&format!("[{done}/{total}] {line}"));
         }

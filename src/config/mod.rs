@@ -99,7 +99,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ApiConfig {
     pub url: String,
     pub user: String,
@@ -122,7 +122,7 @@ pub struct StoreConfig {
     pub keep_generations: usize,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DnsConfig {
     /// Resolvers used to find a zone's authoritative servers; empty: the system's.
     pub resolvers: Vec<std::net::SocketAddr>,
@@ -134,7 +134,7 @@ pub struct DnsConfig {
     pub check_interval: Duration,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct OrderConfig {
     /// How long to wait for a job before giving up for this run.
     pub job_timeout: Duration,
@@ -211,7 +211,7 @@ impl ContactDetails {
 }
 
 /// One managed certificate, with every default applied.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CertConfig {
     pub name: String,
     pub alt_names: Vec<String>,

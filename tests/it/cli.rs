@@ -224,6 +224,14 @@ async fn a_second_certkeeper_on_the_same_state_directory_refuses_and_names_the_f
         "{}",
         stderr(&out)
     );
+    // --renew-now hands over to a daemon only; a one-shot run has no control socket.
+    let out = env.run(&["--renew-now", "www.example.com"], &[]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("another certkeeper (PID {pid})")) && stderr(&out).contains("no daemon answers"),
+        "{}",
+        stderr(&out)
+    );
     first.start_kill().unwrap();
     let _ = first.wait().await;
     // Once the first is gone, the lock is free again and the order resumes.

@@ -220,7 +220,7 @@ async fn the_daemon_follows_config_edits_without_a_restart() {
     append_fast(&env);
     wait_until(&daemon, 10, || {
         let log = daemon.log();
-        log.matches("configuration reloaded").count() > reloads && log.contains("removed=[\"b.example.com\"]")
+        log.matches("configuration reloaded").count() > reloads && log.contains("removed=b.example.com")
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -658,4 +658,88 @@ async fn a_metrics_listener_out_of_file_descriptors_does_not_spin() {
     );
     drop(idle);
     daemon.stop();
+}
+
+/// `--renew-now` was refused with exit 5 while the daemon ran, and nothing else could ask it.
+/// It is now handed to the daemon through its control socket (owner-only, in the state
+/// directory) and reports the daemon's result; the daemon, idle for longer than a minute, keeps
+/// its last-check metric fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_now_is_handed_to_the_running_daemon_and_its_last_check_stays_fresh() {
+    let env = TestEnv::start("daemon-control").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.write_config(&[Cert::autodns("a.example.com"), Cert::autodns("b.example.com")], "");
+    env.append_config(&format!("[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\n"));
+    let daemon = Daemon::start(&env);
+    let started = Instant::now();
+    wait_until(&daemon, 30, || {
+        not_after(&env, "a.example.com").is_some() && not_after(&env, "b.example.com").is_some()
+    })
+    .await;
+    let socket = env.dir.join("state/control.sock");
+    {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let meta = std::fs::symlink_metadata(&socket).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    let serial = env.serial("a.example.com");
+    let out = env.run(&["--renew-now", "A.example.com"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), daemon.log());
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("a.example.com: deployed serial"), "{said}");
+    assert_ne!(env.serial("a.example.com"), serial);
+    assert_eq!(count(&env, "a.example.com", "reissue"), 1);
+    assert_eq!(count(&env, "b.example.com", "reissue"), 0, "only the named one");
+    assert!(
+        daemon.log().contains("reissue asked for through the control socket"),
+        "{}",
+        daemon.log()
+    );
+    // A name the daemon does not have is refused as a one-shot run refuses it.
+    let out = env.run(&["--renew-now", "c.example.com"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("c.example.com is not a configured certificate"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Nothing is due for months; the daemon still looks, and says so, every minute.
+    let left = Duration::from_secs(70).saturating_sub(started.elapsed());
+    tokio::time::sleep(left).await;
+    let metrics = fetch(port).await;
+    let last: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("certkeeper_last_check_timestamp_seconds "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as i64)
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(unix_now() - last <= 62, "last check {} s ago", unix_now() - last);
+    let log = daemon.stop();
+    assert!(!socket.exists(), "the socket outlived the daemon:\n{log}");
+}
+
+/// After a fixed configuration the daemon still waited out the old backoff (up to 6 h). A
+/// reload that changes the API settings, or a certificate, tries again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_password_is_tried_at_once_not_after_the_backoff() {
+    let env = TestEnv::start("daemon-forgive").await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    env.append_config("[daemon]\nretry_backoff = [\"6h\"]\n");
+    let password = env.dir.join("api-password");
+    let right = std::fs::read_to_string(&password).unwrap();
+    std::fs::write(&password, "wrong\n").unwrap();
+    let daemon = Daemon::start(&env);
+    wait_until(&daemon, 30, || daemon.log().contains("order failed")).await;
+    std::fs::write(&password, right).unwrap();
+    wait_until(&daemon, 30, || not_after(&env, "www.example.com").is_some()).await;
+    env.assert_installed("www.example.com");
+    assert_eq!(env.paid("www.example.com"), 1);
+    let log = daemon.stop();
+    assert!(log.contains("changed=www.example.com"), "{log}");
 }
