@@ -121,11 +121,13 @@ pub fn decide(
 /// The moves an order may make, from one step to the next. An order starts at `planned` and may
 /// end at any step (see [`Ending`]); the one step back is a request that never arrived, which is
 /// prepared to be sent again.
-pub const TRANSITIONS: [(Step, Step); 10] = [
+pub const TRANSITIONS: [(Step, Step); 11] = [
     (Step::Planned, Step::Keyed),
     (Step::Keyed, Step::Prepared),
     (Step::Prepared, Step::DnsPublished),
     (Step::DnsPublished, Step::DnsVerified),
+    // The records were not served in time: they are removed, and published again next time.
+    (Step::DnsPublished, Step::Prepared),
     (Step::DnsVerified, Step::Sending),
     (Step::Sending, Step::Accepted),
     (Step::Sending, Step::DnsVerified),

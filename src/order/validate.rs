@@ -35,7 +35,17 @@ impl Agent {
     pub(super) async fn wait_for_dns(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<()> {
         if cert.dns == DnsMode::Hook {
             let records = Self::journal(st)?.records.clone();
-            dns::wait_until_served(&records, &self.config.dns, self.config.dns.propagation_timeout).await?;
+            if let Err(e) =
+                dns::wait_until_served(&records, &self.config.dns, self.config.dns.propagation_timeout).await
+            {
+                // No record is left published while the order waits for its retry: the journal
+                // steps back to `prepared` first (so that a crash in between republishes rather
+                // than waits for a removed record), then the hook removes them; the next
+                // attempt publishes them again.
+                self.advance(cert, st, Step::Prepared)?;
+                self.clean_dns(cert, &records).await;
+                return Err(e.into());
+            }
         }
         self.advance(cert, st, Step::DnsVerified)
     }

@@ -241,3 +241,51 @@ async fn after_a_rollback_status_and_the_hook_speak_of_the_live_certificate() {
         "{table}"
     );
 }
+
+/// After a propagation wait that failed, the validation records the DNS hook had published were
+/// left in the zone until the retry. They are removed at once, and published again by the retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_not_served_in_time_are_cleaned_up_and_published_again_by_the_retry() {
+    let env = TestEnv::start("propagation-cleanup").await;
+    let calls = env.dir.join("dns-calls");
+    // A hook that publishes nothing the first time (as a hidden primary that never notifies
+    // its secondaries would), and for real afterwards.
+    let publish = format!(
+        "\"{BIN}\" demo-dns-hook \"{}\" \"{}\" \"$1\"",
+        env.sim.sim_url(),
+        env.dir.join("root.pem").display()
+    );
+    let hook = env.script(
+        "dns-hook.sh",
+        &format!(
+            "echo \"$1 $CERTKEEPER_RECORD_NAME\" >> {calls}\nif [ -e {calls}.published ]; then exec {publish}; fi\n[ \"$1\" = cleanup ] && touch {calls}.published\nexit 0",
+            calls = calls.display()
+        ),
+    );
+    env.write_config(
+        &[Cert::autodns("www.example.com")],
+        &format!("dns = \"hook\"\ndns_hook = [\"{}\"]", hook.display()),
+    );
+    let text = std::fs::read_to_string(env.config_path())
+        .unwrap()
+        .replace("propagation_timeout = \"20s\"", "propagation_timeout = \"2s\"");
+    std::fs::write(env.config_path(), text).unwrap();
+    env.append_config("[daemon]\nretry_backoff = [\"1s\"]");
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let seen = std::fs::read_to_string(&calls).unwrap();
+    let actions: Vec<&str> = seen.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(actions, ["present", "cleanup"], "{seen}");
+    assert!(
+        env.sim.control().ledger().is_empty(),
+        "nothing is ordered before DNS is seen"
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    env.run_ok(&["run", "--once"]).await;
+    env.assert_installed("www.example.com");
+    let seen = std::fs::read_to_string(&calls).unwrap();
+    let actions: Vec<&str> = seen.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(actions, ["present", "cleanup", "present", "cleanup"], "{seen}");
+    assert_eq!(env.paid("www.example.com"), 1);
+}
