@@ -66,6 +66,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
         pid = std::process::id(),
         "certkeeper daemon started"
     );
+    crate::run::apply_key_access(&agent);
 
     let mut tasks: JoinSet<anyhow::Result<Outcome>> = JoinSet::new();
     let mut task_names: HashMap<tokio::task::Id, CertConfig> = HashMap::new();
@@ -184,6 +185,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                 }
                 if let Some(changed) = reload(&path, &shared) {
                     watcher = watch(&path, &current(&shared).config, tx.clone());
+                    crate::run::apply_key_access(&current(&shared));
                     // A fixed configuration is tried at once, not after the old backoff.
                     for name in changed {
                         setbacks.forgive(&name, &agent.store.load(&name).unwrap_or_default(), now());

@@ -229,6 +229,22 @@ pub(crate) async fn tell_on_failure(
     }
 }
 
+/// Gives every installed key the owner, group and mode its configuration says (a changed
+/// `key_owner`, `key_group` or `key_mode` applies without a reissue).
+pub(crate) fn apply_key_access(agent: &Agent) {
+    for cert in &agent.config.certificates {
+        match agent.store.apply_key_access(&cert.name, cert.key_access) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(cert = %cert.name, keys = n, "gave the installed keys the configured owner, group and mode")
+            }
+            Err(e) => {
+                tracing::error!(cert = %cert.name, error = %e, "cannot give the installed keys the configured owner, group and mode")
+            }
+        }
+    }
+}
+
 /// Works on every certificate (or the named ones, forced), a bounded number at a time.
 pub(crate) async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exit {
     let certs: Vec<_> = agent
@@ -239,6 +255,7 @@ pub(crate) async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exi
         .cloned()
         .collect();
     let force = renew.is_some();
+    apply_key_access(agent);
     // Only what is due gets a task; a run with nothing due touches nothing but the state files.
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let certs: Vec<_> = certs.into_iter().filter(|c| force || agent.is_due(c, now)).collect();

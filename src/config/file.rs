@@ -149,4 +149,10 @@ pub(super) struct RawSettings {
     pub(super) max_paid_orders: Option<Spanned<i64>>,
     /// How long a hook may run before it is stopped.
     pub(super) hook_timeout: Option<Spanned<String>>,
+    /// The installed private key's owner: a user name or uid (default: certkeeper's user).
+    pub(super) key_owner: Option<Spanned<String>>,
+    /// The installed private key's group: a group name or gid (default: certkeeper's group).
+    pub(super) key_group: Option<Spanned<String>>,
+    /// The installed private key's mode: 0600 (default), 0640, 0400 or 0440.
+    pub(super) key_mode: Option<Spanned<String>>,
 }

@@ -228,6 +228,8 @@ pub struct CertConfig {
     pub renew_term: bool,
     pub max_paid_orders: u32,
     pub hook_timeout: Duration,
+    /// Who may read the installed private key.
+    pub key_access: crate::store::KeyAccess,
 }
 
 impl CertConfig {

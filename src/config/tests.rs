@@ -613,3 +613,40 @@ fn an_empty_reload_means_no_reload_and_overrides_the_default() {
         "program name is empty",
     );
 }
+
+/// There was no way to let a web server running as another user read its key. `key_owner`,
+/// `key_group` and `key_mode` say who may; a mode that lets others read it, or the group write
+/// it, is refused, as is a user or group the host does not have.
+#[test]
+fn the_key_owner_group_and_mode_are_checked() {
+    let c = parse_text(&replace(
+        "reload = [",
+        "key_owner = \"root\"\nkey_group = \"0\"\nkey_mode = \"0640\"\nreload = [",
+    ))
+    .unwrap();
+    let access = c.certificates[0].key_access;
+    assert_eq!((access.uid, access.gid, access.mode), (Some(0), Some(0), 0o640));
+    let c = parse_text(GOOD).unwrap();
+    assert_eq!(c.certificates[0].key_access, crate::store::KeyAccess::default());
+    assert_eq!(c.certificates[0].key_access.mode, 0o600);
+    for mode in ["0644", "0660", "0700", "0604", "600x", "0200"] {
+        check_error(
+            &replace("reload = [", &format!("key_mode = \"{mode}\"\nreload = [")),
+            "defaults.key_mode",
+            15,
+            "never readable by others",
+        );
+    }
+    check_error(
+        &replace("reload = [", "key_owner = \"no-such-user-here\"\nreload = ["),
+        "defaults.key_owner",
+        15,
+        "there is no 'no-such-user-here' on this host",
+    );
+    check_error(
+        &replace("reload = [", "key_group = \"no-such-group-here\"\nreload = ["),
+        "defaults.key_group",
+        15,
+        "there is no 'no-such-group-here' on this host",
+    );
+}

@@ -528,6 +528,36 @@ impl Validator<'_> {
             Some((t, field)) => self.duration(&Some(t), &field, defaults::HOOK_TIMEOUT),
             None => defaults::HOOK_TIMEOUT,
         };
+        let mut key_access = crate::store::KeyAccess::default();
+        if let Some((o, field)) = pick!(key_owner) {
+            match lookup_id(o.get_ref(), |n| {
+                nix::unistd::User::from_name(n).map(|u| u.map(|u| u.uid.as_raw()))
+            }) {
+                Ok(uid) => key_access.uid = Some(uid),
+                Err(e) => self.err(o.span(), &field, &format!("{e} (a user name or uid)")),
+            }
+        }
+        if let Some((g, field)) = pick!(key_group) {
+            match lookup_id(g.get_ref(), |n| {
+                nix::unistd::Group::from_name(n).map(|g| g.map(|g| g.gid.as_raw()))
+            }) {
+                Ok(gid) => key_access.gid = Some(gid),
+                Err(e) => self.err(g.span(), &field, &format!("{e} (a group name or gid)")),
+            }
+        }
+        if let Some((m, field)) = pick!(key_mode) {
+            match u32::from_str_radix(m.get_ref().trim(), 8) {
+                Ok(mode @ (0o600 | 0o640 | 0o400 | 0o440)) => key_access.mode = mode,
+                _ => self.err(
+                    m.span(),
+                    &field,
+                    &format!(
+                        "'{}' is not a mode for a private key; use \"0600\", \"0640\", \"0400\" or \"0440\" (never readable by others, never writable by the group)",
+                        m.get_ref()
+                    ),
+                ),
+            }
+        }
         if self.errors.len() > before {
             return None;
         }
@@ -547,6 +577,7 @@ impl Validator<'_> {
             renew_term,
             max_paid_orders,
             hook_timeout,
+            key_access,
         })
     }
 
@@ -574,6 +605,19 @@ impl Validator<'_> {
             self.warn(h.span(), field, WarningKind::Program, &problem);
         }
         argv
+    }
+}
+
+/// A user or group given by number, or by name through the system's database (`find`).
+fn lookup_id(given: &str, find: impl Fn(&str) -> nix::Result<Option<u32>>) -> Result<u32, String> {
+    let given = given.trim();
+    if let Ok(id) = given.parse::<u32>() {
+        return Ok(id);
+    }
+    match find(given) {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(format!("there is no '{given}' on this host")),
+        Err(e) => Err(format!("cannot look up '{given}': {e}")),
     }
 }
 

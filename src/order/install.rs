@@ -79,7 +79,7 @@ impl Agent {
                 // root is left out, as servers expect.
                 let generation = self
                     .store
-                    .write_generation(name, key.pem(), &leaf_pem, &intermediates_pem)
+                    .write_generation(name, key.pem(), &leaf_pem, &intermediates_pem, cert.key_access)
                     .context("writing the new generation")?;
                 tracing::info!(cert = %name, serial = %info.serial, not_after = %crate::text::time(info.not_after.unix_timestamp()), generation = generation.number, "certificate verified and written");
                 st.serial = Some(info.serial);

@@ -24,6 +24,26 @@ pub mod files {
     pub const ALL: [&str; 4] = [CERT, CHAIN, FULLCHAIN, KEY];
 }
 
+/// Who may read an installed private key: its owner and group (`None`: certkeeper's own) and
+/// its mode, never readable by others. The key is 0600 from its first byte; owner, group and
+/// mode are set on the open file before a byte of the key is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyAccess {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mode: u32,
+}
+
+impl Default for KeyAccess {
+    fn default() -> Self {
+        Self {
+            uid: None,
+            gid: None,
+            mode: 0o600,
+        }
+    }
+}
+
 /// One installed generation.
 #[derive(Clone, Debug)]
 pub struct Generation {
@@ -79,9 +99,16 @@ impl Store {
         v
     }
 
-    /// Writes a complete generation (key 0600, certificate, chain, full chain) under a temporary
+    /// Writes a complete generation (key 0600 or as `access` says, certificate, chain, full chain) under a temporary
     /// name, then renames it into place. The live symlink is not touched.
-    pub fn write_generation(&self, name: &str, key_pem: &str, leaf: &str, chain: &[String]) -> io::Result<Generation> {
+    pub fn write_generation(
+        &self,
+        name: &str,
+        key_pem: &str,
+        leaf: &str,
+        chain: &[String],
+        access: KeyAccess,
+    ) -> io::Result<Generation> {
         let parent = self.generations_dir(name);
         host::ensure_dir(&parent, 0o755)?;
         let number = self.generation_numbers(name).last().copied().unwrap_or(0) + 1;
@@ -90,7 +117,7 @@ impl Store {
         host::ensure_dir(&tmp, 0o755)?;
         let leaf = ensure_newline(leaf);
         let chain_pem: String = chain.iter().map(|c| ensure_newline(c)).collect();
-        write_new(&tmp.join(files::KEY), key_pem.as_bytes(), 0o600)?;
+        write_key(&tmp.join(files::KEY), key_pem.as_bytes(), access)?;
         write_new(&tmp.join(files::CERT), leaf.as_bytes(), 0o644)?;
         write_new(&tmp.join(files::CHAIN), chain_pem.as_bytes(), 0o644)?;
         write_new(
@@ -103,6 +130,21 @@ impl Store {
         fs::rename(&tmp, &generation.dir)?;
         sync_dir(&parent)?;
         Ok(generation)
+    }
+
+    /// Gives the keys of every generation of `name` (the live one and those kept for a
+    /// rollback) the owner, group and mode `access` says, where they differ: a changed
+    /// `key_owner`, `key_group` or `key_mode` applies at the next run, not at the next
+    /// reissue. Returns how many keys were changed.
+    pub fn apply_key_access(&self, name: &str, access: KeyAccess) -> io::Result<usize> {
+        let mut changed = 0;
+        for number in self.generation_numbers(name) {
+            let path = self.generation(name, number).dir.join(files::KEY);
+            if set_key_access(&path, access)? {
+                changed += 1;
+            }
+        }
+        Ok(changed)
     }
 
     /// The certificate (PEM) of one generation.
@@ -138,4 +180,64 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Creates the key file 0600, gives it its owner, group and mode on the descriptor, then writes
+/// and fsyncs the key: at no moment can anyone else read it.
+fn write_key(path: &std::path::Path, bytes: &[u8], access: KeyAccess) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    if access.uid.is_some() || access.gid.is_some() {
+        rustix::fs::fchown(
+            &f,
+            access.uid.map(rustix::fs::Uid::from_raw),
+            access.gid.map(rustix::fs::Gid::from_raw),
+        )
+        .map_err(|e| io::Error::other(format!("cannot give {} its owner and group: {e}", path.display())))?;
+    }
+    f.set_permissions(fs::Permissions::from_mode(access.mode))?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Sets an existing key's owner, group and mode where they differ from `access` (never through
+/// a link); whether anything changed. A missing key is nothing to change.
+fn set_key_access(path: &std::path::Path, access: KeyAccess) -> io::Result<bool> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NONBLOCK;
+    let f = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other(format!("{} is not a regular file", path.display())));
+    }
+    let uid = access.uid.unwrap_or_else(|| rustix::process::geteuid().as_raw());
+    let gid = access.gid.unwrap_or_else(|| rustix::process::getegid().as_raw());
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.uid() == uid && meta.gid() == gid && mode == access.mode {
+        return Ok(false);
+    }
+    // Narrowed first, so that no moment gives the new group the key under the old mode.
+    f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    rustix::fs::fchown(
+        &f,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    )
+    .map_err(|e| io::Error::other(format!("cannot give {} its owner and group: {e}", path.display())))?;
+    f.set_permissions(fs::Permissions::from_mode(access.mode))?;
+    Ok(true)
 }

@@ -20,7 +20,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub use fs::write_atomic;
-pub use live::{Generation, files};
+pub use live::{Generation, KeyAccess, files};
 pub use state::*;
 
 use crate::host;

@@ -64,11 +64,23 @@ fn a_state_from_a_newer_certkeeper_is_refused() {
 fn generations_switch_atomically_and_old_ones_are_pruned() {
     let (store, root) = temp_store("gen");
     let g1 = store
-        .write_generation("www.example.com", "KEY1", "CERT1", &["INT".into()])
+        .write_generation(
+            "www.example.com",
+            "KEY1",
+            "CERT1",
+            &["INT".into()],
+            KeyAccess::default(),
+        )
         .unwrap();
     store.switch("www.example.com", g1.number).unwrap();
     let g2 = store
-        .write_generation("www.example.com", "KEY2", "CERT2", &["INT".into()])
+        .write_generation(
+            "www.example.com",
+            "KEY2",
+            "CERT2",
+            &["INT".into()],
+            KeyAccess::default(),
+        )
         .unwrap();
     assert_eq!(store.live_generation("www.example.com"), Some(1));
     store.switch("www.example.com", g2.number).unwrap();
@@ -77,7 +89,9 @@ fn generations_switch_atomically_and_old_ones_are_pruned() {
     assert_eq!(fs::read_to_string(live.join("fullchain.pem")).unwrap(), "CERT2\nINT\n");
     let mode = fs::metadata(live.join("privkey.pem")).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let g3 = store.write_generation("www.example.com", "KEY3", "CERT3", &[]).unwrap();
+    let g3 = store
+        .write_generation("www.example.com", "KEY3", "CERT3", &[], KeyAccess::default())
+        .unwrap();
     store.prune("www.example.com", &[2, 3]).unwrap();
     assert!(!g1.dir.exists() && g2.dir.exists() && g3.dir.exists());
     fs::remove_dir_all(root).unwrap();

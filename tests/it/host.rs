@@ -253,3 +253,64 @@ async fn a_real_directory_at_the_live_name_is_found_before_paying_and_leftovers_
         assert!(!env.dir.join(l).exists(), "{l} was not swept");
     }
 }
+
+/// A web server running as another user could not read its key: it was always root's, 0600.
+/// With `key_owner`, `key_group` and `key_mode`, the installed key is theirs to read, and still
+/// nobody else's; certkeeper's own state stays root's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_installed_key_can_be_given_to_the_web_servers_user_and_no_one_else() {
+    if !as_root("the_installed_key_can_be_given_to_the_web_servers_user_and_no_one_else") {
+        return;
+    }
+    let env = TestEnv::start("key-access").await;
+    env.write_config(
+        &[Cert::autodns("www.example.com")],
+        "key_owner = \"root\"\nkey_group = \"nogroup\"\nkey_mode = \"0640\"",
+    );
+    env.run_ok(&["run", "--once"]).await;
+    env.assert_installed_with_key_mode("www.example.com", 0o640);
+    let key = env.live("www.example.com").join("privkey.pem");
+    let stat = std::process::Command::new("stat")
+        .args(["-L", "-c", "%U %G %a"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&stat.stdout).trim(), "root nogroup 640");
+    // The group reads it; a user outside the group does not.
+    let read_as = |groups: &[&str]| {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid", NOBODY, "--regid", NOBODY]);
+        if groups.is_empty() {
+            cmd.arg("--clear-groups");
+        } else {
+            cmd.args(["--groups", &groups.join(",")]);
+        }
+        cmd.arg("--").arg("cat").arg(&key).output().unwrap()
+    };
+    let out = read_as(&[NOBODY]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("PRIVATE KEY"));
+    let stranger = std::process::Command::new("setpriv")
+        .args(["--reuid", "65533", "--regid", "65533", "--clear-groups", "--", "cat"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(!stranger.status.success(), "a user outside the group read the key");
+    // The state (with the journal's keys) is not the group's.
+    let state = env.dir.join("state");
+    let meta = std::fs::metadata(&state).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+
+    // Taken back out of the configuration, the next run (with nothing due) makes the installed
+    // key root's and 0600 again, without a reissue.
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    env.run_ok(&["run", "--once"]).await;
+    let stat = std::process::Command::new("stat")
+        .args(["-L", "-c", "%U %G %a"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&stat.stdout).trim(), "root root 600");
+    assert!(!read_as(&[NOBODY]).status.success(), "the group still reads the key");
+    assert_eq!(env.sim.control().ledger().len(), 1, "nothing was reissued for it");
+}

@@ -271,6 +271,12 @@ technical_contact = {{ fname = "Jo", lname = "Doe", email = "jo@example.com", ph
     /// key matches the certificate, and the key is 0600.
     #[track_caller]
     pub fn assert_installed(&self, name: &str) {
+        self.assert_installed_with_key_mode(name, 0o600);
+    }
+
+    /// [`Self::assert_installed`], with the key's mode `key_mode` says.
+    #[track_caller]
+    pub fn assert_installed_with_key_mode(&self, name: &str, key_mode: u32) {
         let live = self.live(name);
         let verify = std::process::Command::new("openssl")
             .args(["verify", "-CAfile"])
@@ -297,7 +303,7 @@ technical_contact = {{ fname = "Jo", lname = "Doe", email = "jo@example.com", ph
             .permissions()
             .mode()
             & 0o777;
-        assert_eq!(mode, 0o600, "privkey.pem of {name}");
+        assert_eq!(mode, key_mode, "privkey.pem of {name}");
         let full = std::fs::read_to_string(live.join("fullchain.pem")).unwrap();
         assert!(full.starts_with(&std::fs::read_to_string(live.join("cert.pem")).unwrap()));
     }

@@ -37,6 +37,7 @@ fn cert(renew_term: bool) -> CertConfig {
         renew_term,
         max_paid_orders: 1,
         hook_timeout: Duration::from_secs(60),
+        key_access: crate::store::KeyAccess::default(),
     }
 }
 
