@@ -10,6 +10,9 @@ use crate::store::{CertState, Store};
 pub(crate) enum State {
     /// An order is under way, at this step.
     Ordering(crate::store::OrderKind, crate::store::Step),
+    /// An order under way failed at this step (a wrong password, a DNS hook that failed, ...);
+    /// it goes on from there after its backoff. What is live stays live.
+    Retrying(crate::store::OrderKind, crate::store::Step),
     /// The request was sent and its answer is awaited, or was lost and certkeeper looks for it.
     Reconciling(crate::store::OrderKind),
     /// The answer to a paid request was lost and the grace has passed without the evidence
@@ -36,6 +39,9 @@ impl State {
             match j.step {
                 crate::store::Step::Sending if j.unresolved_since.is_some() => Self::PaymentUnresolved(j.kind),
                 crate::store::Step::Sending => Self::Reconciling(j.kind),
+                _ if st.failures > 0 && st.last_failure.is_some_and(|f| f >= j.started_at) => {
+                    Self::Retrying(j.kind, j.step)
+                }
                 _ => Self::Ordering(j.kind, j.step),
             }
         } else if st.pending_deploy.is_some() && st.pending_deploy == st.generation {
@@ -62,6 +68,7 @@ impl State {
     pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::Ordering(..) => "ordering",
+            Self::Retrying(..) => "retrying",
             Self::Reconciling(_) => "reconciling",
             Self::PaymentUnresolved(_) => "payment_unresolved",
             Self::IssuedNotDeployed => "issued_not_deployed",
@@ -79,6 +86,7 @@ impl State {
         let at = at.unwrap_or("-");
         match self {
             Self::Ordering(..) => format!("the order goes on from this step at {at}, or at the next run"),
+            Self::Retrying(..) => format!("the order is tried again from this step at {at} (see the last error)"),
             Self::Reconciling(_) => format!(
                 "the next run looks for the request again ({at}); nothing is sent again until it is found or counts as never made"
             ),
@@ -104,6 +112,7 @@ impl std::fmt::Display for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Ordering(kind, step) => write!(f, "ordering ({}, at {})", kind.name(), step.name()),
+            Self::Retrying(kind, step) => write!(f, "retrying ({}, failed at {})", kind.name(), step.name()),
             Self::Reconciling(kind) => write!(
                 f,
                 "reconciling (the {} request's answer is awaited or was lost)",
@@ -280,6 +289,7 @@ mod tests {
         use crate::store::{OrderKind, Step};
         let all = [
             State::Ordering(OrderKind::Create, Step::Keyed),
+            State::Retrying(OrderKind::Reissue, Step::Prepared),
             State::Reconciling(OrderKind::Renew),
             State::PaymentUnresolved(OrderKind::Create),
             State::IssuedNotDeployed,
@@ -310,6 +320,32 @@ mod tests {
                 "{code}: {next}"
             );
         }
+    }
+
+    /// A wrong password or a failed DNS hook showed as "ordering (Create, at keyed)", as if all
+    /// were well. An order that failed says so.
+    #[test]
+    fn an_order_that_failed_is_retrying_not_ordering() {
+        use crate::store::{OrderKind, Step};
+        let journal = serde_json::json!({
+            "id": "o",
+            "kind": OrderKind::Create,
+            "step": Step::Keyed,
+            "started_at": NOW - 60,
+        });
+        let mut st = CertState {
+            order: Some(serde_json::from_value(journal).unwrap()),
+            ..CertState::default()
+        };
+        assert_eq!(State::of(&st, NOW).code(), "ordering");
+        st.failures = 1;
+        st.last_failure = Some(NOW - 30);
+        st.last_error = Some("the API refused the request: E0101".into());
+        assert_eq!(State::of(&st, NOW).code(), "retrying");
+        assert_eq!(State::of(&st, NOW).to_string(), "retrying (create, failed at keyed)");
+        // A failure from before this order began is not this order's.
+        st.last_failure = Some(NOW - 120);
+        assert_eq!(State::of(&st, NOW).code(), "ordering");
     }
 
     /// An expired certificate was shown as "deployed", with -0.0 days left.

@@ -630,3 +630,105 @@ async fn check_online_tests_url_credentials_and_contacts_without_spending() {
     // Only the one order of `run --once` was bought; check asked with reads alone.
     assert_eq!(env.sim.control().ledger().len(), 1, "{:?}", env.sim.control().ledger());
 }
+
+/// Logs showed `not_after=2027-06-18 8:01:35.0 +00:00:00`, `j=Some((Create, Keyed))` and
+/// `after 19.890832952s`; configuration errors stayed plain text under `--log-format json`; and
+/// every line a good reload hook wrote on stderr was a WARN. Under `--log-format json` every
+/// line is JSON, no field holds Rust Debug text, times are RFC 3339, and a hook that succeeds
+/// logs its output at INFO; one that fails is named at ERROR with what it said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_plain_fields_and_a_good_hooks_output_at_info() {
+    let env = TestEnv::start("log-format").await;
+    let flag = env.dir.join("broken");
+    let reload = env.script(
+        "reload.sh",
+        &format!(
+            "if [ -e {} ]; then echo 'nginx: [emerg] bad config' >&2; exit 1; fi\necho 'nginx: configuration reloaded' >&2",
+            flag.display()
+        ),
+    );
+    env.write_config(
+        &[Cert::autodns("www.example.com")],
+        &format!("reload = [\"{}\"]", reload.display()),
+    );
+    let lines = |out: &std::process::Output| -> Vec<serde_json::Value> {
+        stderr(out)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+            .collect()
+    };
+    let debug_text = [
+        "Some(",
+        "None",
+        "+00:00:00",
+        "((",
+        "Create",
+        "Keyed",
+        "Sending",
+        "Reissue",
+    ];
+    let check_fields = |lines: &[serde_json::Value]| {
+        // certkeeper's own lines (a library's debug lines are its own business).
+        for line in lines
+            .iter()
+            .filter(|l| l["target"].as_str().is_some_and(|t| t.starts_with("certkeeper")))
+        {
+            for (key, value) in line["fields"].as_object().unwrap() {
+                let Some(v) = value.as_str() else { continue };
+                for d in debug_text {
+                    assert!(
+                        !v.contains(d) || key == "message" && !d.contains('('),
+                        "{key}={v:?} holds {d:?}: {line}"
+                    );
+                }
+                // A duration in plain units: no nanosecond digits.
+                let digits_after_point = v
+                    .split('.')
+                    .nth(1)
+                    .map(|t| t.chars().take_while(char::is_ascii_digit).count());
+                assert!(
+                    digits_after_point.is_none_or(|n| n <= 3) || v.contains(':'),
+                    "{key}={v:?}: {line}"
+                );
+                if ["not_after", "term_end", "at", "until"].contains(&key.as_str()) {
+                    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                        .unwrap_or_else(|e| panic!("{key}={v:?} is not RFC 3339 ({e}): {line}"));
+                }
+            }
+        }
+    };
+    let out = env
+        .run(
+            &["--log-format", "json", "run", "--once"],
+            &[("CERTKEEPER_LOG", "debug")],
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let first = lines(&out);
+    check_fields(&first);
+    let hook_line = first
+        .iter()
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("configuration reloaded"))
+        })
+        .unwrap_or_else(|| panic!("the hook's output is not logged: {first:?}"));
+    assert_eq!(hook_line["level"], "INFO", "{hook_line}");
+    assert!(
+        first.iter().all(|l| l["level"] != "WARN" && l["level"] != "ERROR"),
+        "{first:?}"
+    );
+
+    std::fs::write(&flag, "").unwrap();
+    let out = env.run(&["--log-format", "json", "--renew-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let failed = lines(&out);
+    check_fields(&failed);
+    assert!(
+        failed
+            .iter()
+            .any(|l| l["level"] == "ERROR" && l.to_string().contains("[emerg] bad config")),
+        "{failed:?}"
+    );
+}
