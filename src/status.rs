@@ -226,7 +226,13 @@ pub(crate) fn rows(config: &Config) -> Vec<StatusRow> {
                     // (+ 0.0 turns the -0.0 of a certificate that just expired into 0.0.)
                     .map(|na| ((na - now) as f64 / 86400.0 * 10.0).round() / 10.0 + 0.0),
                 term_end: fmt(st.term_end),
-                next: state.next(&c.name, next_renewal.as_deref()),
+                next: match crate::order::plan::changed(c, &st) {
+                    // A changed configuration is why the reissue comes now.
+                    Some(why) if matches!(state, State::Deployed | State::Expired) => {
+                        format!("{}, because {why}", state.next(&c.name, next_renewal.as_deref()))
+                    }
+                    _ => state.next(&c.name, next_renewal.as_deref()),
+                },
                 next_renewal,
                 state: state.code(),
                 state_text: state.to_string(),

@@ -133,6 +133,12 @@ async fn a_changed_certificate_is_reissued_at_once_for_free() {
         }],
         "",
     );
+    // Before the run, status says why the reissue is due now.
+    let rows = status_rows(&env.run_ok(&["status", "--json"]).await);
+    assert!(
+        rows[0]["next"].as_str().unwrap().contains("because the names changed"),
+        "{rows}"
+    );
     let out = env.run_ok(&["run", "--once"]).await;
     assert!(stderr(&out).contains("the names changed"), "{}", stderr(&out));
     assert_eq!(env.reissues(name), 1);
