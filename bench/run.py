@@ -133,16 +133,27 @@ def names(n, zone="example.com"):
     return [f"c{i}.{zone}" for i in range(n)]
 
 
-def fabricate(d, n, not_after_days=150):
-    """State files of n installed certificates, none due (for the no-op, RSS and idle runs)."""
+def fabricate(d, n, not_after_days=150, generations=3):
+    """State files of n installed certificates, none due (for the no-op, RSS and idle runs), and
+    the live directory an installed host has: `generations` generations each (the files are
+    placeholders; nothing reads their contents when nothing is due), the last one live."""
     now = int(time.time())
     os.makedirs(os.path.join(d, "state", "certs"), exist_ok=True)
-    os.makedirs(os.path.join(d, "live"), exist_ok=True)
+    os.makedirs(os.path.join(d, "live", ".generations"), exist_ok=True)
     for name in names(n):
         st = {"version": 1, "name": name, "certificate_id": 1, "term_end": now + 360 * 86400, "serial": "01",
-              "not_before": now - 10 * 86400, "not_after": now + not_after_days * 86400, "generation": 1, "deployed": True}
+              "not_before": now - 10 * 86400, "not_after": now + not_after_days * 86400, "generation": generations,
+              "deployed": True}
         with open(os.path.join(d, "state", "certs", name + ".json"), "w") as f:
             json.dump(st, f)
+        for g in range(1, generations + 1):
+            gd = os.path.join(d, "live", ".generations", name, f"{g:04}")
+            os.makedirs(gd)
+            for file, mode in [("privkey.pem", 0o600), ("cert.pem", 0o644), ("chain.pem", 0o644), ("fullchain.pem", 0o644)]:
+                fd = os.open(os.path.join(gd, file), os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+                os.write(fd, b"placeholder\n")
+                os.close(fd)
+        os.symlink(os.path.join(".generations", name, f"{generations:04}"), os.path.join(d, "live", name))
 
 
 def bench_cpu():

@@ -289,3 +289,23 @@ async fn records_not_served_in_time_are_cleaned_up_and_published_again_by_the_re
     assert_eq!(actions, ["present", "cleanup", "present", "cleanup"], "{seen}");
     assert_eq!(env.paid("www.example.com"), 1);
 }
+
+/// A wrong password showed as "ordering (Create, at keyed)", as if all were well. The failed
+/// order says it is retrying, at which step, with the API's words in its last error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_shows_as_retrying_with_the_apis_words() {
+    let env = TestEnv::start("wrong-password").await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    std::fs::write(env.dir.join("api-password"), "wrong\n").unwrap();
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let rows = status_rows(&env.run_ok(&["status", "--json"]).await);
+    assert!(rows[0]["state"] == "retrying", "{rows}");
+    assert_ne!(rows[0]["state"], "ordering", "{rows}");
+    assert!(
+        rows[0]["last_error"].as_str().unwrap().contains("E0101"),
+        "the API's refusal is named: {rows}"
+    );
+    assert!(rows[0]["next"].as_str().unwrap().contains("again"), "{rows}");
+    assert!(env.sim.control().ledger().is_empty());
+}
