@@ -229,17 +229,15 @@ pub(crate) async fn tell_on_failure(
     }
 }
 
-/// Gives every installed key the owner, group and mode its configuration says (a changed
+/// Gives every live key the owner, group and mode its configuration says (a changed
 /// `key_owner`, `key_group` or `key_mode` applies without a reissue).
 pub(crate) fn apply_key_access(agent: &Agent) {
     for cert in &agent.config.certificates {
         match agent.store.apply_key_access(&cert.name, cert.key_access) {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(cert = %cert.name, keys = n, "gave the installed keys the configured owner, group and mode")
-            }
+            Ok(false) => {}
+            Ok(true) => tracing::info!(cert = %cert.name, "gave the live key the configured owner, group and mode"),
             Err(e) => {
-                tracing::error!(cert = %cert.name, error = %e, "cannot give the installed keys the configured owner, group and mode")
+                tracing::error!(cert = %cert.name, error = %e, "cannot give the live key the configured owner, group and mode")
             }
         }
     }

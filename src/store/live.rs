@@ -132,19 +132,15 @@ impl Store {
         Ok(generation)
     }
 
-    /// Gives the keys of every generation of `name` (the live one and those kept for a
-    /// rollback) the owner, group and mode `access` says, where they differ: a changed
-    /// `key_owner`, `key_group` or `key_mode` applies at the next run, not at the next
-    /// reissue. Returns how many keys were changed.
-    pub fn apply_key_access(&self, name: &str, access: KeyAccess) -> io::Result<usize> {
-        let mut changed = 0;
-        for number in self.generation_numbers(name) {
-            let path = self.generation(name, number).dir.join(files::KEY);
-            if set_key_access(&path, access)? {
-                changed += 1;
-            }
+    /// Gives the live key of `name` the owner, group and mode `access` says, where they
+    /// differ: a changed `key_owner`, `key_group` or `key_mode` applies at the next run, not at
+    /// the next reissue. (A generation kept for a rollback gets them when it is live again: the
+    /// run after the rollback sets them.) Returns whether the key was changed.
+    pub fn apply_key_access(&self, name: &str, access: KeyAccess) -> io::Result<bool> {
+        match self.live_generation(name) {
+            Some(number) => set_key_access(&self.generation(name, number).dir.join(files::KEY), access),
+            None => Ok(false),
         }
-        Ok(changed)
     }
 
     /// The certificate (PEM) of one generation.
@@ -224,8 +220,10 @@ fn set_key_access(path: &std::path::Path, access: KeyAccess) -> io::Result<bool>
     if !meta.is_file() {
         return Err(io::Error::other(format!("{} is not a regular file", path.display())));
     }
-    let uid = access.uid.unwrap_or_else(|| rustix::process::geteuid().as_raw());
-    let gid = access.gid.unwrap_or_else(|| rustix::process::getegid().as_raw());
+    static OWN: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    let own = *OWN.get_or_init(|| (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw()));
+    let uid = access.uid.unwrap_or(own.0);
+    let gid = access.gid.unwrap_or(own.1);
     let mode = meta.permissions().mode() & 0o7777;
     if meta.uid() == uid && meta.gid() == gid && mode == access.mode {
         return Ok(false);
