@@ -136,7 +136,9 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
             in_flight.insert(cert.name.clone());
             let task_agent = agent.clone();
             let task_cert = cert.clone();
-            let handle = tasks.spawn(async move { Box::pin(task_agent.ensure(&task_cert, false)).await });
+            let forgiven = setbacks.is_forgiven(&cert.name, &agent.store.load(&cert.name).unwrap_or_default());
+            let handle =
+                tasks.spawn(async move { Box::pin(task_agent.ensure_with(&task_cert, false, forgiven)).await });
             task_names.insert(handle.id(), cert);
         }
         // At least once a minute, so that the last-check metric shows a live daemon.
@@ -188,7 +190,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                     crate::run::apply_key_access(&current(&shared));
                     // A fixed configuration is tried at once, not after the old backoff.
                     for name in changed {
-                        setbacks.forgive(&name, &agent.store.load(&name).unwrap_or_default(), now());
+                        setbacks.forgive(&name, now());
                     }
                 }
             }
@@ -371,9 +373,9 @@ impl Forced {
 struct Setbacks {
     failures: HashMap<String, (u32, i64)>,
     reported: HashMap<String, String>,
-    /// Certificates whose configuration changed since they failed: when, and the state file's
-    /// failure count then, which no longer counts towards the backoff.
-    forgiven: HashMap<String, (i64, u32)>,
+    /// Certificates whose configuration changed since they failed, and when: their next
+    /// attempt starts the backoff anew.
+    forgiven: HashMap<String, i64>,
 }
 
 impl Setbacks {
@@ -387,20 +389,24 @@ impl Setbacks {
             f.failures = f.failures.max(*count);
             f.last_failure = Some(*at);
         }
-        if let Some((at, base)) = self.forgiven.get(name) {
-            f.failures = f.failures.saturating_sub(*base);
-            if f.last_failure.is_none_or(|l| l <= *at) {
-                f.failures = 0;
-                f.retry_after = None;
-            }
+        if self.is_forgiven(name, st) {
+            f.failures = 0;
+            f.retry_after = None;
         }
         f
     }
 
     /// The configuration of `name` changed: its past failures no longer hold it back.
-    fn forgive(&mut self, name: &str, st: &crate::store::CertState, at: i64) {
+    fn forgive(&mut self, name: &str, at: i64) {
         self.failures.remove(name);
-        self.forgiven.insert(name.to_string(), (at, st.failures));
+        self.forgiven.insert(name.to_string(), at);
+    }
+
+    /// Whether `name` was forgiven and has not failed since.
+    fn is_forgiven(&self, name: &str, st: &crate::store::CertState) -> bool {
+        self.forgiven.get(name).is_some_and(|at| {
+            st.last_failure.is_none_or(|l| l <= *at) && self.failures.get(name).is_none_or(|(_, f)| f <= at)
+        })
     }
 
     /// Records a failure; returns whether `on_failure` should hear of it (the first time this

@@ -111,6 +111,29 @@ pub struct Certificate {
     /// The CSR of the latest order or reissue.
     #[serde(default)]
     pub csr: Option<String>,
+    #[serde(default)]
+    pub product: Option<String>,
+    /// The order term, e.g. `{unit: MONTH, period: 12}`.
+    #[serde(default)]
+    pub lifetime: Option<Lifetime>,
+    #[serde(default)]
+    pub subject_alternative_names: Vec<SubjectAlternativeName>,
+}
+
+/// `TimePeriod` as answers carry it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Lifetime {
+    #[serde(default)]
+    pub unit: Option<String>,
+    #[serde(default)]
+    pub period: Option<i64>,
+}
+
+/// One entry of `subjectAlternativeNames`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SubjectAlternativeName {
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// `WorkflowEvent`, which carries the ctid of the request that started a job.

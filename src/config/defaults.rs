@@ -68,3 +68,6 @@ pub(super) const DNS_MODE: DnsMode = DnsMode::Autodns;
 pub(super) const MAX_PAID_ORDERS: u32 = 1;
 /// `hook_timeout`: how long `dns_hook` and `reload` may run.
 pub(super) const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `new_orders`: a new (paid) order may be bought for a name the account holds no order for.
+pub(super) const NEW_ORDERS: bool = true;

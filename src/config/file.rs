@@ -149,6 +149,10 @@ pub(super) struct RawSettings {
     pub(super) max_paid_orders: Option<Spanned<i64>>,
     /// How long a hook may run before it is stopped.
     pub(super) hook_timeout: Option<Spanned<String>>,
+    /// The order of the account this certificate reissues (only in a [[certificate]] table).
+    pub(super) certificate_id: Option<Spanned<i64>>,
+    /// Whether a new (paid) order may be bought when the account has none: `allow` or `deny`.
+    pub(super) new_orders: Option<Spanned<String>>,
     /// The installed private key's owner: a user name or uid (default: certkeeper's user).
     pub(super) key_owner: Option<Spanned<String>>,
     /// The installed private key's group: a group name or gid (default: certkeeper's group).

@@ -230,6 +230,10 @@ pub struct CertConfig {
     pub hook_timeout: Duration,
     /// Who may read the installed private key.
     pub key_access: crate::store::KeyAccess,
+    /// The account's order to reissue, when the operator names it.
+    pub certificate_id: Option<i64>,
+    /// Whether a new (paid) order may be bought when the account holds none for the names.
+    pub new_orders: bool,
 }
 
 impl CertConfig {
@@ -340,6 +344,13 @@ pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> R
                 n.span(),
                 "defaults.alt_names",
                 "alt_names belongs in a [[certificate]] table, not in [defaults]",
+            );
+        }
+        if let Some(n) = &d.certificate_id {
+            v.err(
+                n.span(),
+                "defaults.certificate_id",
+                "certificate_id names one order: it belongs in a [[certificate]] table, not in [defaults]",
             );
         }
         d

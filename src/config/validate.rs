@@ -528,6 +528,33 @@ impl Validator<'_> {
             Some((t, field)) => self.duration(&Some(t), &field, defaults::HOOK_TIMEOUT),
             None => defaults::HOOK_TIMEOUT,
         };
+        let certificate_id = match &c.certificate_id {
+            Some(id) if *id.get_ref() <= 0 => {
+                self.err(
+                    id.span(),
+                    &f("certificate_id"),
+                    "must be the positive id of an order of the account",
+                );
+                None
+            }
+            Some(id) => Some(*id.get_ref()),
+            None => None,
+        };
+        let new_orders = match pick!(new_orders) {
+            Some((v, field)) => match v.get_ref().as_str() {
+                "allow" => true,
+                "deny" => false,
+                other => {
+                    self.err(
+                        v.span(),
+                        &field,
+                        &format!("'{other}' is neither \"allow\" nor \"deny\""),
+                    );
+                    true
+                }
+            },
+            None => defaults::NEW_ORDERS,
+        };
         let mut key_access = crate::store::KeyAccess::default();
         if let Some((o, field)) = pick!(key_owner) {
             match lookup_id(o.get_ref(), |n| {
@@ -578,6 +605,8 @@ impl Validator<'_> {
             max_paid_orders,
             hook_timeout,
             key_access,
+            certificate_id,
+            new_orders,
         })
     }
 

@@ -28,6 +28,7 @@ use crate::api::{self, Client};
 use crate::config::{CertConfig, Config};
 use crate::store::{CertState, OrderJournal, OrderKind, Step, Store};
 
+mod adopt;
 mod install;
 mod job;
 pub mod plan;
@@ -100,10 +101,20 @@ impl Agent {
     /// Brings one certificate up to date: resumes its order in flight, retries a pending deploy,
     /// or starts a new order when one is due (`force`: reissue now).
     pub async fn ensure(&self, cert: &CertConfig, force: bool) -> anyhow::Result<Outcome> {
+        self.ensure_with(cert, force, false).await
+    }
+
+    /// [`Self::ensure`]; with `forgiven`, the certificate's past failures no longer hold it back
+    /// (its configuration changed since): the backoff starts anew from this attempt.
+    pub async fn ensure_with(&self, cert: &CertConfig, force: bool, forgiven: bool) -> anyhow::Result<Outcome> {
         let mut st = self
             .store
             .load(&cert.name)
             .with_context(|| format!("reading the state of {}", cert.name))?;
+        if forgiven {
+            st.failures = 0;
+            st.retry_after = None;
+        }
         let result = self.ensure_inner(cert, force, &mut st).await;
         result.map_err(|e| {
             let now = OffsetDateTime::now_utc().unix_timestamp();
@@ -120,13 +131,23 @@ impl Agent {
             && st.order.is_none()
         {
             tracing::info!(cert = %cert.name, generation, "retrying the deploy of an issued certificate");
-            return self.deploy(cert, st, generation).await;
+            let deployed = self.deploy(cert, st, generation).await?;
+            // `--renew-now` asks for a reissue: the issued certificate goes live first, then the
+            // reissue follows. (A deploy that failed again says so; a reissue would meet the same
+            // reload.)
+            if !force || !matches!(deployed, Outcome::Deployed { .. }) {
+                return Ok(deployed);
+            }
         }
         if st.order.is_none() {
             let now = OffsetDateTime::now_utc().unix_timestamp();
-            let Some(kind) = decide(st, cert, &self.config.daemon, now, force)? else {
+            let Some(mut kind) = decide(st, cert, &self.config.daemon, now, force)? else {
                 return Ok(Outcome::NothingDue);
             };
+            // A first order: the account may already hold one for these names.
+            if kind == OrderKind::Create && st.certificate_id.is_none() {
+                kind = self.adopt_or_buy(cert, st, now).await?;
+            }
             match plan::changed(cert, st) {
                 Some(why) => {
                     tracing::info!(cert = %cert.name, kind = kind.name(), %why, "starting an order for the certificate as configured now")
@@ -141,6 +162,36 @@ impl Agent {
             }
         }
         self.drive(cert, st).await
+    }
+
+    /// Before a first (paid) order: adopts the account's order for the names if it holds
+    /// exactly one (the order becomes a free reissue), refuses when it holds orders that do
+    /// not fit or when `new_orders = "deny"`, and otherwise lets the create go on.
+    async fn adopt_or_buy(&self, cert: &CertConfig, st: &mut CertState, now: i64) -> anyhow::Result<OrderKind> {
+        match self.find_existing(cert, now).await? {
+            adopt::Existing::Adopt { id, term_end, what } => {
+                st.certificate_id = Some(id);
+                if term_end.is_some() {
+                    st.term_end = term_end;
+                }
+                self.store
+                    .save(st)
+                    .with_context(|| format!("writing the state of {}", cert.name))?;
+                tracing::info!(cert = %cert.name, order = %what, "adopted the account's order; a free reissue gives it a key of certkeeper's own");
+                Ok(OrderKind::Reissue)
+            }
+            adopt::Existing::Choose(why) => bail!("nothing was bought: {why}"),
+            adopt::Existing::None { .. } if !cert.new_orders => bail!(
+                "the account holds no running order for {}, and new_orders = \"deny\" forbids buying one: order it in the SSL Manager and set certificate_id = N, or set new_orders = \"allow\"",
+                cert.name
+            ),
+            adopt::Existing::None { ended } => {
+                for e in ended {
+                    tracing::info!(cert = %cert.name, order = %e, "the term of this order has ended; a new order is bought");
+                }
+                Ok(OrderKind::Create)
+            }
+        }
     }
 
     /// Runs the order in flight from its step to its end, one function per step.

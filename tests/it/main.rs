@@ -6,6 +6,8 @@
 
 mod support;
 
+/// Orders bought by hand before certkeeper: adopted, or a choice asked for; never bought twice.
+mod adopt;
 /// Configuration errors, the lock, the demo.
 mod cli;
 /// Killed at every journal step, ghost commits: never a second paid order.

@@ -22,6 +22,32 @@ fn is_search(method: &str, path: &str) -> bool {
     (method == "POST" && path.ends_with("/_search")) || (method == "GET" && path == "/poll")
 }
 
+/// `rule`, except for the search certkeeper makes before a name's first order (whether the
+/// account already holds one), which is answered as the API would: these tests are about what
+/// follows a paid request.
+fn after_first_create(rule: crate::proxy::Rule) -> crate::proxy::Rule {
+    let created = std::sync::Mutex::new(std::collections::HashSet::<String>::new());
+    let name_in = |body: &str| -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        v["name"]
+            .as_str()
+            .or(v["filters"][0]["value"].as_str())
+            .map(str::to_string)
+    };
+    Box::new(move |method: &str, path: &str, body: &str| {
+        let mut created = created.lock().unwrap();
+        match (method, path, name_in(body)) {
+            ("POST", "/certificate", Some(name)) => {
+                created.insert(name);
+            }
+            ("POST", "/certificate/_search", Some(name)) if !created.contains(&name) => return Act::Forward,
+            _ => {}
+        }
+        drop(created);
+        rule(method, path, body)
+    })
+}
+
 /// A hostile API: every create takes effect and is answered with an unparseable 200, and every
 /// search (and the poll queue) finds nothing.
 fn unparseable_creates_found_nowhere() -> crate::proxy::Rule {
@@ -39,7 +65,7 @@ fn unparseable_creates_found_nowhere() -> crate::proxy::Rule {
 /// A bad network and API: every create takes effect with its answer lost, and every search (and
 /// the poll queue) answers 500.
 fn lost_creates_and_failing_searches() -> crate::proxy::Rule {
-    Box::new(|method: &str, path: &str, _: &str| {
+    after_first_create(Box::new(|method: &str, path: &str, _: &str| {
         if is_search(method, path) {
             Act::Answer(500, error_body("E0000"))
         } else if method == "POST" && path == "/certificate" {
@@ -47,7 +73,7 @@ fn lost_creates_and_failing_searches() -> crate::proxy::Rule {
         } else {
             Act::Forward
         }
-    })
+    }))
 }
 
 /// The certificate's state as `status --json` reports it.
@@ -77,7 +103,7 @@ async fn searches_failing_through_the_grace_leave_payment_unresolved_and_resolve
     );
     env.append_config(&format!("[daemon]\non_failure = [\"{}\"]", hook.display()));
     let hostile = || -> crate::proxy::Rule {
-        Box::new(|method: &str, path: &str, body: &str| {
+        after_first_create(Box::new(|method: &str, path: &str, body: &str| {
             if is_search(method, path) {
                 Act::Answer(500, error_body("E0000"))
             } else if method == "POST" && path == "/certificate" && body.contains("lost.example.com") {
@@ -87,7 +113,7 @@ async fn searches_failing_through_the_grace_leave_payment_unresolved_and_resolve
             } else {
                 Act::Forward
             }
-        })
+        }))
     };
     let proxy = proxied(&env, hostile()).await;
 
@@ -185,7 +211,7 @@ async fn clock_ahead(precision: autodns_sim::CreatedPrecision) {
     let seen = searched.clone();
     let proxy = proxied(
         &env,
-        Box::new(move |method: &str, path: &str, _: &str| {
+        after_first_create(Box::new(move |method: &str, path: &str, _: &str| {
             use std::sync::atomic::Ordering;
             match (method, path) {
                 ("POST", "/certificate") => Act::ForwardThenDrop,
@@ -196,7 +222,7 @@ async fn clock_ahead(precision: autodns_sim::CreatedPrecision) {
                 }
                 _ => Act::Forward,
             }
-        }),
+        })),
     )
     .await;
     let mut codes = Vec::new();

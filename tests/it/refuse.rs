@@ -100,6 +100,68 @@ async fn a_failed_reload_rolls_back_and_the_next_run_deploys() {
     assert_eq!(env.reissues("www.example.com"), 1);
 }
 
+/// A reload hook that appends the serial it is given to a file, and fails while a flag file
+/// exists: the hook, the flag and the file.
+fn serial_recorder(env: &TestEnv) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let flag = env.dir.join("broken");
+    let seen = env.dir.join("serials");
+    let script = env.script(
+        "reload.sh",
+        &format!(
+            "echo \"$CERTKEEPER_SERIAL\" >> {}\n[ ! -e {} ] || exit 1",
+            seen.display(),
+            flag.display()
+        ),
+    );
+    (script, flag, seen)
+}
+
+/// `--renew-now` on a certificate issued but not deployed only retried the deploy and exited 0:
+/// the reissue asked for silently did not happen. It deploys the issued one, then reissues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_now_on_an_undeployed_certificate_deploys_it_then_reissues() {
+    let env = TestEnv::start("renew-pending").await;
+    let (script, flag, seen) = serial_recorder(&env);
+    env.write_config(
+        &[Cert::autodns("www.example.com")],
+        &format!("reload = [\"{}\"]", script.display()),
+    );
+    env.run_ok(&["run", "--once"]).await;
+    std::fs::write(&flag, "").unwrap();
+    let out = env.run(&["--renew-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let issued = std::fs::read_to_string(&seen)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(&flag).unwrap();
+    std::fs::remove_file(&seen).unwrap();
+    let out = env.run(&["--renew-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        env.reissues("www.example.com"),
+        2,
+        "the asked-for reissue did not happen"
+    );
+    let given: Vec<String> = std::fs::read_to_string(&seen)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(given.len(), 2, "{given:?}");
+    assert_eq!(given[0], issued, "the issued certificate goes live first");
+    assert_ne!(given[1], issued, "then the reissued one");
+    assert_eq!(
+        env.serial("www.example.com")
+            .trim_start_matches("serial=")
+            .trim_start_matches('0'),
+        given[1].trim_start_matches('0')
+    );
+    env.assert_installed("www.example.com");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_order_is_retried_as_a_free_reissue_not_a_second_order() {
     let env = TestEnv::start("failedjob").await;
@@ -169,16 +231,7 @@ async fn a_one_shot_run_tells_on_failure_too() {
 async fn after_a_rollback_status_and_the_hook_speak_of_the_live_certificate() {
     let env = TestEnv::start("rollback-truth").await;
     let name = "www.example.com";
-    let flag = env.dir.join("broken");
-    let seen = env.dir.join("serials");
-    let script = env.script(
-        "reload.sh",
-        &format!(
-            "echo \"$CERTKEEPER_SERIAL\" >> {}\n[ ! -e {} ] || exit 1",
-            seen.display(),
-            flag.display()
-        ),
-    );
+    let (script, flag, seen) = serial_recorder(&env);
     env.write_config(&[Cert::autodns(name)], &format!("reload = [\"{}\"]", script.display()));
     // The first certificate, with the reload failing: it stays in place.
     std::fs::write(&flag, "").unwrap();
@@ -290,22 +343,40 @@ async fn records_not_served_in_time_are_cleaned_up_and_published_again_by_the_re
     assert_eq!(env.paid("www.example.com"), 1);
 }
 
-/// A wrong password showed as "ordering (Create, at keyed)", as if all were well. The failed
-/// order says it is retrying, at which step, with the API's words in its last error.
+/// A wrong password showed as "ordering (Create, at keyed)", as if all were well. A first order
+/// now stops at the account's search, before it begins: "failed". A reissue under way that
+/// fails is "retrying", at its step, with the live certificate still live. Both carry the API's
+/// words in their last error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_password_shows_as_retrying_with_the_apis_words() {
+async fn a_wrong_password_shows_as_failed_or_retrying_with_the_apis_words() {
     let env = TestEnv::start("wrong-password").await;
     env.write_config(&[Cert::autodns("www.example.com")], "");
-    std::fs::write(env.dir.join("api-password"), "wrong\n").unwrap();
+    let password = env.dir.join("api-password");
+    let right = std::fs::read_to_string(&password).unwrap();
+    std::fs::write(&password, "wrong\n").unwrap();
     let out = env.run(&["run", "--once"], &[]).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let rows = status_rows(&env.run_ok(&["status", "--json"]).await);
-    assert!(rows[0]["state"] == "retrying", "{rows}");
-    assert_ne!(rows[0]["state"], "ordering", "{rows}");
-    assert!(
-        rows[0]["last_error"].as_str().unwrap().contains("E0101"),
-        "the API's refusal is named: {rows}"
-    );
+    assert_eq!(rows[0]["state"], "failed", "{rows}");
+    assert!(rows[0]["last_error"].as_str().unwrap().contains("E0101"), "{rows}");
     assert!(rows[0]["next"].as_str().unwrap().contains("again"), "{rows}");
     assert!(env.sim.control().ledger().is_empty());
+
+    std::fs::write(&password, &right).unwrap();
+    env.run_ok(&["--renew-now"]).await;
+    env.assert_installed("www.example.com");
+    let serial = env.serial("www.example.com");
+    std::fs::write(&password, "wrong\n").unwrap();
+    let out = env.run(&["--renew-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let rows = status_rows(&env.run_ok(&["status", "--json"]).await);
+    assert!(
+        rows[0]["state_text"]
+            .as_str()
+            .unwrap()
+            .starts_with("retrying (reissue, failed at "),
+        "{rows}"
+    );
+    assert!(rows[0]["last_error"].as_str().unwrap().contains("E0101"), "{rows}");
+    assert_eq!(env.serial("www.example.com"), serial, "the live certificate stays");
 }

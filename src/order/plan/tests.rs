@@ -38,6 +38,8 @@ fn cert(renew_term: bool) -> CertConfig {
         max_paid_orders: 1,
         hook_timeout: Duration::from_secs(60),
         key_access: crate::store::KeyAccess::default(),
+        certificate_id: None,
+        new_orders: true,
     }
 }
 

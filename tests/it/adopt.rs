@@ -1,0 +1,207 @@
+//! Orders the account already holds, bought by hand before certkeeper came: adopted and
+//! reissued for free where one fits, a choice asked for where it is ambiguous, and a new order
+//! only where none runs.
+
+use std::time::Duration;
+
+use autodns_sim::{Durations, Faults, SimConfig};
+use certkeeper::api::Client;
+use certkeeper::api::wire::{OrderFor, OrderRequest};
+
+use crate::support::*;
+
+/// A month of order term, compressed so that a 12-month term ends within the test.
+const MONTH: Duration = Duration::from_secs(2);
+
+/// Buys an order for `names` through the API, as a user would in the SSL Manager, and waits
+/// until its certificate is issued; returns its id.
+async fn buy_by_hand(env: &TestEnv, client: &Client, names: &[&str], months: u32) -> i64 {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let key = certkeeper::keys::PrivateKey::generate(certkeeper::config::KeyKind::EcdsaP256).unwrap();
+    let csr = key.csr(&names).unwrap().single_line();
+    let contact: certkeeper::config::ContactDetails = serde_json::from_value(serde_json::json!({
+        "fname": "Jo", "lname": "Doe", "email": "jo@example.com", "phone": "+49-941-1234560"
+    }))
+    .unwrap();
+    let contact = client.create_contact(&contact).await.unwrap();
+    let what = OrderFor {
+        name: names[0].clone(),
+        product: "QUICKSSLPREMIUM".into(),
+        months,
+        software: "APACHESSL".into(),
+        csr,
+        admin_contact: contact,
+        technical_contact: contact,
+    };
+    let ctid = format!("by-hand-{}-{}", names.join("-"), env.sim.control().ledger().len());
+    client
+        .create(&OrderRequest::dns(None, what, None, true), &ctid)
+        .await
+        .unwrap();
+    let id = env
+        .sim
+        .control()
+        .ledger()
+        .iter()
+        .find(|l| l.ctid.as_deref() == Some(ctid.as_str()))
+        .map(|l| l.certificate_id)
+        .expect("the order is in the ledger");
+    for _ in 0..200 {
+        if client.certificate(id).await.is_ok_and(|c| c.server.is_some()) {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the order for {names:?} was not issued");
+}
+
+fn client(env: &TestEnv) -> Client {
+    Client::new(&certkeeper::config::ApiConfig {
+        url: env.sim.api_url.clone(),
+        user: "demo".into(),
+        context: 4,
+        password: certkeeper::config::Secret::new("demo-password".into()),
+        password_file: None,
+        ca_pem: Some(std::fs::read_to_string(env.dir.join("root.pem")).unwrap()),
+        timeout: Duration::from_secs(5),
+        rate_limit: 100.0,
+    })
+    .unwrap()
+}
+
+fn creates(env: &TestEnv, name: &str) -> usize {
+    env.sim
+        .control()
+        .ledger()
+        .iter()
+        .filter(|l| l.name == name && l.kind == "create")
+        .count()
+}
+
+/// Certificates bought beforehand: one order for a; two for b; one for c with an extra name;
+/// one for d whose term has ended. `run --once` buys nothing for a (it reissues the order and
+/// installs the result), asks for a choice for b and c (buying nothing), and buys d anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_bought_by_hand_are_adopted_and_nothing_is_bought_where_one_fits_or_it_is_unclear() {
+    let env = TestEnv::start_sim(
+        "adopt",
+        SimConfig {
+            durations: Durations {
+                month: MONTH,
+                ..Durations::default()
+            },
+            // The term's end as the 2022 answer shows it (payable).
+            faults: Faults {
+                payable: true,
+                rate_limit: 0.0,
+                ..Faults::default()
+            },
+            ..SimConfig::default()
+        },
+    )
+    .await;
+    let api = client(&env);
+    let d = buy_by_hand(&env, &api, &["d.example.com"], 12).await;
+    let ended_at = std::time::Instant::now() + MONTH * 12;
+    let a = buy_by_hand(&env, &api, &["a.example.com"], 24).await;
+    let b1 = buy_by_hand(&env, &api, &["b.example.com"], 24).await;
+    let b2 = buy_by_hand(&env, &api, &["b.example.com"], 24).await;
+    let c = buy_by_hand(&env, &api, &["c.example.com", "www.c.example.com"], 24).await;
+    assert!(b1 != b2 && a != d && c != a);
+    let bought = env.sim.control().ledger().len();
+
+    // d's 12-month term ends; the others run for 24.
+    tokio::time::sleep(ended_at.saturating_duration_since(std::time::Instant::now()) + Duration::from_secs(1)).await;
+    env.write_config(
+        &[
+            Cert::autodns("a.example.com"),
+            Cert::autodns("b.example.com"),
+            Cert::autodns("c.example.com"),
+            Cert::autodns("d.example.com"),
+        ],
+        "",
+    );
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "b and c wait for a choice:\n{}",
+        stderr(&out)
+    );
+    let err = stderr(&out);
+
+    // a: the order bought by hand is reissued for free with certkeeper's key, and installed.
+    env.assert_installed("a.example.com");
+    assert_eq!(creates(&env, "a.example.com"), 1, "a was bought again");
+    assert_eq!(env.reissues("a.example.com"), 1);
+    let ledger = env.sim.control().ledger();
+    assert!(
+        ledger
+            .iter()
+            .any(|l| l.name == "a.example.com" && l.kind == "reissue" && l.certificate_id == a),
+        "{ledger:?}"
+    );
+    // b and c: nothing bought, and the choice is named with the orders found.
+    for (name, ids) in [("b.example.com", vec![b1, b2]), ("c.example.com", vec![c])] {
+        assert_eq!(creates(&env, name), ids.len(), "{name} was bought again");
+        assert_eq!(env.reissues(name), 0, "{name}");
+        assert!(!env.live(name).exists(), "{name}");
+        for id in ids {
+            assert!(
+                err.contains(&format!("order {id} (")),
+                "{name}: order {id} not named:\n{err}"
+            );
+        }
+    }
+    assert!(err.contains("set certificate_id = N"), "{err}");
+    assert!(err.contains("other names than the configured c.example.com"), "{err}");
+    // d: its only order's term has ended, so a new one is bought.
+    assert_eq!(creates(&env, "d.example.com"), 2, "{:?}", env.sim.control().ledger());
+    env.assert_installed("d.example.com");
+    assert_eq!(
+        env.sim.control().ledger().len(),
+        bought + 2,
+        "one reissue (a), one create (d)"
+    );
+
+    // The operator chooses b's second order: it is reissued, nothing bought.
+    let config = std::fs::read_to_string(env.config_path()).unwrap().replace(
+        "name = \"b.example.com\"\n",
+        &format!("name = \"b.example.com\"\ncertificate_id = {b2}\n"),
+    );
+    std::fs::write(env.config_path(), config).unwrap();
+    // (Its failed attempt backs off; the operator who just chose asks for it now.)
+    let out = env.run(&["--renew-now", "b.example.com"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    env.assert_installed("b.example.com");
+    assert_eq!(creates(&env, "b.example.com"), 2);
+    assert!(
+        env.sim
+            .control()
+            .ledger()
+            .iter()
+            .any(|l| l.name == "b.example.com" && l.kind == "reissue" && l.certificate_id == b2)
+    );
+}
+
+/// `new_orders = "deny"`: a name the account holds no order for is never bought.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_orders_deny_buys_nothing_and_says_what_waits() {
+    let env = TestEnv::start("new-orders-deny").await;
+    env.write_config(&[Cert::autodns("www.example.com")], "new_orders = \"deny\"");
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        env.sim.control().ledger().is_empty(),
+        "{:?}",
+        env.sim.control().ledger()
+    );
+    let rows = status_rows(&env.run_ok(&["status", "--json"]).await);
+    assert!(
+        rows[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("new_orders = \"deny\" forbids buying one"),
+        "{rows}"
+    );
+}
