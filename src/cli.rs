@@ -24,7 +24,7 @@ use crate::run::Exit;
 /// 4 issued but not deployed (the reload hook failed), 5 another certkeeper is running (a
 /// running daemon takes `--renew-now` instead, through its control socket), 6 the
 /// answer to a paid request was lost and is not settled yet (nothing was sent again; the next
-/// run looks again, `status` says more).
+/// run looks again, `status` says more), 7 (`plan` only) the next run would buy something.
 #[derive(Debug, Parser)]
 #[command(name = "certkeeper", version)]
 pub struct Cli {
@@ -73,6 +73,15 @@ pub enum Command {
         /// id the certificates name (GET /sslcontact/ID). Exit 1 when one fails.
         #[arg(long)]
         online: bool,
+    },
+    /// Show what a run would do for each certificate, when, why, and what it would cost, without
+    /// doing it: only searches and infos are sent to the API (whether the account already holds
+    /// an order), nothing is written. Exit 0 when the next run would buy nothing, 7 when it
+    /// would buy something (a create or a term renewal).
+    Plan {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Settle a paid request whose answer was lost ("payment unresolved" in `status`): say which
     /// job or certificate it was (checked with the API), or that it never arrived (the next run
@@ -180,6 +189,7 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
             Some(Command::Run { once: true }) => Some("--once (--renew-now already runs once)"),
             Some(Command::Status { .. }) => Some("status"),
             Some(Command::Check { .. }) => Some("check"),
+            Some(Command::Plan { .. }) => Some("plan"),
             Some(Command::Resolve { .. }) => Some("resolve"),
             None | Some(Command::Run { .. }) => None,
             #[cfg(feature = "demo")]
@@ -209,6 +219,27 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
                 Err(code) => code,
             }
         }
+        Some(Command::Plan { json }) => match load(&cli.config) {
+            Ok(config) => match crate::plan::plan(config).await {
+                Ok(plan) => {
+                    if json {
+                        println_out(&serde_json::to_string_pretty(&plan).unwrap_or_default());
+                    } else {
+                        println_out(&crate::plan::table(&plan));
+                    }
+                    if crate::plan::would_pay(&plan) {
+                        Exit::WouldPay
+                    } else {
+                        Exit::Ok
+                    }
+                }
+                Err(e) => {
+                    eprintln!("certkeeper: {e:#}");
+                    Exit::Error
+                }
+            },
+            Err(code) => code,
+        },
         Some(Command::Status { json }) => match load(&cli.config) {
             Ok(config) => status(&config, json),
             Err(code) => code,

@@ -18,6 +18,7 @@ pub(crate) mod host;
 pub mod keys;
 pub(crate) mod online;
 pub mod order;
+pub(crate) mod plan;
 pub(crate) mod run;
 pub(crate) mod schedule;
 pub(crate) mod status;

@@ -26,6 +26,8 @@ pub(crate) enum Exit {
     /// 6: the answer to a paid request was lost and is not settled yet (nothing was sent
     /// again): still being reconciled, or "payment unresolved" (see `status`).
     Unsettled,
+    /// 7: `plan` only: the next run would buy something (a create or a term renewal).
+    WouldPay,
 }
 
 impl Exit {
@@ -39,6 +41,7 @@ impl Exit {
             Exit::NotDeployed => 4,
             Exit::Locked => 5,
             Exit::Unsettled => 6,
+            Exit::WouldPay => 7,
         }
     }
 
@@ -52,6 +55,7 @@ impl Exit {
             Exit::NotDeployed,
             Exit::Locked,
             Exit::Unsettled,
+            Exit::WouldPay,
         ]
         .into_iter()
         .find(|e| e.code() == code)
@@ -63,7 +67,7 @@ impl Exit {
     /// request of unknown outcome outranks both (money may be at stake).
     fn rank(self) -> u8 {
         match self {
-            Exit::Ok => 0,
+            Exit::Ok | Exit::WouldPay => 0,
             Exit::NotDeployed => 1,
             Exit::OrderFailed => 2,
             Exit::Unsettled => 3,
@@ -335,10 +339,16 @@ mod tests {
             Exit::NotDeployed,
             Exit::Locked,
             Exit::Unsettled,
+            Exit::WouldPay,
         ]
         .iter()
         .map(|e| e.code())
         .collect();
-        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6], "the documented exit codes");
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7], "the documented exit codes");
+        assert!(
+            codes
+                .iter()
+                .all(|c| Exit::from_code(*c).is_some_and(|e| e.code() == *c))
+        );
     }
 }

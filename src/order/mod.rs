@@ -28,7 +28,7 @@ use crate::api::{self, Client};
 use crate::config::{CertConfig, Config};
 use crate::store::{CertState, OrderJournal, OrderKind, Step, Store};
 
-mod adopt;
+pub(crate) mod adopt;
 mod install;
 mod job;
 pub mod plan;

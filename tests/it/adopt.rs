@@ -121,6 +121,43 @@ async fn orders_bought_by_hand_are_adopted_and_nothing_is_bought_where_one_fits_
         ],
         "",
     );
+    // `plan` first: what each would get and what it costs, asking the API with searches and
+    // infos only, and writing nothing.
+    let before = env.sim.control().requests().len();
+    let out = env.run(&["plan", "--json"], &[]).await;
+    assert_eq!(out.status.code(), Some(7), "d would be bought: {}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["schema_version"], 1, "{plan}");
+    let step = |n: &str| -> (String, bool) {
+        let c = plan["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == n)
+            .unwrap();
+        (c["action"].as_str().unwrap().to_string(), c["paid"].as_bool().unwrap())
+    };
+    assert_eq!(step("a.example.com"), ("adopt".into(), false), "{plan}");
+    assert_eq!(step("b.example.com"), ("choose".into(), false), "{plan}");
+    assert_eq!(step("c.example.com"), ("choose".into(), false), "{plan}");
+    assert_eq!(step("d.example.com"), ("create".into(), true), "{plan}");
+    let asked: Vec<String> = env.sim.control().requests()[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(!asked.is_empty());
+    assert!(
+        asked
+            .iter()
+            .all(|r| r.ends_with("/certificate/_search") || r.starts_with("GET ") && r.contains("/certificate/")),
+        "{asked:?}"
+    );
+    assert!(!env.dir.join("state").exists(), "plan wrote the state directory");
+    let table = env.run(&["plan"], &[]).await;
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(table.contains("d.example.com") && table.contains("PAID"), "{table}");
+    assert_eq!(env.sim.control().ledger().len(), bought, "plan bought something");
+
     let out = env.run(&["run", "--once"], &[]).await;
     assert_eq!(
         out.status.code(),
