@@ -47,19 +47,20 @@ impl Exit {
 
     /// The exit status's meaning, from its number (as the daemon's control socket sends it).
     pub(crate) fn from_code(code: u8) -> Option<Exit> {
-        [
-            Exit::Ok,
-            Exit::Error,
-            Exit::Config,
-            Exit::OrderFailed,
-            Exit::NotDeployed,
-            Exit::Locked,
-            Exit::Unsettled,
-            Exit::WouldPay,
-        ]
-        .into_iter()
-        .find(|e| e.code() == code)
+        Self::ALL.into_iter().find(|e| e.code() == code)
     }
+
+    /// Every exit status, in the order of their numbers.
+    pub(crate) const ALL: [Exit; 8] = [
+        Exit::Ok,
+        Exit::Error,
+        Exit::Config,
+        Exit::OrderFailed,
+        Exit::NotDeployed,
+        Exit::Locked,
+        Exit::Unsettled,
+        Exit::WouldPay,
+    ];
 
     /// How serious, for a run over many certificates: what a run reports is its most serious
     /// outcome. An order failure outranks a deploy failure (a certificate that could not be
@@ -331,19 +332,7 @@ mod tests {
         assert_eq!(Exit::Ok.worst(Exit::Ok).code(), 0);
         assert_eq!(Exit::OrderFailed.worst(Exit::Unsettled), Exit::Unsettled);
         assert_eq!(Exit::Unsettled.worst(Exit::Error), Exit::Error);
-        let codes: Vec<u8> = [
-            Exit::Ok,
-            Exit::Error,
-            Exit::Config,
-            Exit::OrderFailed,
-            Exit::NotDeployed,
-            Exit::Locked,
-            Exit::Unsettled,
-            Exit::WouldPay,
-        ]
-        .iter()
-        .map(|e| e.code())
-        .collect();
+        let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
         assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7], "the documented exit codes");
         assert!(
             codes

@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod certificate;
 mod defaults;
 mod error;
 mod file;

@@ -8,7 +8,9 @@ mod support;
 
 /// Orders bought by hand before certkeeper: adopted, or a choice asked for; never bought twice.
 mod adopt;
-/// Configuration errors, the lock, the demo.
+/// `check`: configuration errors, hook programs, product limits, `--online`.
+mod check;
+/// The lock, the demo, log filters and formats, --renew-now's combinations.
 mod cli;
 /// Killed at every journal step, ghost commits: never a second paid order.
 mod crash;

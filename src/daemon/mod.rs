@@ -18,7 +18,13 @@ use crate::config::{self, CertConfig, Config};
 use crate::control;
 use crate::order::{self, Agent, Outcome};
 use crate::run::Exit;
-use crate::schedule::{self, Action};
+use crate::schedule::Action;
+
+mod forced;
+mod setbacks;
+
+use forced::Forced;
+use setbacks::Setbacks;
 
 type Shared = Arc<RwLock<Arc<Agent>>>;
 
@@ -292,140 +298,6 @@ fn report(cert: &CertConfig, result: &anyhow::Result<Outcome>) -> Option<(&'stat
             tracing::error!(cert = %cert.name, %error, "order failed; will retry after the backoff");
             Some(("failed", format!("failed {error}"), error))
         }
-    }
-}
-
-/// Reissues asked for through the control socket: the names waiting to start, the tasks
-/// started for them, and who waits for which names' results.
-#[derive(Default)]
-struct Forced {
-    pending: Vec<String>,
-    tasks: HashSet<tokio::task::Id>,
-    waiters: Vec<Waiter>,
-}
-
-struct Waiter {
-    names: HashSet<String>,
-    exit: Exit,
-    reply: tokio::sync::mpsc::UnboundedSender<control::Reply>,
-}
-
-impl Forced {
-    fn ask(&mut self, names: Vec<String>, reply: tokio::sync::mpsc::UnboundedSender<control::Reply>) {
-        for n in &names {
-            if !self.pending.contains(n) {
-                self.pending.push(n.clone());
-            }
-        }
-        self.waiters.push(Waiter {
-            names: names.into_iter().collect(),
-            exit: Exit::Ok,
-            reply,
-        });
-    }
-
-    /// The names to start now (they are not in flight), taken off the pending list.
-    fn startable(&mut self, in_flight: &HashSet<String>) -> Vec<String> {
-        let (start, wait): (Vec<String>, Vec<String>) = self.pending.drain(..).partition(|n| !in_flight.contains(n));
-        self.pending = wait;
-        start
-    }
-
-    fn started(&mut self, id: tokio::task::Id) {
-        self.tasks.insert(id);
-    }
-
-    fn was_forced(&mut self, id: tokio::task::Id) -> bool {
-        self.tasks.remove(&id)
-    }
-
-    fn is_waiting(&self, name: &str) -> bool {
-        self.pending.iter().any(|n| n == name)
-    }
-
-    /// A forced run of `name` ended: each waiter for it hears the line, and those with nothing
-    /// left to wait for the end.
-    fn ended(&mut self, name: &str, exit: Exit, line: String) {
-        self.waiters.retain_mut(|w| {
-            if !w.names.remove(name) {
-                return true;
-            }
-            w.exit = w.exit.worst(exit);
-            let _ = w.reply.send(control::Reply::Done {
-                name: name.to_string(),
-                exit,
-                line: line.clone(),
-            });
-            if w.names.is_empty() {
-                let _ = w.reply.send(control::Reply::End(w.exit));
-                return false;
-            }
-            // A client that went away waits for nothing.
-            !w.reply.is_closed()
-        });
-    }
-}
-
-/// What the daemon remembers of each certificate's failures, besides its state file: the count
-/// and time of the last one, so that a certificate whose state cannot be written still backs off,
-/// and the state last reported to `on_failure`, so that a failure that repeats is reported once.
-#[derive(Default)]
-struct Setbacks {
-    failures: HashMap<String, (u32, i64)>,
-    reported: HashMap<String, String>,
-    /// Certificates whose configuration changed since they failed, and when: their next
-    /// attempt starts the backoff anew.
-    forgiven: HashMap<String, i64>,
-}
-
-impl Setbacks {
-    /// The schedule's facts: the state file's, with the failures remembered here where the file
-    /// knows fewer.
-    fn facts(&self, name: &str, st: &crate::store::CertState) -> schedule::Facts {
-        let mut f = order::facts(st);
-        if let Some((count, at)) = self.failures.get(name)
-            && f.last_failure.is_none_or(|l| l < *at)
-        {
-            f.failures = f.failures.max(*count);
-            f.last_failure = Some(*at);
-        }
-        if self.is_forgiven(name, st) {
-            f.failures = 0;
-            f.retry_after = None;
-        }
-        f
-    }
-
-    /// The configuration of `name` changed: its past failures no longer hold it back.
-    fn forgive(&mut self, name: &str, at: i64) {
-        self.failures.remove(name);
-        self.forgiven.insert(name.to_string(), at);
-    }
-
-    /// Whether `name` was forgiven and has not failed since.
-    fn is_forgiven(&self, name: &str, st: &crate::store::CertState) -> bool {
-        self.forgiven.get(name).is_some_and(|at| {
-            st.last_failure.is_none_or(|l| l <= *at) && self.failures.get(name).is_none_or(|(_, f)| f <= at)
-        })
-    }
-
-    /// Records a failure; returns whether `on_failure` should hear of it (the first time this
-    /// state is reached).
-    fn record(&mut self, name: &str, st: &crate::store::CertState, at: i64, state: String) -> bool {
-        let count = self.failures.get(name).map_or(0, |(c, _)| *c) + 1;
-        self.failures.insert(name.to_string(), (count.max(st.failures), at));
-        self.reported.insert(name.to_string(), state.clone()).as_ref() != Some(&state)
-    }
-
-    /// The failures in a row remembered for `name` (at least the state file's).
-    fn count(&self, name: &str) -> u32 {
-        self.failures.get(name).map_or(0, |(c, _)| *c)
-    }
-
-    fn clear(&mut self, name: &str) {
-        self.failures.remove(name);
-        self.reported.remove(name);
-        self.forgiven.remove(name);
     }
 }
 

@@ -1,0 +1,328 @@
+//! One `[[certificate]]` table checked into a [`CertConfig`], each setting its own or the
+//! `[defaults]` one: names, product and its name limit, term, software, key, contacts, DNS mode
+//! and hook, reload, renewal, spending (`max_paid_orders`, `new_orders`, `certificate_id`),
+//! hook timeout, and who may read the installed key.
+
+use std::ops::Range;
+use std::path::Path;
+
+use toml::Spanned;
+
+use super::defaults;
+use super::file::RawSettings;
+use super::validate::Validator;
+use super::values::{KNOWN_PRODUCTS, KNOWN_SOFTWARE, MAX_NAME, is_hostname, parse_renew_before};
+use super::{CertConfig, ContactSpec, DnsMode, KeyKind, WarningKind};
+
+impl Validator<'_> {
+    pub(super) fn certificate(
+        &mut self,
+        i: usize,
+        span: Range<usize>,
+        c: RawSettings,
+        d: &RawSettings,
+        base: &Path,
+    ) -> Option<CertConfig> {
+        let f = |name: &str| format!("certificate[{i}].{name}");
+        let before = self.errors.len();
+        let Some(name) = c.name.clone() else {
+            self.err(span, &f("name"), "every [[certificate]] needs a name");
+            return None;
+        };
+        let name_span = name.span();
+        let name = name.into_inner().to_ascii_lowercase();
+        if !is_hostname(&name) {
+            self.err(
+                name_span.clone(),
+                &f("name"),
+                &format!("'{name}' is not a host name such as www.example.com"),
+            );
+        } else if name.len() > MAX_NAME {
+            self.err(
+                name_span.clone(),
+                &f("name"),
+                &format!(
+                    "is {} bytes long; a certificate's name becomes a file name (NAME.json), so it may have at most {MAX_NAME} (list a longer name in alt_names)",
+                    name.len()
+                ),
+            );
+        }
+        let mut alt_names = Vec::new();
+        if let Some(alts) = &c.alt_names {
+            let mut seen = std::collections::HashSet::new();
+            for a in alts.get_ref() {
+                let a = a.to_ascii_lowercase();
+                if !is_hostname(&a) {
+                    self.err(alts.span(), &f("alt_names"), &format!("'{a}' is not a host name"));
+                } else if a != name && seen.insert(a.clone()) {
+                    alt_names.push(a);
+                }
+            }
+        }
+        // Each setting: the certificate's own value, else the default.
+        macro_rules! pick {
+            ($field:ident) => {
+                c.$field.clone().map(|v| (v, f(stringify!($field)))).or_else(|| {
+                    d.$field
+                        .clone()
+                        .map(|v| (v, format!("defaults.{}", stringify!($field))))
+                })
+            };
+        }
+        let product = match pick!(product) {
+            Some((p, field)) => {
+                let v = p.get_ref().to_ascii_uppercase();
+                if !KNOWN_PRODUCTS.contains(&v.as_str()) {
+                    self.err(
+                        p.span(),
+                        &field,
+                        &format!(
+                            "unknown product '{}' (known: {})",
+                            p.get_ref(),
+                            KNOWN_PRODUCTS.join(", ")
+                        ),
+                    );
+                }
+                v
+            }
+            None => defaults::PRODUCT.into(),
+        };
+        let names = 1 + alt_names.len();
+        if let Some(max) = super::values::max_names(&product)
+            && names > max
+        {
+            let at = c.alt_names.as_ref().map(Spanned::span).unwrap_or(name_span.clone());
+            self.err(
+                at,
+                &f("alt_names"),
+                &format!(
+                    "{names} names (the name and {} alt_names), but {product} takes at most {max}",
+                    names - 1
+                ),
+            );
+        }
+        let lifetime_months = match pick!(lifetime_months) {
+            Some((m, field)) => match *m.get_ref() {
+                12 | 24 => *m.get_ref() as u32,
+                other => {
+                    self.err(
+                        m.span(),
+                        &field,
+                        &format!("{other} is not an order term; use 12 or 24 (months)"),
+                    );
+                    defaults::LIFETIME_MONTHS
+                }
+            },
+            None => defaults::LIFETIME_MONTHS,
+        };
+        let software = match pick!(software) {
+            Some((s, field)) => {
+                if !KNOWN_SOFTWARE.contains(&s.get_ref().as_str()) {
+                    self.err(
+                        s.span(),
+                        &field,
+                        &format!(
+                            "unknown software '{}' (use one of {})",
+                            s.get_ref(),
+                            KNOWN_SOFTWARE.join(", ")
+                        ),
+                    );
+                }
+                s.into_inner()
+            }
+            None => defaults::SOFTWARE.into(),
+        };
+        let key = match pick!(key) {
+            Some((k, field)) => KeyKind::parse(k.get_ref()).unwrap_or_else(|| {
+                let names: Vec<&str> = KeyKind::NAMES.iter().map(|(n, _)| *n).collect();
+                self.err(
+                    k.span(),
+                    &field,
+                    &format!("unknown key type '{}' (use one of {})", k.get_ref(), names.join(", ")),
+                );
+                defaults::KEY
+            }),
+            None => defaults::KEY,
+        };
+        let mut contact = |which: Option<(Spanned<ContactSpec>, String)>, what: &str| match which {
+            Some((c, field)) => {
+                if let ContactSpec::Id(id) = c.get_ref()
+                    && *id <= 0
+                {
+                    self.err(c.span(), &field, "a contact id must be a positive number");
+                }
+                Some(c.into_inner())
+            }
+            None => {
+                self.err(
+                    span.clone(),
+                    &f(what),
+                    &format!("no {what}: set it in [defaults] or here (an id, or a table of contact details)"),
+                );
+                None
+            }
+        };
+        let admin_contact = contact(pick!(admin_contact), "admin_contact");
+        let technical_contact = contact(pick!(technical_contact), "technical_contact");
+        let dns = match pick!(dns) {
+            Some((m, field)) => match m.get_ref().as_str() {
+                "autodns" => DnsMode::Autodns,
+                "hook" => DnsMode::Hook,
+                other => {
+                    self.err(
+                        m.span(),
+                        &field,
+                        &format!("'{other}' is not a DNS mode; use \"autodns\" or \"hook\""),
+                    );
+                    defaults::DNS_MODE
+                }
+            },
+            None => defaults::DNS_MODE,
+        };
+        let dns_hook = match pick!(dns_hook) {
+            // A dns_hook of the certificate's own beside dns = "autodns" is never run.
+            Some((h, field)) if dns == DnsMode::Autodns => {
+                if c.dns_hook.is_some() {
+                    self.warn(
+                        h.span(),
+                        &field,
+                        WarningKind::NoEffect,
+                        "is never run: the certificate has dns = \"autodns\" (AutoDNS publishes the record); remove it or set dns = \"hook\"",
+                    );
+                }
+                Vec::new()
+            }
+            Some((h, field)) => self.command(h, &field, base),
+            None => Vec::new(),
+        };
+        if dns == DnsMode::Hook && dns_hook.is_empty() {
+            self.err(span.clone(), &f("dns_hook"), "dns = \"hook\" needs a dns_hook command");
+        }
+        // `reload = []` says "no reload" as leaving it out does (e.g. to override a default).
+        let reload = match pick!(reload) {
+            Some((h, _)) if h.get_ref().is_empty() => Vec::new(),
+            Some((h, field)) => self.command(h, &field, base),
+            None => Vec::new(),
+        };
+        let renew_before = match pick!(renew_before) {
+            Some((r, field)) => match parse_renew_before(r.get_ref()) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.err(r.span(), &field, &e);
+                    defaults::RENEW_BEFORE
+                }
+            },
+            None => defaults::RENEW_BEFORE,
+        };
+        let renew_term = pick!(renew_term)
+            .map(|(b, _)| *b.get_ref())
+            .unwrap_or(defaults::RENEW_TERM);
+        let max_paid_orders = match pick!(max_paid_orders) {
+            Some((m, field)) => match u32::try_from(*m.get_ref()) {
+                Ok(v) if (1..=10).contains(&v) => v,
+                _ => {
+                    self.err(m.span(), &field, "must be between 1 and 10");
+                    defaults::MAX_PAID_ORDERS
+                }
+            },
+            None => defaults::MAX_PAID_ORDERS,
+        };
+        let hook_timeout = match pick!(hook_timeout) {
+            Some((t, field)) => self.duration(&Some(t), &field, defaults::HOOK_TIMEOUT),
+            None => defaults::HOOK_TIMEOUT,
+        };
+        let certificate_id = match &c.certificate_id {
+            Some(id) if *id.get_ref() <= 0 => {
+                self.err(
+                    id.span(),
+                    &f("certificate_id"),
+                    "must be the positive id of an order of the account",
+                );
+                None
+            }
+            Some(id) => Some(*id.get_ref()),
+            None => None,
+        };
+        let new_orders = match pick!(new_orders) {
+            Some((v, field)) => match v.get_ref().as_str() {
+                "allow" => true,
+                "deny" => false,
+                other => {
+                    self.err(
+                        v.span(),
+                        &field,
+                        &format!("'{other}' is neither \"allow\" nor \"deny\""),
+                    );
+                    true
+                }
+            },
+            None => defaults::NEW_ORDERS,
+        };
+        let mut key_access = crate::store::KeyAccess::default();
+        if let Some((o, field)) = pick!(key_owner) {
+            match lookup_id(o.get_ref(), |n| {
+                nix::unistd::User::from_name(n).map(|u| u.map(|u| u.uid.as_raw()))
+            }) {
+                Ok(uid) => key_access.uid = Some(uid),
+                Err(e) => self.err(o.span(), &field, &format!("{e} (a user name or uid)")),
+            }
+        }
+        if let Some((g, field)) = pick!(key_group) {
+            match lookup_id(g.get_ref(), |n| {
+                nix::unistd::Group::from_name(n).map(|g| g.map(|g| g.gid.as_raw()))
+            }) {
+                Ok(gid) => key_access.gid = Some(gid),
+                Err(e) => self.err(g.span(), &field, &format!("{e} (a group name or gid)")),
+            }
+        }
+        if let Some((m, field)) = pick!(key_mode) {
+            match u32::from_str_radix(m.get_ref().trim(), 8) {
+                Ok(mode @ (0o600 | 0o640 | 0o400 | 0o440)) => key_access.mode = mode,
+                _ => self.err(
+                    m.span(),
+                    &field,
+                    &format!(
+                        "'{}' is not a mode for a private key; use \"0600\", \"0640\", \"0400\" or \"0440\" (never readable by others, never writable by the group)",
+                        m.get_ref()
+                    ),
+                ),
+            }
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(CertConfig {
+            name,
+            alt_names,
+            product,
+            lifetime_months,
+            software,
+            key,
+            admin_contact: admin_contact?,
+            technical_contact: technical_contact?,
+            dns,
+            dns_hook,
+            reload,
+            renew_before,
+            renew_term,
+            max_paid_orders,
+            hook_timeout,
+            key_access,
+            certificate_id,
+            new_orders,
+        })
+    }
+}
+
+/// A user or group given by number, or by name through the system's database (`find`).
+fn lookup_id(given: &str, find: impl Fn(&str) -> nix::Result<Option<u32>>) -> Result<u32, String> {
+    let given = given.trim();
+    if let Ok(id) = given.parse::<u32>() {
+        return Ok(id);
+    }
+    match find(given) {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(format!("there is no '{given}' on this host")),
+        Err(e) => Err(format!("cannot look up '{given}': {e}")),
+    }
+}

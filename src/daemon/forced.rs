@@ -1,0 +1,79 @@
+//! Reissues asked for through the control socket (`certkeeper --renew-now` while the daemon
+//! runs): the names waiting to start, the tasks started for them, and who waits for whose
+//! results.
+
+use std::collections::HashSet;
+
+use crate::control;
+use crate::run::Exit;
+
+/// Reissues asked for through the control socket: the names waiting to start, the tasks
+/// started for them, and who waits for which names' results.
+#[derive(Default)]
+pub(super) struct Forced {
+    pending: Vec<String>,
+    tasks: HashSet<tokio::task::Id>,
+    waiters: Vec<Waiter>,
+}
+
+struct Waiter {
+    names: HashSet<String>,
+    exit: Exit,
+    reply: tokio::sync::mpsc::UnboundedSender<control::Reply>,
+}
+
+impl Forced {
+    pub(super) fn ask(&mut self, names: Vec<String>, reply: tokio::sync::mpsc::UnboundedSender<control::Reply>) {
+        for n in &names {
+            if !self.pending.contains(n) {
+                self.pending.push(n.clone());
+            }
+        }
+        self.waiters.push(Waiter {
+            names: names.into_iter().collect(),
+            exit: Exit::Ok,
+            reply,
+        });
+    }
+
+    /// The names to start now (they are not in flight), taken off the pending list.
+    pub(super) fn startable(&mut self, in_flight: &HashSet<String>) -> Vec<String> {
+        let (start, wait): (Vec<String>, Vec<String>) = self.pending.drain(..).partition(|n| !in_flight.contains(n));
+        self.pending = wait;
+        start
+    }
+
+    pub(super) fn started(&mut self, id: tokio::task::Id) {
+        self.tasks.insert(id);
+    }
+
+    pub(super) fn was_forced(&mut self, id: tokio::task::Id) -> bool {
+        self.tasks.remove(&id)
+    }
+
+    pub(super) fn is_waiting(&self, name: &str) -> bool {
+        self.pending.iter().any(|n| n == name)
+    }
+
+    /// A forced run of `name` ended: each waiter for it hears the line, and those with nothing
+    /// left to wait for the end.
+    pub(super) fn ended(&mut self, name: &str, exit: Exit, line: String) {
+        self.waiters.retain_mut(|w| {
+            if !w.names.remove(name) {
+                return true;
+            }
+            w.exit = w.exit.worst(exit);
+            let _ = w.reply.send(control::Reply::Done {
+                name: name.to_string(),
+                exit,
+                line: line.clone(),
+            });
+            if w.names.is_empty() {
+                let _ = w.reply.send(control::Reply::End(w.exit));
+                return false;
+            }
+            // A client that went away waits for nothing.
+            !w.reply.is_closed()
+        });
+    }
+}
