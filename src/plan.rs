@@ -26,7 +26,8 @@ pub(crate) struct Step {
     pub name: String,
     /// The next thing: `create`, `adopt`, `reissue`, `renew`, `resume`, `deploy`, `choose`
     /// (nothing is bought until the operator names an order), `refused` (nothing is bought:
-    /// `new_orders = "deny"`, or the account could not be searched) or `term_ended`.
+    /// `new_orders = "deny"`, the spend guard, or the account could not be searched) or
+    /// `term_ended`.
     pub action: &'static str,
     /// When (RFC 3339); now or in the past means the next run does it.
     pub at: Option<String>,
@@ -100,6 +101,20 @@ pub(crate) async fn plan(config: Config) -> anyhow::Result<Plan> {
                     );
                 }
                 Action::Create => first_order(&agent, cert, now, &mut step).await,
+            }
+            // What the spend guard would refuse is not bought either.
+            let kind = match step.action {
+                "create" => Some(crate::store::OrderKind::Create),
+                "renew" => Some(crate::store::OrderKind::Renew),
+                _ => None,
+            };
+            if let Some(kind) = kind
+                && let Some(spent) = crate::order::plan::spend_guard(&st, kind, cert.max_paid_orders)
+            {
+                let refusal = crate::order::NeedsConsent::spend_guard(cert, kind, spent);
+                step.action = "refused";
+                step.paid = false;
+                step.why = format!("nothing would be bought: {}", refusal.give);
             }
         }
         steps.push(step);

@@ -28,6 +28,10 @@ pub(crate) enum Exit {
     Unsettled,
     /// 7: `plan` only: the next run would buy something (a create or a term renewal).
     WouldPay,
+    /// 8: something the configuration does not allow waits for the operator (a new order where
+    /// `new_orders = "deny"`, the next term without `renew_term`, a paid request over
+    /// `max_paid_orders`, a choice between the account's orders); nothing was bought.
+    Waiting,
 }
 
 impl Exit {
@@ -42,6 +46,7 @@ impl Exit {
             Exit::Locked => 5,
             Exit::Unsettled => 6,
             Exit::WouldPay => 7,
+            Exit::Waiting => 8,
         }
     }
 
@@ -51,7 +56,7 @@ impl Exit {
     }
 
     /// Every exit status, in the order of their numbers.
-    pub(crate) const ALL: [Exit; 8] = [
+    pub(crate) const ALL: [Exit; 9] = [
         Exit::Ok,
         Exit::Error,
         Exit::Config,
@@ -60,21 +65,25 @@ impl Exit {
         Exit::Locked,
         Exit::Unsettled,
         Exit::WouldPay,
+        Exit::Waiting,
     ];
 
     /// How serious, for a run over many certificates: what a run reports is its most serious
     /// outcome. An order failure outranks a deploy failure (a certificate that could not be
     /// ordered is further from being served than one that waits for its reload), and a paid
-    /// request of unknown outcome outranks both (money may be at stake).
+    /// request of unknown outcome outranks both (money may be at stake). A certificate waiting
+    /// for the operator's consent is between the two failures: nothing went wrong, but nothing
+    /// will happen until the operator acts.
     fn rank(self) -> u8 {
         match self {
             Exit::Ok | Exit::WouldPay => 0,
             Exit::NotDeployed => 1,
-            Exit::OrderFailed => 2,
-            Exit::Unsettled => 3,
-            Exit::Error => 4,
-            Exit::Config => 5,
-            Exit::Locked => 6,
+            Exit::Waiting => 2,
+            Exit::OrderFailed => 3,
+            Exit::Unsettled => 4,
+            Exit::Error => 5,
+            Exit::Config => 6,
+            Exit::Locked => 7,
         }
     }
 
@@ -157,6 +166,7 @@ pub(crate) fn outcome_line(name: &str, result: &anyhow::Result<Outcome>) -> (Exi
             format!("{name}: issued serial {serial} but NOT deployed: {error}"),
         ),
         Ok(Outcome::Unsettled { message, .. }) => (Exit::Unsettled, format!("{name}: NOT SETTLED: {message}")),
+        Ok(Outcome::Waiting { message, .. }) => (Exit::Waiting, format!("{name}: WAITING: {message}")),
         Err(e) => (Exit::OrderFailed, format!("{name}: FAILED: {e:#}")),
     }
 }
@@ -283,6 +293,10 @@ pub(crate) async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exi
                     newly: true,
                     message,
                 }) => tell_on_failure(&agent, &cert, "payment_unresolved", message, 0).await,
+                // Told once, when the wait begins (the next runs would only repeat it).
+                Ok(Outcome::Waiting { newly: true, message }) => {
+                    tell_on_failure(&agent, &cert, "consent_needed", message, 0).await
+                }
                 Err(e) => tell_on_failure(&agent, &cert, "failed", &format!("{e:#}"), 0).await,
                 Ok(_) => {}
             }
@@ -306,6 +320,9 @@ pub(crate) async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exi
                 tracing::warn!(cert = %name, %message, "the outcome of a paid request is not settled");
             }
             Err(e) => tracing::error!(cert = %name, error = %format!("{e:#}"), "order failed"),
+            Ok(Outcome::Waiting { message, .. }) => {
+                tracing::warn!(cert = %name, %message, "waiting for the operator; nothing was bought")
+            }
             Ok(_) => {}
         }
         let (exit, line) = outcome_line(&name, &result);
@@ -332,8 +349,10 @@ mod tests {
         assert_eq!(Exit::Ok.worst(Exit::Ok).code(), 0);
         assert_eq!(Exit::OrderFailed.worst(Exit::Unsettled), Exit::Unsettled);
         assert_eq!(Exit::Unsettled.worst(Exit::Error), Exit::Error);
+        assert_eq!(Exit::Waiting.worst(Exit::NotDeployed), Exit::Waiting);
+        assert_eq!(Exit::Waiting.worst(Exit::OrderFailed), Exit::OrderFailed);
         let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
-        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7], "the documented exit codes");
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8], "the documented exit codes");
         assert!(
             codes
                 .iter()

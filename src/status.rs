@@ -25,6 +25,9 @@ pub(crate) enum State {
     Deployed,
     /// The live certificate has expired: never reported as healthy.
     Expired,
+    /// Something the configuration does not allow (a new order, the next term, another paid
+    /// request, a choice between orders) waits for the operator; nothing was bought.
+    WaitingForConsent,
     /// The order term has ended and is not renewed: nothing more can be issued in it.
     TermEnded,
     /// The last attempt failed and nothing is installed.
@@ -50,6 +53,8 @@ impl State {
             Self::IssuedNotDeployed
         } else if st.term_end.is_some_and(|t| t <= now) && (expired || !st.deployed) {
             Self::TermEnded
+        } else if st.consent.is_some() {
+            Self::WaitingForConsent
         } else if expired && st.generation.is_some() {
             Self::Expired
         } else if st.deployed {
@@ -75,6 +80,7 @@ impl State {
             Self::InstalledReloadFailed => "installed_reload_failed",
             Self::Deployed => "deployed",
             Self::Expired => "expired",
+            Self::WaitingForConsent => "waiting_for_consent",
             Self::TermEnded => "term_ended",
             Self::Failed => "failed",
             Self::NotIssued => "not_issued",
@@ -99,6 +105,12 @@ impl State {
             Self::InstalledReloadFailed => format!("the reload is tried again at {at}"),
             Self::Deployed => format!("reissued at {at}"),
             Self::Expired => format!("reissued at {at}; until then the expired certificate stays installed"),
+            Self::WaitingForConsent if at == "-" => {
+                "nothing is bought until the operator allows it; the next run acts once the setting changes".into()
+            }
+            Self::WaitingForConsent => format!(
+                "nothing is bought until the operator allows it; asked again at {at}, and at the next run once the setting changes"
+            ),
             Self::TermEnded => {
                 "nothing more can be issued in this term: set renew_term = true to buy the next, or order anew".into()
             }
@@ -127,6 +139,7 @@ impl std::fmt::Display for State {
             Self::InstalledReloadFailed => f.write_str("installed, reload hook failed"),
             Self::Deployed => f.write_str("deployed"),
             Self::Expired => f.write_str("expired"),
+            Self::WaitingForConsent => f.write_str("waiting for consent"),
             Self::TermEnded => f.write_str("term ended"),
             Self::Failed => f.write_str("failed"),
             Self::NotIssued => f.write_str("not issued"),
@@ -136,7 +149,7 @@ impl std::fmt::Display for State {
 
 /// The version of `status --json`'s layout: raised when a field changes meaning or goes away,
 /// or a state is added.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 /// `status --json`: the schema version and one row per configured certificate.
 #[derive(Debug, serde::Serialize)]
@@ -226,16 +239,23 @@ pub(crate) fn rows(config: &Config) -> Vec<StatusRow> {
                     // (+ 0.0 turns the -0.0 of a certificate that just expired into 0.0.)
                     .map(|na| ((na - now) as f64 / 86400.0 * 10.0).round() / 10.0 + 0.0),
                 term_end: fmt(st.term_end),
-                next: match crate::order::plan::changed(c, &st) {
+                next: match (crate::order::plan::changed(c, &st), &st.consent) {
+                    // What waits says how to allow it.
+                    (_, Some(consent)) if state == State::WaitingForConsent => {
+                        format!("{}; {}", consent.give, state.next(&c.name, next_renewal.as_deref()))
+                    }
                     // A changed configuration is why the reissue comes now.
-                    Some(why) if matches!(state, State::Deployed | State::Expired) => {
+                    (Some(why), _) if matches!(state, State::Deployed | State::Expired) => {
                         format!("{}, because {why}", state.next(&c.name, next_renewal.as_deref()))
                     }
                     _ => state.next(&c.name, next_renewal.as_deref()),
                 },
                 next_renewal,
                 state: state.code(),
-                state_text: state.to_string(),
+                state_text: match &st.consent {
+                    Some(consent) if state == State::WaitingForConsent => format!("{state}: {}", consent.what),
+                    _ => state.to_string(),
+                },
                 last_error: st.last_error.clone(),
                 live: config.store.live_dir.join(&c.name).display().to_string(),
                 live_generation,
@@ -302,6 +322,7 @@ mod tests {
             State::InstalledReloadFailed,
             State::Deployed,
             State::Expired,
+            State::WaitingForConsent,
             State::TermEnded,
             State::Failed,
             State::NotIssued,

@@ -107,7 +107,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
             }
             let st = agent.store.load(&cert.name).unwrap_or_default();
             let mut facts = setbacks.facts(&cert.name, &st);
-            facts.changed = order::plan::changed(cert, &st).is_some();
+            order::plan::for_config(&mut facts, cert, &st);
             let d = order::next_from(&facts, cert, &agent.config.daemon, t);
             if d.term_warning && warned.insert(cert.name.clone()) {
                 tracing::warn!(cert = %cert.name, term_end = %crate::text::maybe_time(st.term_end), "the order term ends soon and renew_term is off: renew it in the SSL Manager, or set renew_term = true");
@@ -123,7 +123,11 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                     0,
                 ));
             }
-            if d.action == Action::TermEnded {
+            // An ended term is tried once, so that the wait for the next term's consent is
+            // recorded and told; after that it waits for the operator.
+            if d.action == Action::TermEnded
+                && (d.at > t || st.consent.is_some() && !order::plan::consent_given(cert, &st))
+            {
                 continue;
             }
             if d.at <= t {
@@ -288,6 +292,10 @@ fn report(cert: &CertConfig, result: &anyhow::Result<Outcome>) -> Option<(&'stat
         Ok(Outcome::Unsettled { message, .. }) => {
             tracing::error!(cert = %cert.name, %message, "payment unresolved");
             Some(("payment_unresolved", "payment_unresolved".into(), message.clone()))
+        }
+        Ok(Outcome::Waiting { message, .. }) => {
+            tracing::warn!(cert = %cert.name, %message, "waiting for the operator; nothing was bought");
+            Some(("consent_needed", format!("consent_needed {message}"), message.clone()))
         }
         Ok(Outcome::NotDeployed { serial, error }) => {
             tracing::error!(cert = %cert.name, %serial, %error, "issued but not deployed; will retry after the backoff");

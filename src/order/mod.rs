@@ -38,7 +38,7 @@ pub mod reconcile;
 mod send;
 mod validate;
 
-pub use plan::{Ending, decide, facts, next, next_from, paid_in_term, persists, policy_for};
+pub use plan::{Ending, NeedsConsent, decide, facts, next, next_from, paid_in_term, persists, policy_for};
 
 /// The environment variable that makes certkeeper stop (and wait to be killed) right after the
 /// journal reached the named step. For crash tests only.
@@ -64,6 +64,9 @@ pub enum Outcome {
         newly: bool,
         message: String,
     },
+    /// Something the configuration does not allow waits for the operator (see
+    /// [`NeedsConsent`]); nothing was bought. `newly`: it began to wait in this run.
+    Waiting { newly: bool, message: String },
 }
 
 /// Shared by every certificate of one run.
@@ -115,11 +118,39 @@ impl Agent {
             st.failures = 0;
             st.retry_after = None;
         }
+        if plan::consent_given(cert, &st) {
+            st.failures = 0;
+            st.retry_after = None;
+        }
         let result = self.ensure_inner(cert, force, &mut st).await;
-        result.map_err(|e| {
-            let now = OffsetDateTime::now_utc().unix_timestamp();
-            record_failure(&mut st, e, now, |st| self.store.save(st))
-        })
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        match result {
+            Err(e) if let Some(consent) = e.chain().find_map(|c| c.downcast_ref::<NeedsConsent>()).cloned() => {
+                let message = format!("{e:#}");
+                let settings = plan::consent_settings(cert);
+                let newly = st
+                    .consent
+                    .as_ref()
+                    .is_none_or(|c| c.what != consent.what || c.settings != settings);
+                let since = st.consent.as_ref().filter(|_| !newly).map_or(now, |c| c.since);
+                st.consent = Some(crate::store::Consent {
+                    what: consent.what,
+                    give: consent.give,
+                    since,
+                    settings,
+                });
+                // Counted as a setback, so that a wait asks the API (an adoption's search) at
+                // the backoff's pace, not at every wake.
+                let e = record_failure(&mut st, e, now, |st| self.store.save(st));
+                if e.chain().any(|c| c.downcast_ref::<NeedsConsent>().is_some()) {
+                    Ok(Outcome::Waiting { newly, message })
+                } else {
+                    Err(e)
+                }
+            }
+            Err(e) => Err(record_failure(&mut st, e, now, |st| self.store.save(st))),
+            Ok(outcome) => Ok(outcome),
+        }
     }
 
     async fn ensure_inner(&self, cert: &CertConfig, force: bool, st: &mut CertState) -> anyhow::Result<Outcome> {
@@ -147,6 +178,10 @@ impl Agent {
             // A first order: the account may already hold one for these names.
             if kind == OrderKind::Create && st.certificate_id.is_none() {
                 kind = self.adopt_or_buy(cert, st, now).await?;
+            }
+            // A paid request the spend guard would refuse is not begun: no key, no validation.
+            if let Some(spent) = plan::spend_guard(st, kind, cert.max_paid_orders) {
+                return Err(NeedsConsent::spend_guard(cert, kind, spent).into());
             }
             match plan::changed(cert, st) {
                 Some(why) => {
@@ -180,11 +215,8 @@ impl Agent {
                 tracing::info!(cert = %cert.name, order = %what, "adopted the account's order; a free reissue gives it a key of certkeeper's own");
                 Ok(OrderKind::Reissue)
             }
-            adopt::Existing::Choose(why) => bail!("nothing was bought: {why}"),
-            adopt::Existing::None { .. } if !cert.new_orders => bail!(
-                "the account holds no running order for {}, and new_orders = \"deny\" forbids buying one: order it in the SSL Manager and set certificate_id = N, or set new_orders = \"allow\"",
-                cert.name
-            ),
+            adopt::Existing::Choose(why) => Err(NeedsConsent::choice(why).into()),
+            adopt::Existing::None { .. } if !cert.new_orders => Err(NeedsConsent::new_order(cert).into()),
             adopt::Existing::None { ended } => {
                 for e in ended {
                     tracing::info!(cert = %cert.name, order = %e, "the term of this order has ended; a new order is bought");
@@ -223,6 +255,8 @@ impl Agent {
 
     /// Starts a new order at `planned`, written at once when `durable`.
     fn begin(&self, st: &mut CertState, kind: OrderKind, now: i64, durable: bool) -> anyhow::Result<()> {
+        // Whatever waited for the operator was given: the order goes on.
+        st.consent = None;
         st.order = Some(OrderJournal {
             id: format!("{}-{}", now, random_hex(4)),
             kind,

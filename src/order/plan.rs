@@ -3,8 +3,6 @@
 //! and which of them reach the disk ([`allowed`], [`persists`], [`writes`]), how an order may end
 //! ([`Ending`]), and the spend guard's count ([`paid_in_term`]).
 
-use anyhow::bail;
-
 use crate::config::{CertConfig, DaemonConfig, DnsMode};
 use crate::schedule;
 use crate::store::{CertState, IssuedFor, OrderKind, PaidStatus, Step};
@@ -73,8 +71,110 @@ pub fn changed(cert: &CertConfig, st: &CertState) -> Option<String> {
 /// that puts a certificate's facts, policy and jitter seed together.
 pub fn next(cert: &CertConfig, st: &CertState, daemon: &DaemonConfig, now: i64) -> schedule::Decision {
     let mut f = facts(st);
-    f.changed = changed(cert, st).is_some();
+    for_config(&mut f, cert, st);
     next_from(&f, cert, daemon, now)
+}
+
+/// What the configuration adds to a certificate's facts: whether it changed since the installed
+/// certificate was issued, and whether the operator gave a consent that was waited for (then the
+/// wait's backoff no longer holds the certificate back).
+pub fn for_config(f: &mut schedule::Facts, cert: &CertConfig, st: &CertState) {
+    f.changed = changed(cert, st).is_some();
+    if consent_given(cert, st) {
+        f.failures = 0;
+        f.retry_after = None;
+    }
+}
+
+/// The settings a paid step (or a choice of order) is allowed or refused under. A consent that
+/// waits was refused under the settings it records; once they differ, it is asked again at once.
+pub fn consent_settings(cert: &CertConfig) -> String {
+    format!(
+        "new_orders={} renew_term={} max_paid_orders={} certificate_id={:?} product={} months={} names={}",
+        cert.new_orders,
+        cert.renew_term,
+        cert.max_paid_orders,
+        cert.certificate_id,
+        cert.product,
+        cert.lifetime_months,
+        cert.all_names().join(",")
+    )
+}
+
+/// Whether a consent waits and the settings it was refused under have changed since.
+pub fn consent_given(cert: &CertConfig, st: &CertState) -> bool {
+    st.consent
+        .as_ref()
+        .is_some_and(|c| c.settings != consent_settings(cert))
+}
+
+/// Something the configuration does not allow, so nothing was bought: a new order where
+/// `new_orders = "deny"`, the next term without `renew_term`, a paid request over
+/// `max_paid_orders`, or a choice between the account's orders. The certificate waits for the
+/// operator (`status` says so, `on_failure` hears `consent_needed` once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeedsConsent {
+    /// What waits, e.g. "a new 12-month order of QUICKSSLPREMIUM".
+    pub what: String,
+    /// Why it is not done and how the operator allows it.
+    pub give: String,
+}
+
+impl std::fmt::Display for NeedsConsent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "nothing was bought: {} waits for the operator: {}",
+            self.what, self.give
+        )
+    }
+}
+
+impl std::error::Error for NeedsConsent {}
+
+impl NeedsConsent {
+    /// A create where `new_orders = "deny"`.
+    pub fn new_order(cert: &CertConfig) -> Self {
+        Self {
+            what: format!("a new {}-month order of {}", cert.lifetime_months, cert.product),
+            give: format!(
+                "the account holds no running order for {}, and new_orders = \"deny\" forbids buying one: order it in the SSL Manager and set certificate_id = N, or set new_orders = \"allow\"",
+                cert.name
+            ),
+        }
+    }
+
+    /// The next term, where `renew_term` is off.
+    pub fn next_term(cert: &CertConfig) -> Self {
+        Self {
+            what: format!("the next {}-month term of {}", cert.lifetime_months, cert.product),
+            give: format!(
+                "the order term of {} has ended (or ends before a reissue could help); set renew_term = true to buy the next term (paid), or renew it in the SSL Manager",
+                cert.name
+            ),
+        }
+    }
+
+    /// A paid request the spend guard refuses.
+    pub fn spend_guard(cert: &CertConfig, kind: OrderKind, spent: usize) -> Self {
+        Self {
+            what: format!("another paid {} request", kind.name()),
+            give: format!(
+                "spend guard: {spent} paid {} request(s) for {} in this term already; raise max_paid_orders (now {}) to allow another",
+                kind.name(),
+                cert.name,
+                cert.max_paid_orders
+            ),
+        }
+    }
+
+    /// Several of the account's orders could be meant, or none fits exactly.
+    pub fn choice(why: String) -> Self {
+        Self {
+            what: "a choice of which of the account's orders to use".into(),
+            give: why,
+        }
+    }
 }
 
 /// [`next`] from facts the caller adjusted (the daemon knows failures its state file may not).
@@ -96,7 +196,7 @@ pub fn decide(
     force: bool,
 ) -> anyhow::Result<Option<OrderKind>> {
     let mut f = facts(st);
-    f.changed = changed(cert, st).is_some();
+    for_config(&mut f, cert, st);
     if force {
         f.failures = 0;
         f.retry_after = None;
@@ -110,10 +210,7 @@ pub fn decide(
         // The term has not ended yet, but no reissue could outlive the installed certificate:
         // nothing to do until it ends (the term warning says so ahead).
         schedule::Action::TermEnded if d.at > now => return Ok(None),
-        schedule::Action::TermEnded => bail!(
-            "the order term of {} has ended (or ends before a reissue could help); set renew_term = true to buy the next term (paid), or renew it in the SSL Manager",
-            cert.name
-        ),
+        schedule::Action::TermEnded => return Err(NeedsConsent::next_term(cert).into()),
     };
     if force || d.at <= now { Ok(Some(kind)) } else { Ok(None) }
 }

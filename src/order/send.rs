@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -21,11 +21,7 @@ impl Agent {
         let j = Self::journal(st)?.clone();
         if let Some(spent) = plan::spend_guard(st, j.kind, cert.max_paid_orders) {
             self.end(cert, st, Ending::SpendGuard).await?;
-            bail!(
-                "spend guard: {spent} paid {} request(s) for {} in this term already; raise max_paid_orders to allow another",
-                j.kind.name(),
-                cert.name
-            );
+            return Err(super::NeedsConsent::spend_guard(cert, j.kind, spent).into());
         }
         let ctid = format!("certkeeper-{}", random_hex(12));
         let now = OffsetDateTime::now_utc().unix_timestamp();

@@ -265,6 +265,23 @@ pub struct CertState {
     /// InterNetX's SDKs send (`BEGIN\r\nbody\r\nEND`): the orders of this certificate use that.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub csr_crlf: bool,
+    /// What waits for the operator: something to buy that the configuration does not allow, or
+    /// a choice between the account's orders. Nothing is bought until it is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<Consent>,
+}
+
+/// A paid step (or a choice) the configuration does not allow, as the state file keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Consent {
+    /// What waits: "a new 12-month order of QUICKSSLPREMIUM", "a choice between ...".
+    pub what: String,
+    /// How the operator gives it.
+    pub give: String,
+    /// Since when it waits, unix time.
+    pub since: i64,
+    /// The settings it was refused under; once they change, it is asked again at once.
+    pub settings: String,
 }
 
 /// How many job ids a certificate's state keeps.

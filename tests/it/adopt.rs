@@ -161,7 +161,7 @@ async fn orders_bought_by_hand_are_adopted_and_nothing_is_bought_where_one_fits_
     let out = env.run(&["run", "--once"], &[]).await;
     assert_eq!(
         out.status.code(),
-        Some(3),
+        Some(8),
         "b and c wait for a choice:\n{}",
         stderr(&out)
     );
@@ -191,6 +191,13 @@ async fn orders_bought_by_hand_are_adopted_and_nothing_is_bought_where_one_fits_
         }
     }
     assert!(err.contains("set certificate_id = N"), "{err}");
+    let rows = status_rows(&env.run_ok(&["status", "--json"]).await);
+    for row in rows.as_array().unwrap() {
+        if row["name"] == "b.example.com" || row["name"] == "c.example.com" {
+            assert_eq!(row["state"], "waiting_for_consent", "{row}");
+            assert!(row["next"].as_str().unwrap().contains("certificate_id = N"), "{row}");
+        }
+    }
     assert!(err.contains("other names than the configured c.example.com"), "{err}");
     // d: its only order's term has ended, so a new one is bought.
     assert_eq!(creates(&env, "d.example.com"), 2, "{:?}", env.sim.control().ledger());
@@ -227,7 +234,7 @@ async fn new_orders_deny_buys_nothing_and_says_what_waits() {
     let env = TestEnv::start("new-orders-deny").await;
     env.write_config(&[Cert::autodns("www.example.com")], "new_orders = \"deny\"");
     let out = env.run(&["run", "--once"], &[]).await;
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
     assert!(
         env.sim.control().ledger().is_empty(),
         "{:?}",

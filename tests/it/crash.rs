@@ -268,8 +268,9 @@ retry_backoff = [\"1s\"]",
     assert!(faulted >= 5, "only {faulted} faults were injected");
 }
 
-/// The spend guard ends an order after the DNS hook published its records: like every other
-/// ending, it runs the hook's `cleanup`, so that no validation record stays in the zone.
+/// The spend guard ends an order in flight after the DNS hook published its records: like every
+/// other ending, it runs the hook's `cleanup`, so that no validation record stays in the zone.
+/// (A new order the guard would refuse is not begun at all: see `consent`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spend_guard_refusal_removes_the_records_the_dns_hook_published() {
     use certkeeper::store::{CertState, OrderKind, PaidRequest, STATE_VERSION, Store};
@@ -290,8 +291,9 @@ async fn a_spend_guard_refusal_removes_the_records_the_dns_hook_published() {
     let wrapped = config.replace("dns_hook = [\"", &format!("dns_hook = [\"{}\", \"", wrapper.display()));
     assert_ne!(config, wrapped);
     std::fs::write(env.config_path(), wrapped).unwrap();
-    // A create already paid in this term, and no certificate id to reissue: the next order is
-    // another create, which the guard (max_paid_orders = 1) refuses.
+    // A create already paid in this term, and another create in flight (begun by a run that
+    // crashed before it was sent), which the guard (max_paid_orders = 1) refuses when it comes
+    // to sending it.
     let store = Store::new(&env.dir.join("state"), &env.dir.join("live"), 3);
     store.prepare().unwrap();
     store
@@ -306,12 +308,18 @@ async fn a_spend_guard_refusal_removes_the_records_the_dns_hook_published() {
                 status: certkeeper::store::PaidStatus::Accepted,
                 job_id: None,
             }],
+            order: Some(
+                serde_json::from_value(serde_json::json!({
+                    "id": "guard-1", "kind": "create", "step": "planned", "started_at": 0
+                }))
+                .unwrap(),
+            ),
             ..CertState::default()
         })
         .unwrap();
 
     let out = env.run(&["run", "--once"], &[]).await;
-    assert!(!out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
     assert!(stderr(&out).contains("spend guard"), "{}", stderr(&out));
     assert_eq!(env.paid(name), 0, "{:?}", env.sim.control().ledger());
     let calls = std::fs::read_to_string(&calls).unwrap_or_default();

@@ -1,76 +1,10 @@
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use autodns_sim::{Durations, Faults, SimConfig};
 
 use crate::support::*;
-
-/// The daemon, started as a child process and stopped by its PID.
-struct Daemon {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Daemon {
-    fn start(env: &TestEnv) -> Self {
-        Self::start_with(env, &[])
-    }
-
-    fn start_with(env: &TestEnv, vars: &[(&str, &str)]) -> Self {
-        let log = env.dir.join(format!(
-            "daemon-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
-            .arg("run")
-            .env("CERTKEEPER_CONFIG", env.config_path())
-            .env("CERTKEEPER_LOG", "info")
-            .envs(vars.iter().copied())
-            .current_dir(&env.dir)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, by PID; asserts a clean exit within 15 s.
-    fn stop(mut self) -> String {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(15) {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert_eq!(
-                    status.code(),
-                    Some(0),
-                    "the daemon did not stop cleanly:\n{}",
-                    self.log()
-                );
-                return self.log();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the daemon did not stop within 15 s of SIGTERM:\n{}", self.log());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The installed certificate's expiry, if one is installed.
 fn not_after(env: &TestEnv, name: &str) -> Option<i64> {
@@ -315,17 +249,6 @@ async fn with_a_fifth_of_the_api_calls_failing_every_certificate_stays_valid_and
         kinds.contains("ghost") && kinds.len() >= 8,
         "faults injected: {kinds:?}"
     );
-}
-
-async fn wait_until(daemon: &Daemon, secs: u64, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(secs) {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("not done within {secs} s; the daemon's log:\n{}", daemon.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

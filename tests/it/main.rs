@@ -12,6 +12,8 @@ mod adopt;
 mod check;
 /// The lock, the demo, log filters and formats, --renew-now's combinations.
 mod cli;
+/// Paid steps the config does not allow: nothing prepared, told once, done once allowed.
+mod consent;
 /// Killed at every journal step, ghost commits: never a second paid order.
 mod crash;
 /// The daemon on a compressed clock: reissues, term renewals, live config, faults.
