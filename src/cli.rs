@@ -57,6 +57,9 @@ pub enum Command {
         /// Do what is due, then exit.
         #[arg(long)]
         once: bool,
+        /// With --once: say what the run would do, as `certkeeper plan` does, and do nothing.
+        #[arg(long, requires = "once")]
+        dry_run: bool,
     },
     /// Show each certificate: serial, expiry, days left, term end, state and last error.
     Status {
@@ -80,6 +83,20 @@ pub enum Command {
     /// would buy something (a create or a term renewal).
     Plan {
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the account's certificates (id, name, product, status, term end, expiry, names),
+    /// mark those that match a configured certificate and say what certkeeper would do with
+    /// each: adopt an order that fits (its first action is then a free reissue with a key of
+    /// certkeeper's own), ask for a choice, or buy a new order. Only searches and infos are sent
+    /// to the API, and nothing is written unless --write is given.
+    Adopt {
+        /// Bind each order that fits to its certificate in the state directory (taking its
+        /// lock: stop a running daemon first); the next run reissues it for free.
+        #[arg(long)]
+        write: bool,
+        /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
     },
@@ -141,7 +158,7 @@ pub fn main() -> ExitCode {
     // One-shot commands run on one thread: their work is network I/O, and fewer threads mean
     // a smaller footprint. The daemon keeps a thread pool so that metrics stay responsive
     // while a key is generated.
-    let daemon = matches!(cli.command, Some(Command::Run { once: false })) && cli.renew_now.is_none();
+    let daemon = matches!(cli.command, Some(Command::Run { once: false, .. })) && cli.renew_now.is_none();
     let mut builder = if daemon {
         tokio::runtime::Builder::new_multi_thread()
     } else {
@@ -186,10 +203,11 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
     // --renew-now is accepted in one place (a global flag) and means one thing.
     if cli.renew_now.is_some() {
         let clash = match &cli.command {
-            Some(Command::Run { once: true }) => Some("--once (--renew-now already runs once)"),
+            Some(Command::Run { once: true, .. }) => Some("--once (--renew-now already runs once)"),
             Some(Command::Status { .. }) => Some("status"),
             Some(Command::Check { .. }) => Some("check"),
             Some(Command::Plan { .. }) => Some("plan"),
+            Some(Command::Adopt { .. }) => Some("adopt"),
             Some(Command::Resolve { .. }) => Some("resolve"),
             None | Some(Command::Run { .. }) => None,
             #[cfg(feature = "demo")]
@@ -219,24 +237,19 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
                 Err(code) => code,
             }
         }
-        Some(Command::Plan { json }) => match load(&cli.config) {
-            Ok(config) => match crate::plan::plan(config).await {
-                Ok(plan) => {
+        Some(Command::Plan { json }) => plan(&cli.config, json).await,
+        Some(Command::Run { dry_run: true, .. }) => plan(&cli.config, false).await,
+        Some(Command::Adopt { write, json }) => match load(&cli.config) {
+            Ok(config) => match crate::account::adopt(config, write).await {
+                Ok(report) => {
                     if json {
-                        println_out(&serde_json::to_string_pretty(&plan).unwrap_or_default());
+                        println_out(&serde_json::to_string_pretty(&report).unwrap_or_default());
                     } else {
-                        println_out(&crate::plan::table(&plan));
+                        println_out(&crate::account::table(&report, write));
                     }
-                    if crate::plan::would_pay(&plan) {
-                        Exit::WouldPay
-                    } else {
-                        Exit::Ok
-                    }
+                    Exit::Ok
                 }
-                Err(e) => {
-                    eprintln!("certkeeper: {e:#}");
-                    Exit::Error
-                }
+                Err(r) => refused(Err(r)),
             },
             Err(code) => code,
         },
@@ -259,7 +272,7 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
             ca_file,
             action,
         }) => crate::demo::dns_hook(&sim_url, &ca_file, &action).await,
-        Some(Command::Run { once }) => {
+        Some(Command::Run { once, .. }) => {
             let renew = cli.renew_now;
             match load(&cli.config) {
                 Ok(config) if renew.is_some() || once => refused(crate::run::run_once(config, renew).await),
@@ -277,6 +290,32 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
             }
             (_, Err(code)) => code,
         },
+    }
+}
+
+/// `plan` (and `run --once --dry-run`): what a run would do; exit 7 when it would buy.
+async fn plan(path: &Path, json: bool) -> Exit {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match crate::plan::plan(config).await {
+        Ok(plan) => {
+            if json {
+                println_out(&serde_json::to_string_pretty(&plan).unwrap_or_default());
+            } else {
+                println_out(&crate::plan::table(&plan));
+            }
+            if crate::plan::would_pay(&plan) {
+                Exit::WouldPay
+            } else {
+                Exit::Ok
+            }
+        }
+        Err(e) => {
+            eprintln!("certkeeper: {e:#}");
+            Exit::Error
+        }
     }
 }
 

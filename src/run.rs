@@ -115,7 +115,7 @@ pub(crate) struct Refusal {
 }
 
 impl Refusal {
-    fn new(exit: Exit, message: String) -> Self {
+    pub(crate) fn new(exit: Exit, message: String) -> Self {
         Self { exit, message }
     }
 }

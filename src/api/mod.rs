@@ -473,6 +473,22 @@ impl Client {
             .map(|_| ())
     }
 
+    /// `POST /certificate/_search`, one page of the account's certificates (ordered by id) from
+    /// `offset` on, at most `limit`; with the total where the answer says it (`object.summary`).
+    pub async fn list_certificates(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<Certificate>, Option<i64>), Error> {
+        let body = json!({
+            "orders": [ { "key": "id", "type": "ASC" } ],
+            "view": { "offset": offset, "limit": limit }
+        });
+        let env = self.safe(Method::POST, "/certificate/_search", Some(&body)).await?;
+        let total = env.object.as_ref().and_then(|o| o.summary);
+        Ok((Self::all(&env, "Certificate")?, total))
+    }
+
     /// `POST /certificate/_search`: the certificates named `name`.
     pub async fn search_certificates(&self, name: &str) -> Result<Vec<Certificate>, Error> {
         let body = json!({ "filters": [ { "key": "name", "value": name, "operator": "EQUAL" } ] });

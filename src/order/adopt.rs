@@ -17,7 +17,7 @@ use crate::config::CertConfig;
 
 /// The most orders looked at for one name: a name ordered more often than this is a case for
 /// `certificate_id`.
-const MAX_CANDIDATES: usize = 10;
+pub(crate) const MAX_CANDIDATES: usize = 10;
 
 /// What the account holds for a certificate about to be ordered for the first time.
 #[derive(Debug)]
@@ -60,75 +60,98 @@ impl Agent {
                 ids
             }
         };
-        let wanted: BTreeSet<String> = cert.all_names().into_iter().collect();
-        let (mut fit, mut misfit, mut ended) = (Vec::new(), Vec::new(), Vec::new());
+        let mut orders = Vec::new();
         for id in ids {
             let c = self
                 .client
                 .certificate(id)
                 .await
                 .with_context(|| format!("reading order {id} of the account"))?;
-            let names = names_of(&c);
-            let product = c.product.clone().unwrap_or_default();
-            let term_end = term_end(&c);
-            let what = format!(
-                "order {id} ({product}, {}, term {})",
-                names.iter().cloned().collect::<Vec<_>>().join(" "),
-                term_end.map_or("end unknown".into(), crate::text::time)
-            );
-            if term_end.is_some_and(|t| t <= now) {
-                ended.push(what);
-            } else if names != wanted {
-                misfit.push(format!(
-                    "{what}: other names than the configured {}",
-                    cert.all_names().join(" ")
-                ));
-            } else if !product.eq_ignore_ascii_case(&cert.product) {
-                misfit.push(format!("{what}: product {product}, configured {}", cert.product));
-            } else {
-                // Only the payable date is stored as the term's end; an estimate is not.
-                let payable = c.payable.as_deref().and_then(parse_time).map(|t| t.unix_timestamp());
-                fit.push((id, payable, what));
-            }
+            orders.push(c);
         }
-        let choose = |found: &[String]| {
-            format!(
-                "{} already holds {}; certkeeper buys nothing for it while that is so: set certificate_id = N in its [[certificate]] table to reissue one (free), or change its names or product to match",
-                if cert.certificate_id.is_some() {
-                    "the configured certificate_id"
-                } else {
-                    "the account"
-                },
-                found.join("; ")
-            )
-        };
-        match (fit.len(), cert.certificate_id) {
-            (1, _) => {
-                let (id, term_end, what) = fit.remove(0);
-                Ok(Existing::Adopt { id, term_end, what })
+        Ok(judge(cert, &orders, now))
+    }
+}
+
+/// Whether an order of the account is one of `cert`'s candidates: it has the certificate's name,
+/// or it is the configured `certificate_id`.
+pub(crate) fn is_candidate(cert: &CertConfig, c: &Certificate) -> bool {
+    match cert.certificate_id {
+        Some(id) => c.id == id,
+        None => c
+            .name
+            .as_deref()
+            .is_some_and(|n| n.trim_end_matches('.').eq_ignore_ascii_case(&cert.name)),
+    }
+}
+
+/// What to do with the account's `orders` for `cert` (its candidates, read in full): adopt the
+/// one that fits, buy where none runs, or ask.
+pub(crate) fn judge(cert: &CertConfig, orders: &[Certificate], now: i64) -> Existing {
+    let wanted: BTreeSet<String> = cert.all_names().into_iter().collect();
+    let (mut fit, mut misfit, mut ended) = (Vec::new(), Vec::new(), Vec::new());
+    for c in orders {
+        let id = c.id;
+        let names = names_of(c);
+        let product = c.product.clone().unwrap_or_default();
+        let term_end = term_end(c);
+        let what = format!(
+            "order {id} ({product}, {}, term {})",
+            names.iter().cloned().collect::<Vec<_>>().join(" "),
+            term_end.map_or("end unknown".into(), crate::text::time)
+        );
+        if term_end.is_some_and(|t| t <= now) {
+            ended.push(what);
+        } else if names != wanted {
+            misfit.push(format!(
+                "{what}: other names than the configured {}",
+                cert.all_names().join(" ")
+            ));
+        } else if !product.eq_ignore_ascii_case(&cert.product) {
+            misfit.push(format!("{what}: product {product}, configured {}", cert.product));
+        } else {
+            // Only the payable date is stored as the term's end; an estimate is not.
+            let payable = c.payable.as_deref().and_then(parse_time).map(|t| t.unix_timestamp());
+            fit.push((id, payable, what));
+        }
+    }
+    let choose = |found: &[String]| {
+        format!(
+            "{} already holds {}; certkeeper buys nothing for it while that is so: set certificate_id = N in its [[certificate]] table to reissue one (free), or change its names or product to match",
+            if cert.certificate_id.is_some() {
+                "the configured certificate_id"
+            } else {
+                "the account"
+            },
+            found.join("; ")
+        )
+    };
+    match (fit.len(), cert.certificate_id) {
+        (1, _) => {
+            let (id, term_end, what) = fit.remove(0);
+            Existing::Adopt { id, term_end, what }
+        }
+        (0, None) if misfit.is_empty() => Existing::None { ended },
+        (0, Some(id)) if misfit.is_empty() => Existing::Choose(format!(
+            "certificate_id = {id} of {} cannot be reissued: {}",
+            cert.name,
+            if ended.is_empty() {
+                "no such order".into()
+            } else {
+                format!("{}, whose term has ended", ended.join("; "))
             }
-            (0, None) if misfit.is_empty() => Ok(Existing::None { ended }),
-            (0, Some(id)) if misfit.is_empty() => Ok(Existing::Choose(format!(
-                "certificate_id = {id} of {} cannot be reissued: {}",
-                cert.name,
-                if ended.is_empty() {
-                    "no such order".into()
-                } else {
-                    format!("{}, whose term has ended", ended.join("; "))
-                }
-            ))),
-            (0, _) => Ok(Existing::Choose(choose(&misfit))),
-            _ => {
-                let all: Vec<String> = fit.into_iter().map(|(_, _, w)| w).chain(misfit).collect();
-                Ok(Existing::Choose(choose(&all)))
-            }
+        )),
+        (0, _) => Existing::Choose(choose(&misfit)),
+        _ => {
+            let all: Vec<String> = fit.into_iter().map(|(_, _, w)| w).chain(misfit).collect();
+            Existing::Choose(choose(&all))
         }
     }
 }
 
 /// The names a certificate of the account covers: its common name, its subjectAlternativeNames,
 /// and those of the certificate it holds, lower case.
-fn names_of(c: &Certificate) -> BTreeSet<String> {
+pub(crate) fn names_of(c: &Certificate) -> BTreeSet<String> {
     let mut names: BTreeSet<String> = c.name.iter().map(|n| n.to_ascii_lowercase()).collect();
     names.extend(
         c.subject_alternative_names
@@ -144,7 +167,7 @@ fn names_of(c: &Certificate) -> BTreeSet<String> {
 
 /// When the order's term ends: its payable date, or else its creation plus its lifetime (the
 /// answers of 2018 to 2020 carry no payable date). `None` when neither is known.
-fn term_end(c: &Certificate) -> Option<i64> {
+pub(crate) fn term_end(c: &Certificate) -> Option<i64> {
     if let Some(t) = c.payable.as_deref().and_then(parse_time) {
         return Some(t.unix_timestamp());
     }

@@ -11,7 +11,7 @@ use certkeeper::api::wire::{OrderFor, OrderRequest};
 use crate::support::*;
 
 /// A month of order term, compressed so that a 12-month term ends within the test.
-const MONTH: Duration = Duration::from_secs(2);
+const MONTH: Duration = Duration::from_secs(3);
 
 /// Buys an order for `names` through the API, as a user would in the SSL Manager, and waits
 /// until its certificate is issued; returns its id.
@@ -156,7 +156,82 @@ async fn orders_bought_by_hand_are_adopted_and_nothing_is_bought_where_one_fits_
     let table = env.run(&["plan"], &[]).await;
     let table = String::from_utf8_lossy(&table.stdout).into_owned();
     assert!(table.contains("d.example.com") && table.contains("PAID"), "{table}");
+    // `run --once --dry-run` is the plan, with its exit code; without --once it is refused.
+    let dry = env.run(&["run", "--once", "--dry-run"], &[]).await;
+    assert_eq!(dry.status.code(), Some(7), "{}", stderr(&dry));
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("PAID"));
+    assert_eq!(env.run(&["run", "--dry-run"], &[]).await.status.code(), Some(2));
+    assert!(!env.dir.join("state").exists(), "--dry-run wrote the state directory");
     assert_eq!(env.sim.control().ledger().len(), bought, "plan bought something");
+
+    // `adopt` lists the account beside the configuration, with searches and infos only, and
+    // writes nothing.
+    let before = env.sim.control().requests().len();
+    let out = env.run(&["adopt", "--json"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["schema_version"], 1, "{report}");
+    let account = report["account"].as_array().unwrap();
+    let ids: Vec<i64> = account.iter().map(|o| o["id"].as_i64().unwrap()).collect();
+    let mut all = vec![a, b1, b2, c, d];
+    all.sort();
+    assert_eq!(ids, all, "{report}");
+    let order = |id: i64| account.iter().find(|o| o["id"] == id).unwrap();
+    assert_eq!(order(d)["status"], "term_ended", "{report}");
+    assert_eq!(order(a)["status"], "issued", "{report}");
+    assert_eq!(order(a)["product"], "QUICKSSLPREMIUM", "{report}");
+    assert_eq!(order(a)["configured"], "a.example.com", "{report}");
+    assert!(
+        order(a)["expires"].is_string() && order(a)["term_end"].is_string(),
+        "{report}"
+    );
+    assert_eq!(
+        order(c)["names"],
+        serde_json::json!(["c.example.com", "www.c.example.com"]),
+        "{report}"
+    );
+    let binding = |n: &str| {
+        report["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(binding("a.example.com")["action"], "adopt", "{report}");
+    assert_eq!(binding("a.example.com")["order"], a, "{report}");
+    assert!(
+        binding("a.example.com")["why"]
+            .as_str()
+            .unwrap()
+            .contains("free reissue with a new key"),
+        "{report}"
+    );
+    assert_eq!(binding("b.example.com")["action"], "choose", "{report}");
+    assert_eq!(binding("c.example.com")["action"], "choose", "{report}");
+    assert_eq!(binding("d.example.com")["action"], "create", "{report}");
+    let asked: Vec<String> = env.sim.control().requests()[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        asked
+            .iter()
+            .all(|r| r.ends_with("/certificate/_search") || r.starts_with("GET ") && r.contains("/certificate/")),
+        "{asked:?}"
+    );
+    assert!(!env.dir.join("state").exists(), "adopt wrote the state directory");
+    let table = String::from_utf8_lossy(&env.run_ok(&["adopt"]).await.stdout).into_owned();
+    assert!(table.contains("adopt --write"), "{table}");
+    // --write binds a's order; the run below reissues it without searching again.
+    let out = env.run(&["adopt", "--write"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(bound now)"));
+    let store = certkeeper::store::Store::new(&env.dir.join("state"), &env.dir.join("live"), 3);
+    assert_eq!(store.load("a.example.com").unwrap().certificate_id, Some(a));
+    assert_eq!(store.load("b.example.com").unwrap().certificate_id, None);
+    assert_eq!(env.sim.control().ledger().len(), bought, "adopt bought something");
 
     let out = env.run(&["run", "--once"], &[]).await;
     assert_eq!(
