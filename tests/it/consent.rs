@@ -219,7 +219,20 @@ async fn an_ended_term_without_renew_term_waits_and_is_renewed_once_allowed() {
         calls(&alarms)
     );
 
+    let plan = |out: &std::process::Output| -> (String, bool) {
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let step = &plan["certificates"][0];
+        (step["action"].as_str().unwrap().into(), step["paid"].as_bool().unwrap())
+    };
+    let out = env.run(&["plan", "--json"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(plan(&out), ("term_ended".into(), false));
+
     env.write_config(&[Cert::autodns(name)], "renew_term = true");
+    // `plan` says the renewal costs money, and exits 7 for it.
+    let out = env.run(&["plan", "--json"], &[]).await;
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(plan(&out), ("renew".into(), true));
     let out = env.run(&["run", "--once"], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let ledger = env.sim.control().ledger();
