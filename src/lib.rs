@@ -25,4 +25,5 @@ pub(crate) mod schedule;
 pub(crate) mod status;
 pub mod store;
 pub(crate) mod text;
+pub mod trust;
 pub mod x509;

@@ -125,35 +125,22 @@ fn to_pem(der: &[u8]) -> String {
     )
 }
 
-/// The roots a delivered chain may end at: the system store and `api.ca_file`, the same trust
-/// the API connection has.
+/// The roots a delivered chain may end at: the same trust the API connection has (`api.roots`
+/// and `api.ca_file`).
 pub struct TrustAnchors {
     /// (subject, SubjectPublicKeyInfo), DER.
     roots: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl TrustAnchors {
-    /// The certificates of `ca_pem` (if any) and, with `system`, of the system store.
-    pub fn load(ca_pem: Option<&str>, system: bool) -> Self {
-        let mut ders: Vec<Vec<u8>> = ca_pem
-            .map(|p| {
-                ::pem::parse_many(p)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|b| b.tag() == "CERTIFICATE")
-                    .map(|b| b.into_contents())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if system {
-            let found = rustls_native_certs::load_native_certs();
-            for e in &found.errors {
-                tracing::debug!(error = %e, "a certificate of the system store could not be loaded");
-            }
-            ders.extend(found.certs.into_iter().map(|c| c.to_vec()));
-        }
-        let roots = ders
+    /// The certificates of `ca_pem` (if any) and of `roots` (none: `ca_pem` only).
+    pub fn load(ca_pem: Option<&str>, roots: Option<crate::config::Roots>) -> Self {
+        let extra = ca_pem.map(crate::trust::pem_certificates).unwrap_or_default();
+        let base = roots.map(crate::trust::roots).unwrap_or_default();
+        let roots = extra
             .iter()
+            .map(Vec::as_slice)
+            .chain(base.iter().map(|d| d.as_ref()))
             .filter_map(|d| X509Certificate::from_der(d).ok())
             .map(|(_, c)| (c.subject().as_raw().to_vec(), c.public_key().raw.to_vec()))
             .collect();
@@ -374,7 +361,7 @@ mod tests {
     }
 
     fn anchors(ca: &TestCa) -> TrustAnchors {
-        TrustAnchors::load(Some(ca.root_pem()), false)
+        TrustAnchors::load(Some(ca.root_pem()), None)
     }
 
     /// A delivery issued by the fixture's CA: (leaf, chain).
@@ -405,7 +392,7 @@ mod tests {
         let stranger = TestCa::new().unwrap();
         let e = verify_with(&f, &leaf, &chain, &anchors(&stranger)).unwrap_err();
         assert!(e.to_string().contains("not a root certkeeper trusts"), "{e}");
-        assert!(verify_with(&f, &leaf, &chain, &TrustAnchors::load(None, false)).is_err());
+        assert!(verify_with(&f, &leaf, &chain, &TrustAnchors::load(None, None)).is_err());
         // certificationAuthority with the intermediate only: the root comes from the trust.
         let v = verify_with(&f, &leaf, &chain[..1], &anchors(&f.ca)).unwrap();
         assert_eq!(v.intermediates_pem.len(), 1);
@@ -506,7 +493,7 @@ mod tests {
         leaf.extended_key_usages = s.leaf_eku.into_iter().collect();
         let spki = rcgen::SubjectPublicKeyInfo::from_der(&f.key.public_key_der()).unwrap();
         let leaf = leaf.signed_by(&spki, &issuer).unwrap();
-        verify_with(f, &leaf.pem(), &chain, &TrustAnchors::load(Some(&root.pem()), false))
+        verify_with(f, &leaf.pem(), &chain, &TrustAnchors::load(Some(&root.pem()), None))
     }
 
     /// Before, CA flags, path lengths and extended key usage were not checked.

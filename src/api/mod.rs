@@ -123,11 +123,22 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout);
+        // Only these roots: the compiled-in or the system store's (`api.roots`), and
+        // `api.ca_file`. (reqwest's default, the platform verifier, would read and parse the
+        // system store at every start.)
+        let mut roots = Vec::new();
+        for der in crate::trust::roots(cfg.roots) {
+            match reqwest::Certificate::from_der(der) {
+                Ok(c) => roots.push(c),
+                Err(e) => tracing::debug!(error = %e, "a root certificate was skipped"),
+            }
+        }
         if let Some(pem) = &cfg.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
                 .map_err(|e| Error::Connect(format!("api.ca_file: {e}")))?;
-            builder = builder.tls_certs_merge(certs);
+            roots.extend(certs);
         }
+        builder = builder.tls_certs_only(roots);
         let http = builder.build().map_err(|e| Error::Connect(e.to_string()))?;
         Ok(Self {
             http,

@@ -72,6 +72,7 @@ async fn answer_once(body: &'static str) -> Client {
         context: 4,
         password: Secret::new("p".into()),
         password_file: None,
+        roots: crate::config::Roots::default(),
         ca_pem: None,
         timeout: Duration::from_secs(5),
         rate_limit: 100.0,

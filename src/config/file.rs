@@ -49,6 +49,8 @@ pub(super) struct RawApi {
     pub(super) password_file: Option<Spanned<PathBuf>>,
     /// A PEM file with extra trust roots for the API's TLS certificate.
     pub(super) ca_file: Option<Spanned<PathBuf>>,
+    /// `"built-in"` (Mozilla's roots, compiled in) or `"system"` (the system store).
+    pub(super) roots: Option<Spanned<String>>,
     /// How long one API request may take, a duration such as `30s`.
     pub(super) timeout: Option<Spanned<String>>,
     /// Requests per second at most, for all certificates together.

@@ -100,6 +100,18 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// `api.roots`: the roots the API's TLS certificate and a delivered chain may end at (besides
+/// `api.ca_file`, always trusted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Roots {
+    /// Mozilla's roots, compiled in (`"built-in"`, the default): nothing is read from disk.
+    #[default]
+    BuiltIn,
+    /// The system store (`"system"`: `/etc/ssl/certs` and the like, as OpenSSL finds it), read
+    /// once per process: for a host whose operator adds or removes roots there.
+    System,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ApiConfig {
     pub url: String,
@@ -108,6 +120,8 @@ pub struct ApiConfig {
     pub password: Secret,
     /// Where the password was read from, if from a file (the daemon watches it).
     pub password_file: Option<PathBuf>,
+    /// Which roots to trust besides `ca_pem`: the compiled-in ones or the system store's.
+    pub roots: Roots,
     /// Extra trust roots (PEM), e.g. the simulator's.
     pub ca_pem: Option<String>,
     pub timeout: Duration,

@@ -131,6 +131,18 @@ impl Validator<'_> {
                 }
             }
         };
+        let roots = match raw.roots.as_ref().map(|r| (r.span(), r.get_ref().as_str())) {
+            None | Some((_, "built-in")) => super::Roots::BuiltIn,
+            Some((_, "system")) => super::Roots::System,
+            Some((span, other)) => {
+                self.err(
+                    span,
+                    "api.roots",
+                    &format!("must be \"built-in\" (Mozilla's roots, compiled in) or \"system\" (the system store), not {other:?}"),
+                );
+                super::Roots::BuiltIn
+            }
+        };
         let timeout = self.duration(&raw.timeout, "api.timeout", defaults::API_TIMEOUT);
         let rate_limit = match &raw.rate_limit {
             None => defaults::API_RATE_LIMIT,
@@ -150,6 +162,7 @@ impl Validator<'_> {
             context,
             password: Secret(password?),
             password_file: raw.password_file.as_ref().map(|pf| self.path(pf, base)),
+            roots,
             ca_pem,
             timeout,
             rate_limit,

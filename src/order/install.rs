@@ -59,15 +59,13 @@ impl Agent {
         let key = PrivateKey::from_pem(&pem.0).context("reading the order's key")?;
         let spki = key.public_key_der();
         let leaf = j.leaf.clone().unwrap_or_default();
-        // The same roots the API connection trusts: the system store and ca_file.
-        let anchors = x509::TrustAnchors::load(self.config.api.ca_pem.as_deref(), true);
         let verified = x509::verify(
             &leaf,
             &j.chain,
             &spki,
             &cert.all_names(),
             OffsetDateTime::now_utc(),
-            &anchors,
+            self.anchors(),
         );
         match verified {
             Ok(x509::Verified {

@@ -77,6 +77,8 @@ pub struct Agent {
     /// The one reader of the poll queue for all orders of this agent.
     pub(crate) poll: Arc<poll::Dispatcher>,
     contacts: tokio::sync::Mutex<()>,
+    /// The roots a delivered chain may end at, parsed at the first delivery of the process.
+    anchors: std::sync::OnceLock<crate::x509::TrustAnchors>,
 }
 
 impl Agent {
@@ -98,6 +100,14 @@ impl Agent {
             store,
             poll,
             contacts: tokio::sync::Mutex::new(()),
+            anchors: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The same roots the API connection trusts (`api.roots` and `api.ca_file`), parsed once.
+    pub(crate) fn anchors(&self) -> &crate::x509::TrustAnchors {
+        self.anchors.get_or_init(|| {
+            crate::x509::TrustAnchors::load(self.config.api.ca_pem.as_deref(), Some(self.config.api.roots))
         })
     }
 

@@ -125,9 +125,11 @@ impl Store {
         }
         match file.try_lock() {
             Ok(()) => {
+                // The PID is for the message another process shows (read from the page cache
+                // while this one holds the lock); the lock itself is the kernel's, gone with the
+                // process. Nothing needs it on disk, so it is not synced.
                 file.set_len(0)
                     .and_then(|_| writeln!(file, "{}", std::process::id()))
-                    .and_then(|_| file.sync_all())
                     .map_err(|e| format!("{}: {e}", path.display()))?;
                 Ok(Lock { _file: file })
             }

@@ -62,6 +62,7 @@ fn client(env: &TestEnv) -> Client {
         context: 4,
         password: certkeeper::config::Secret::new("demo-password".into()),
         password_file: None,
+        roots: certkeeper::config::Roots::default(),
         ca_pem: Some(std::fs::read_to_string(env.dir.join("root.pem")).unwrap()),
         timeout: Duration::from_secs(5),
         rate_limit: 100.0,

@@ -151,6 +151,7 @@ const BAD: &[(&str, &str, &str, &str)] = &[
         "defaults.renew_before",
         "renew_before",
     ),
+    ("[api]", "[api]\nroots = \"mozilla\"", "api.roots", "roots ="),
     (
         "[defaults]",
         "[defaults]\nmax_paid_orders = 0",

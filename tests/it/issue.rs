@@ -177,3 +177,45 @@ async fn a_changed_certificate_is_reissued_at_once_for_free() {
     assert_eq!(env.reissues(name), 2);
     assert_eq!(env.paid(name), 1);
 }
+
+/// The roots certkeeper trusts: Mozilla's, compiled in, by default, so that the system store is
+/// not read; `api.roots = "system"` reads the system store (here pointed at the simulator's root
+/// through `SSL_CERT_FILE`, as OpenSSL's tools honour it), and `ca_file` adds to either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_is_trusted_through_the_built_in_roots_the_system_store_or_ca_file() {
+    let env = TestEnv::start("roots").await;
+    let name = "www.example.com";
+    env.write_config(&[Cert::autodns(name)], "");
+    let with_ca_file = std::fs::read_to_string(env.config_path()).unwrap();
+    let without = with_ca_file.replace("ca_file = \"root.pem\"\n", "");
+    assert_ne!(with_ca_file, without);
+    let root = env.dir.join("root.pem");
+    let system = [
+        ("SSL_CERT_FILE", root.to_str().unwrap()),
+        ("SSL_CERT_DIR", "/nonexistent"),
+    ];
+
+    // Built in: the simulator's root is not Mozilla's, so nothing reaches it, whatever the
+    // system store says.
+    std::fs::write(env.config_path(), &without).unwrap();
+    let out = env.run(&["run", "--once"], &system).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).to_lowercase().contains("certificate"), "{}", stderr(&out));
+    assert!(env.sim.control().ledger().is_empty());
+
+    // The system store, as configured.
+    std::fs::write(
+        env.config_path(),
+        without.replace("[api]\n", "[api]\nroots = \"system\"\n"),
+    )
+    .unwrap();
+    let out = env.run(&["--renew-now", name], &system).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    env.assert_installed(name);
+
+    // ca_file on top of the built-in roots.
+    std::fs::write(env.config_path(), &with_ca_file).unwrap();
+    let out = env.run(&["--renew-now", name], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(env.reissues(name), 1);
+}

@@ -52,6 +52,7 @@ fn client(env: &TestEnv) -> certkeeper::api::Client {
         context: 4,
         password: certkeeper::config::Secret::new("demo-password".into()),
         password_file: None,
+        roots: certkeeper::config::Roots::default(),
         ca_pem: Some(env.sim.ca_pem.clone()),
         timeout: Duration::from_secs(5),
         rate_limit: 100.0,

@@ -37,6 +37,7 @@ async fn serving(status: u16, body: String) -> (Client, tokio::task::JoinHandle<
         context: 4,
         password: Secret::new("p".into()),
         password_file: None,
+        roots: certkeeper::config::Roots::default(),
         ca_pem: None,
         timeout: Duration::from_secs(5),
         rate_limit: 100.0,
