@@ -2,7 +2,7 @@
 """certkeeper's benchmarks, against autodns-sim on loopback. One command:
 
     python3 bench/run.py            # everything (about 25 minutes, 10 of them the rate-limited runs)
-    python3 bench/run.py cpu noop   # only some: features, cpu, rss, noop, ratelimit, ratelimit40, dnslag, idle
+    python3 bench/run.py cpu noop   # only some: scale, peer, features, cpu, rss, noop, ratelimit, ratelimit40, dnslag, idle
     BENCH_BINARIES=DIR python3 bench/run.py ratelimit40   # another build's binaries, not built here
 
 It builds the release binaries, starts autodns-sim (job delay 0) as a child process, writes
@@ -12,6 +12,7 @@ Results are printed and merged into bench/results.json.
 """
 
 import calendar
+import resource
 import json
 import os
 import signal
@@ -356,7 +357,134 @@ def bench_features():
     sim.stop()
 
 
-BENCHES = {"features": bench_features, "cpu": bench_cpu, "noop": bench_noop, "rss": bench_rss, "idle": bench_idle, "dnslag": bench_dnslag, "ratelimit": bench_ratelimit, "ratelimit40": bench_ratelimit40}
+def child_cpu_ms(args, env=None, cwd=None):
+    """Runs one process to its end; returns its CPU (user + system) in ms, from getrusage at
+    microsecond resolution (GNU time's is 10 ms)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if p.returncode != 0:
+        sys.exit(f"{args} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) * 1000
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_peer(n=40):
+    """One process per P-256 certificate, both validated for free: lego (Debian's package)
+    against pebble (Debian's, PEBBLE_VA_ALWAYS_VALID=1) and certkeeper against autodns-sim,
+    taken in turns in one run so that both see the same machine. The packages are installed
+    with apt-get where they are missing."""
+    missing = [p for p, b in [("lego", "/usr/bin/lego"), ("pebble", "/usr/bin/pebble")] if not os.path.exists(b)]
+    if missing:
+        subprocess.run(["apt-get", "install", "-y", *missing], check=True, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    d = tempfile.mkdtemp(prefix="certkeeper-bench-peer-")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", f"{d}/key.pem", "-out", f"{d}/cert.pem", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    acme, mgmt, http = free_port(), free_port(), free_port()
+    with open(f"{d}/pebble.json", "w") as f:
+        json.dump({"pebble": {"listenAddress": f"127.0.0.1:{acme}", "managementListenAddress": f"127.0.0.1:{mgmt}",
+                              "certificate": f"{d}/cert.pem", "privateKey": f"{d}/key.pem", "httpPort": http, "tlsPort": free_port(),
+                              "ocspResponderURL": "", "externalAccountBindingRequired": False}}, f)
+    pebble_env = dict(os.environ, PEBBLE_VA_ALWAYS_VALID="1", PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0")
+    pebble = subprocess.Popen(["pebble", "-config", f"{d}/pebble.json"], env=pebble_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import socket
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", acme), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        lego_env = dict(os.environ, LEGO_CA_CERTIFICATES=f"{d}/cert.pem")
+        lego = lambda name: ["lego", "--server", f"https://127.0.0.1:{acme}/dir", "--email", "bench@example.com", "--accept-tos",
+                             "--key-type", "ec256", "--domains", name, "--http", "--http.port", f"127.0.0.1:{http}",
+                             "--path", f"{d}/lego", "run"]
+        child_cpu_ms(lego("account.example.com"), env=lego_env)  # the ACME account, once
+        sim = Sim("--rate-limit", "0")
+        contact(sim)
+        w = workdir(sim, names(n))
+        ck(w, "run", "--once")  # the orders, once
+        env = dict(os.environ, CERTKEEPER_CONFIG=os.path.join(w, "certkeeper.toml"), CERTKEEPER_LOG="warn")
+        lego_ms, ck_ms = [], []
+        for name in names(n):
+            lego_ms.append(child_cpu_ms(lego(name), env=lego_env))
+            ck_ms.append(child_cpu_ms([CERTKEEPER, "--renew-now", name], env=env, cwd=w))
+        sim.stop()
+    finally:
+        pebble.send_signal(signal.SIGTERM)
+        pebble.wait(timeout=10)
+    lego_med, ck_med = statistics.median(lego_ms), statistics.median(ck_ms)
+    results["peer_lego_p256_process_per_cert"] = {
+        "certificates": n, "lego_cpu_ms_median": lego_med, "certkeeper_cpu_ms_median": ck_med,
+        "lego_over_certkeeper": lego_med / ck_med,
+        "lego_version": subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "lego"], capture_output=True, text=True).stdout,
+    }
+    print("peer", json.dumps(results["peer_lego_p256_process_per_cert"]), flush=True)
+
+
+def cpu_of(pid):
+    """CPU seconds of a running process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_scale(n=100000):
+    """n installed certificates, none due (state files and three generations each, written by
+    the harness): a no-op `run --once`; the daemon's start-up to its first sleep (its CPU stops
+    growing), its peak RSS, its CPU over the next idle minute, and how long after an edit of the
+    config file it logs the reload."""
+    sim = Sim("--rate-limit", "0")
+    d = workdir(sim, names(n))
+    fabricate(d, n)
+    walls, cpus = [], []
+    for _ in range(3):
+        wall, cpu, _, _, _ = ck(d, "run", "--once")
+        walls.append(wall * 1000), cpus.append(cpu * 1000)
+    log = os.path.join(d, "daemon.log")
+    env = dict(os.environ, CERTKEEPER_CONFIG=os.path.join(d, "certkeeper.toml"), CERTKEEPER_LOG="info")
+    start = time.monotonic()
+    with open(log, "w") as out:
+        p = subprocess.Popen([CERTKEEPER, "run"], env=env, cwd=d, stdout=out, stderr=out)
+    last, last_change = -1.0, start
+    while time.monotonic() - last_change < 2.0 and time.monotonic() - start < 120:
+        c = cpu_of(p.pid)
+        if c != last:
+            last, last_change = c, time.monotonic()
+        time.sleep(0.05)
+    startup = last_change - start
+    idle_from = cpu_of(p.pid)
+    time.sleep(60)
+    idle = cpu_of(p.pid) - idle_from
+    with open(f"/proc/{p.pid}/status") as f:
+        hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+    with open(os.path.join(d, "certkeeper.toml"), "a") as f:
+        f.write("# an edit\n")
+    edited = time.monotonic()
+    noticed = None
+    while time.monotonic() - edited < 60:
+        if "configuration reloaded" in open(log).read():
+            noticed = time.monotonic() - edited
+            break
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGTERM)
+    p.wait(timeout=30)
+    assert not sim.get("/requests"), "nothing was due"
+    sim.stop()
+    results[f"scale_{n}"] = {"noop_run_once_wall_ms": statistics.median(walls), "noop_run_once_cpu_ms": statistics.median(cpus),
+                             "daemon_startup_s": startup, "daemon_peak_rss_kib": hwm, "daemon_idle_cpu_ms_per_minute": idle * 1000,
+                             "config_change_noticed_s": noticed}
+    print("scale", json.dumps(results[f"scale_{n}"]), flush=True)
+
+
+BENCHES = {"scale": bench_scale, "peer": bench_peer, "features": bench_features, "cpu": bench_cpu, "noop": bench_noop, "rss": bench_rss, "idle": bench_idle, "dnslag": bench_dnslag, "ratelimit": bench_ratelimit, "ratelimit40": bench_ratelimit40}
 
 if __name__ == "__main__":
     wanted = sys.argv[1:] or list(BENCHES)

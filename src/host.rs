@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::OFlags;
 
-/// The largest settings file read (the configuration, a CA file).
-pub(crate) const MAX_SETTINGS_FILE: u64 = 4 << 20;
+/// The largest settings file read (the configuration, a CA file): room for 100,000
+/// certificates and more (a `[[certificate]]` table with a few names is about 100 bytes), and
+/// still a bound.
+pub(crate) const MAX_SETTINGS_FILE: u64 = 64 << 20;
 /// The largest secret file read (a password).
 pub(crate) const MAX_SECRET_FILE: u64 = 64 << 10;
 

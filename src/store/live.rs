@@ -111,6 +111,8 @@ impl Store {
     ) -> io::Result<Generation> {
         let parent = self.generations_dir(name);
         host::ensure_dir(&parent, 0o755)?;
+        // What an interrupted write of an earlier generation left (the lock is held).
+        super::sweep_dir(&parent);
         let number = self.generation_numbers(name).last().copied().unwrap_or(0) + 1;
         let tmp = parent.join(format!(".tmp-{number:04}-{}", pid()));
         let _ = fs::remove_dir_all(&tmp);

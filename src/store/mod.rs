@@ -60,41 +60,17 @@ impl Store {
         host::ensure_dir(&self.live_dir.join(".generations"), 0o755)
     }
 
-    /// Removes what a run killed mid-write (or a full disk) left behind: temp state files, temp
-    /// generations, temp symlinks. Called with the lock held, so nothing else is writing them.
+    /// Removes what a run killed mid-write (or a full disk) left behind: temp state files and
+    /// temp symlinks. Called with the lock held, so nothing else is writing them. A certificate's
+    /// temp generations are swept when its next generation is written
+    /// ([`Self::write_generation`]): a run with nothing due reads no certificate's directory.
     pub fn sweep(&self) {
-        let mut dirs = vec![
+        for dir in [
             self.state_dir.clone(),
             self.state_dir.join("certs"),
             self.live_dir.clone(),
-        ];
-        dirs.extend(
-            std::fs::read_dir(self.live_dir.join(".generations"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path()),
-        );
-        for dir in dirs {
-            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if !(name.starts_with(".tmp-") || name.starts_with(".switch-")) {
-                    continue;
-                }
-                let path = entry.path();
-                let removed = match entry.file_type() {
-                    Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
-                    _ => std::fs::remove_file(&path),
-                };
-                match removed {
-                    Ok(()) => tracing::info!(path = %path.display(), "removed a leftover of an interrupted write"),
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover of an interrupted write")
-                    }
-                }
-            }
+        ] {
+            sweep_dir(&dir);
         }
     }
 
@@ -213,3 +189,25 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+/// Removes the leftovers of interrupted writes (`.tmp-*`, `.switch-*`) in `dir`.
+pub(crate) fn sweep_dir(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with(".tmp-") || name.starts_with(".switch-")) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        match removed {
+            Ok(()) => tracing::info!(path = %path.display(), "removed a leftover of an interrupted write"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover of an interrupted write")
+            }
+        }
+    }
+}
