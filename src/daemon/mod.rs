@@ -20,9 +20,11 @@ use crate::order::{self, Agent, Outcome};
 use crate::run::Exit;
 use crate::schedule::Action;
 
+mod agenda;
 mod forced;
 mod setbacks;
 
+use agenda::Agenda;
 use forced::Forced;
 use setbacks::Setbacks;
 
@@ -81,6 +83,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
     let mut alarmed: HashMap<String, i64> = HashMap::new();
     let mut setbacks = Setbacks::default();
     let mut forced = Forced::default();
+    let mut agenda = Agenda::new(&agent.config.certificates);
     loop {
         let agent = current(&shared);
         let t = now();
@@ -101,7 +104,12 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
         }
         let mut due: Vec<(bool, CertConfig)> = Vec::new();
         let mut next_at = t + 3600;
-        for cert in &agent.config.certificates {
+        // Only the certificates whose time has come are looked at (their state files read).
+        for i in agenda.due(t) {
+            let Some(cert) = agent.config.certificates.get(i) else {
+                continue;
+            };
+            // Back on the agenda when their task ends.
             if in_flight.contains(&cert.name) || forced.is_waiting(&cert.name) {
                 continue;
             }
@@ -128,20 +136,25 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
             if d.action == Action::TermEnded
                 && (d.at > t || st.consent.is_some() && !order::plan::consent_given(cert, &st))
             {
+                agenda.later(i, agenda::look_again(&d, &st, &agent.config.daemon, t));
                 continue;
             }
             if d.at <= t {
                 due.push((d.urgent, cert.clone()));
             } else {
-                next_at = next_at.min(d.at);
+                agenda.later(i, agenda::look_again(&d, &st, &agent.config.daemon, t));
             }
+        }
+        if let Some(at) = agenda.next() {
+            next_at = next_at.min(at);
         }
         due.sort_by_key(|(urgent, _)| !urgent);
         let limit = agent.config.order.concurrency;
         for (_, cert) in due {
             if in_flight.len() >= limit {
-                next_at = t;
-                break;
+                // Looked at again as soon as a task ends.
+                agenda.now(&cert.name);
+                continue;
             }
             in_flight.insert(cert.name.clone());
             let task_agent = agent.clone();
@@ -174,6 +187,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
             Event::TaskDone(id, result) => {
                 if let Some(cert) = task_names.remove(&id) {
                     in_flight.remove(&cert.name);
+                    agenda.now(&cert.name);
                     if forced.was_forced(id) {
                         let (exit, line) = crate::run::outcome_line(&cert.name, &result);
                         forced.ended(&cert.name, exit, line);
@@ -197,6 +211,8 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                 }
                 if let Some(changed) = reload(&path, &shared) {
                     watcher = watch(&path, &current(&shared).config, tx.clone());
+                    // Every certificate is looked at again under the new configuration.
+                    agenda = Agenda::new(&current(&shared).config.certificates);
                     crate::run::apply_key_access(&current(&shared));
                     // A fixed configuration is tried at once, not after the old backoff.
                     for name in changed {
@@ -353,10 +369,12 @@ fn reload(path: &Path, shared: &Shared) -> Option<Vec<String>> {
     added.sort_unstable();
     removed.sort_unstable();
     let everything = new.api != old.config.api || new.dns != old.config.dns || new.order != old.config.order;
+    // By name, not by a search per certificate: 100,000 certificates took minutes.
+    let was: HashMap<&str, &CertConfig> = old.config.certificates.iter().map(|c| (c.name.as_str(), c)).collect();
     let changed: Vec<String> = new
         .certificates
         .iter()
-        .filter(|c| everything || old.config.certificates.iter().any(|o| o.name == c.name && o != *c))
+        .filter(|c| everything || was.get(c.name.as_str()).is_some_and(|o| *o != *c))
         .map(|c| c.name.clone())
         .collect();
     match Agent::new(new) {

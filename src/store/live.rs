@@ -139,6 +139,14 @@ impl Store {
     /// the next reissue. (A generation kept for a rollback gets them when it is live again: the
     /// run after the rollback sets them.) Returns whether the key was changed.
     pub fn apply_key_access(&self, name: &str, access: KeyAccess) -> io::Result<bool> {
+        // The common case, a key as configured, costs one lstat through the live link (ours);
+        // only a key to change is opened, without following links, and changed on its descriptor.
+        if let Ok(meta) = fs::symlink_metadata(self.live_dir.join(name).join(files::KEY))
+            && meta.is_file()
+            && has_access(&meta, access)
+        {
+            return Ok(false);
+        }
         match self.live_generation(name) {
             Some(number) => set_key_access(&self.generation(name, number).dir.join(files::KEY), access),
             None => Ok(false),
@@ -206,8 +214,22 @@ fn write_key(path: &std::path::Path, bytes: &[u8], access: KeyAccess) -> io::Res
 
 /// Sets an existing key's owner, group and mode where they differ from `access` (never through
 /// a link); whether anything changed. A missing key is nothing to change.
+/// The owner and group a key with `access` gets: the configured ones, or certkeeper's own.
+fn owner_of(access: KeyAccess) -> (u32, u32) {
+    static OWN: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    let own = *OWN.get_or_init(|| (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw()));
+    (access.uid.unwrap_or(own.0), access.gid.unwrap_or(own.1))
+}
+
+/// Whether a file has the owner, group and mode of `access`.
+fn has_access(meta: &fs::Metadata, access: KeyAccess) -> bool {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let (uid, gid) = owner_of(access);
+    meta.uid() == uid && meta.gid() == gid && meta.permissions().mode() & 0o7777 == access.mode
+}
+
 fn set_key_access(path: &std::path::Path, access: KeyAccess) -> io::Result<bool> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NONBLOCK;
     let f = match fs::OpenOptions::new()
         .read(true)
@@ -222,14 +244,10 @@ fn set_key_access(path: &std::path::Path, access: KeyAccess) -> io::Result<bool>
     if !meta.is_file() {
         return Err(io::Error::other(format!("{} is not a regular file", path.display())));
     }
-    static OWN: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
-    let own = *OWN.get_or_init(|| (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw()));
-    let uid = access.uid.unwrap_or(own.0);
-    let gid = access.gid.unwrap_or(own.1);
-    let mode = meta.permissions().mode() & 0o7777;
-    if meta.uid() == uid && meta.gid() == gid && mode == access.mode {
+    if has_access(&meta, access) {
         return Ok(false);
     }
+    let (uid, gid) = owner_of(access);
     // Narrowed first, so that no moment gives the new group the key under the old mode.
     f.set_permissions(fs::Permissions::from_mode(0o600))?;
     rustix::fs::fchown(

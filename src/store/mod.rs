@@ -129,7 +129,7 @@ impl Store {
     /// certkeeper (a higher `version`) is refused, and so never rewritten in the older format.
     pub fn load(&self, name: &str) -> io::Result<CertState> {
         let path = self.state_path(name);
-        match std::fs::read(&path) {
+        match read_state(&path) {
             Ok(bytes) => {
                 let st: CertState = serde_json::from_slice(&bytes)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
@@ -210,4 +210,23 @@ pub(crate) fn sweep_dir(dir: &Path) {
             }
         }
     }
+}
+
+/// The largest state file read: far above what a certificate's state grows to (its paid
+/// requests and job ids are bounded), and still a bound.
+const MAX_STATE_FILE: u64 = 16 << 20;
+
+/// A state file's bytes: opened, read to its end (at most [`MAX_STATE_FILE`]) and closed, with
+/// no size query first (a no-op run reads one per certificate).
+fn read_state(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::with_capacity(4096);
+    File::open(path)?.take(MAX_STATE_FILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_STATE_FILE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is larger than {} MiB", path.display(), MAX_STATE_FILE >> 20),
+        ));
+    }
+    Ok(bytes)
 }
