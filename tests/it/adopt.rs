@@ -225,13 +225,6 @@ async fn orders_bought_by_hand_are_adopted_and_nothing_is_bought_where_one_fits_
     assert!(!env.dir.join("state").exists(), "adopt wrote the state directory");
     let table = String::from_utf8_lossy(&env.run_ok(&["adopt"]).await.stdout).into_owned();
     assert!(table.contains("adopt --write"), "{table}");
-    // --write binds a's order; the run below reissues it without searching again.
-    let out = env.run(&["adopt", "--write"], &[]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("(bound now)"));
-    let store = certkeeper::store::Store::new(&env.dir.join("state"), &env.dir.join("live"), 3);
-    assert_eq!(store.load("a.example.com").unwrap().certificate_id, Some(a));
-    assert_eq!(store.load("b.example.com").unwrap().certificate_id, None);
     assert_eq!(env.sim.control().ledger().len(), bought, "adopt bought something");
 
     let out = env.run(&["run", "--once"], &[]).await;
@@ -324,4 +317,60 @@ async fn new_orders_deny_buys_nothing_and_says_what_waits() {
             .contains("new_orders = \"deny\" forbids buying one"),
         "{rows}"
     );
+}
+
+/// `adopt --write` binds the order that fits in the state directory, in the answers' older form
+/// (no `payable`: the term is its creation plus its lifetime); the next run reissues it for free
+/// without searching the account again. `adopt` without `--write` had written nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopt_write_binds_the_order_that_fits_and_the_next_run_reissues_it() {
+    let env = TestEnv::start("adopt-write").await;
+    let api = client(&env);
+    let id = buy_by_hand(&env, &api, &["e.example.com"], 12).await;
+    env.write_config(&[Cert::autodns("e.example.com"), Cert::autodns("f.example.com")], "");
+    let out = env.run(&["adopt"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        !env.dir.join("state").exists(),
+        "adopt without --write wrote the state directory"
+    );
+    let out = env.run(&["adopt", "--write", "--json"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = &report["certificates"][0];
+    assert_eq!(
+        (e["action"].as_str(), e["order"].as_i64(), e["written"].as_bool()),
+        (Some("adopt"), Some(id), Some(true)),
+        "{report}"
+    );
+    assert!(
+        report["account"][0]["term_end"].is_string(),
+        "the term from creation and lifetime: {report}"
+    );
+    let f = &report["certificates"][1];
+    assert_eq!(
+        (f["action"].as_str(), f["written"].as_bool()),
+        (Some("create"), Some(false)),
+        "{report}"
+    );
+    let store = certkeeper::store::Store::new(&env.dir.join("state"), &env.dir.join("live"), 3);
+    assert_eq!(store.load("e.example.com").unwrap().certificate_id, Some(id));
+    assert_eq!(store.load("f.example.com").unwrap().certificate_id, None);
+    // A second --write finds it bound.
+    let again: serde_json::Value =
+        serde_json::from_slice(&env.run(&["adopt", "--write", "--json"], &[]).await.stdout).unwrap();
+    assert_eq!(again["certificates"][0]["action"], "bound", "{again}");
+
+    let before = env.sim.control().requests().len();
+    env.write_config(&[Cert::autodns("e.example.com")], "");
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    env.assert_installed("e.example.com");
+    assert_eq!(creates(&env, "e.example.com"), 1, "e was bought again");
+    assert_eq!(env.reissues("e.example.com"), 1);
+    let searched = env.sim.control().requests()[before..]
+        .iter()
+        .filter(|r| r.path.ends_with("/certificate/_search"))
+        .count();
+    assert_eq!(searched, 0, "the bound order was searched for again");
 }
