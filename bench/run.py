@@ -11,6 +11,7 @@ peak RSS) and reads the daemon's from /proc. Every process it starts is stopped 
 Results are printed and merged into bench/results.json.
 """
 
+import atexit
 import calendar
 import resource
 import json
@@ -54,11 +55,29 @@ def run(args, env=None, cwd=None):
     return wall, float(user) + float(system), int(maxrss), p.stdout, "\n".join(lines[:-1])
 
 
+# Every server the harness starts, stopped by its PID when the harness exits, also when a
+# measured command failed (`sys.exit`) halfway through a benchmark.
+STARTED = []
+
+
+@atexit.register
+def stop_started():
+    for p in STARTED:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
 class Sim:
     """autodns-sim as a child process, stopped by its PID."""
 
     def __init__(self, *flags):
         self.p = subprocess.Popen([SIM, *flags], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        STARTED.append(self.p)
         self.ready = json.loads(self.p.stdout.readline())
         self.ctx = ssl.create_default_context(cafile=self.ready["ca_file"])
 
@@ -218,6 +237,7 @@ def daemon_rss_and_cpu(n, seconds):
     fabricate(d, n)
     env = dict(os.environ, CERTKEEPER_CONFIG=os.path.join(d, "certkeeper.toml"), CERTKEEPER_LOG="warn")
     p = subprocess.Popen([CERTKEEPER, "run"], env=env, cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    STARTED.append(p)
     time.sleep(seconds)
     hwm = 0
     with open(f"/proc/{p.pid}/status") as f:
@@ -394,6 +414,7 @@ def bench_peer(n=40):
                               "ocspResponderURL": "", "externalAccountBindingRequired": False}}, f)
     pebble_env = dict(os.environ, PEBBLE_VA_ALWAYS_VALID="1", PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0")
     pebble = subprocess.Popen(["pebble", "-config", f"{d}/pebble.json"], env=pebble_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    STARTED.append(pebble)
     try:
         import socket
         for _ in range(100):
@@ -463,6 +484,7 @@ def bench_scale(n=100000):
     start = time.monotonic()
     with open(log, "w") as out:
         p = subprocess.Popen([CERTKEEPER, "run"], env=env, cwd=d, stdout=out, stderr=out)
+    STARTED.append(p)
     last, last_change = -1.0, start
     while time.monotonic() - last_change < 2.0 and time.monotonic() - start < 120:
         c = cpu_of(p.pid)
