@@ -24,7 +24,9 @@ use crate::run::Exit;
 /// 4 issued but not deployed (the reload hook failed), 5 another certkeeper is running (a
 /// running daemon takes `--renew-now` instead, through its control socket), 6 the
 /// answer to a paid request was lost and is not settled yet (nothing was sent again; the next
-/// run looks again, `status` says more), 7 (`plan` only) the next run would buy something.
+/// run looks again, `status` says more), 7 (`plan` only) the next run would buy something,
+/// 8 something to buy (or a choice of order) waits for the operator's consent and nothing was
+/// bought (`status` says what, and the setting that allows it).
 #[derive(Debug, Parser)]
 #[command(name = "certkeeper", version)]
 pub struct Cli {
@@ -418,4 +420,30 @@ fn status(config: &Config, json: bool) -> Exit {
         println_out(&crate::status::table(&rows));
     }
     Exit::Ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--help` listed the exit codes up to 7 after 8 was added. Every code is there, and no
+    /// other.
+    #[test]
+    fn the_help_names_every_exit_code() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let listed = help
+            .split("Exit codes: ")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .expect("the help has its exit codes")
+            .replace('\n', " ");
+        let mut codes: Vec<u8> = listed
+            .split(", ")
+            .filter_map(|item| item.split(' ').next()?.parse().ok())
+            .collect();
+        codes.dedup();
+        let all: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
+        assert_eq!(codes, all, "{listed}");
+    }
 }

@@ -11,7 +11,7 @@ use certkeeper::api::wire::{OrderFor, OrderRequest};
 use crate::support::*;
 
 /// A month of order term, compressed so that a 12-month term ends within the test.
-const MONTH: Duration = Duration::from_secs(3);
+const MONTH: Duration = Duration::from_secs(4);
 
 /// Buys an order for `names` through the API, as a user would in the SSL Manager, and waits
 /// until its certificate is issued; returns its id.
