@@ -242,12 +242,12 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
         Some(Command::Plan { json }) => plan(&cli.config, json).await,
         Some(Command::Run { dry_run: true, .. }) => plan(&cli.config, false).await,
         Some(Command::Adopt { write, json }) => match load(&cli.config) {
-            Ok(config) => match crate::account::adopt(config, write).await {
+            Ok(config) => match crate::adopt::adopt(config, write).await {
                 Ok(report) => {
                     if json {
                         println_out(&serde_json::to_string_pretty(&report).unwrap_or_default());
                     } else {
-                        println_out(&crate::account::table(&report, write));
+                        println_out(&crate::adopt::table(&report, write));
                     }
                     Exit::Ok
                 }

@@ -5,7 +5,7 @@
 //! is what the binary, the tests, the benchmarks and the fuzz targets use; the rest is the
 //! crate's own (`unreachable_pub` is on, in Cargo.toml).
 
-pub(crate) mod account;
+pub(crate) mod adopt;
 pub mod api;
 pub mod cli;
 pub mod config;

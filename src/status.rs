@@ -254,6 +254,10 @@ pub(crate) fn rows(config: &Config) -> Vec<StatusRow> {
                 state: state.code(),
                 state_text: match &st.consent {
                     Some(consent) if state == State::WaitingForConsent => format!("{state}: {}", consent.what),
+                    // An ended term says what waits for the operator: its next term.
+                    Some(consent) if state == State::TermEnded => {
+                        format!("{state}: {} waits for consent", consent.what)
+                    }
                     _ => state.to_string(),
                 },
                 last_error: st.last_error.clone(),

@@ -203,6 +203,11 @@ pub struct Faults {
     /// `POST /job/_search` answers each job's `object.data` (the certificate id). The real
     /// sample has none, so a client cannot learn the certificate id there (default false).
     pub job_search_data: bool,
+    /// `POST /certificate/_search` answers each certificate with its `id` and `name` only. No
+    /// real search answer is published, and the API's `keys[]` names extra fields to return, so
+    /// the default list may be short; a client must read the rest with `GET /certificate/{id}`
+    /// (default false: the full certificate, as info answers it).
+    pub search_brief: bool,
     /// `"second"` (default) or `"day"`: `created` of jobs and certificates truncated to midnight.
     pub created_precision: CreatedPrecision,
     /// `certificationAuthority`: `"both"` (default: intermediate, root), `"one"` (intermediate)
@@ -234,6 +239,7 @@ impl Default for Faults {
             finished_jobs_stay: false,
             notify_deferred: false,
             job_search_data: false,
+            search_brief: false,
             created_precision: CreatedPrecision::default(),
             ca_list: CaList::default(),
             payable: false,
@@ -370,6 +376,7 @@ mod tests {
             ("finished_jobs_stay", false.into()),
             ("notify_deferred", false.into()),
             ("job_search_data", false.into()),
+            ("search_brief", false.into()),
             ("created_precision", "second".into()),
             ("ca_list", "both".into()),
             ("payable", false.into()),

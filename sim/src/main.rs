@@ -75,7 +75,7 @@ struct Args {
     /// Fault settings as JSON, the same as POST /_sim/faults takes (see sim/README.md): rate,
     /// routes, kinds, rate_limit, rate_limit_answer, job_outcome, duplicate_poll, foreign_poll,
     /// foreign_poll_hold, mutation, dcv_line, job_event_ctid, finished_jobs_stay,
-    /// notify_deferred, job_search_data, created_precision, ca_list, payable, dcv_form. The flags
+    /// notify_deferred, job_search_data, search_brief, created_precision, ca_list, payable, dcv_form. The flags
     /// below override it.
     #[arg(long, env = "AUTODNS_SIM_FAULTS")]
     faults: Option<String>,
@@ -126,6 +126,10 @@ struct Args {
     /// sample lacks.
     #[arg(long, env = "AUTODNS_SIM_JOB_SEARCH_DATA")]
     job_search_data: bool,
+    /// POST /certificate/_search answers each certificate with its id and name only (no real
+    /// search answer is published; a client reads the rest by id).
+    #[arg(long, env = "AUTODNS_SIM_SEARCH_BRIEF")]
+    search_brief: bool,
     /// The precision of created in jobs and certificates: second (default) or day (midnight, as
     /// the 2018 samples show; created filters compare against it).
     #[arg(long, env = "AUTODNS_SIM_CREATED_PRECISION", value_parser = parse_enum::<CreatedPrecision>)]
@@ -216,6 +220,7 @@ fn config(args: Args) -> Result<SimConfig, String> {
         (args.finished_jobs_stay, &mut faults.finished_jobs_stay),
         (args.notify_deferred, &mut faults.notify_deferred),
         (args.job_search_data, &mut faults.job_search_data),
+        (args.search_brief, &mut faults.search_brief),
         (args.payable, &mut faults.payable),
     ] {
         *knob |= flag;

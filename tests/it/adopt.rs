@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use autodns_sim::{Durations, Faults, SimConfig};
 use certkeeper::api::Client;
 use certkeeper::api::wire::{OrderFor, OrderRequest};
 
@@ -55,21 +54,6 @@ async fn buy_by_hand(env: &TestEnv, client: &Client, names: &[&str], months: u32
     panic!("the order for {names:?} was not issued");
 }
 
-fn client(env: &TestEnv) -> Client {
-    Client::new(&certkeeper::config::ApiConfig {
-        url: env.sim.api_url.clone(),
-        user: "demo".into(),
-        context: 4,
-        password: certkeeper::config::Secret::new("demo-password".into()),
-        password_file: None,
-        roots: certkeeper::config::Roots::default(),
-        ca_pem: Some(std::fs::read_to_string(env.dir.join("root.pem")).unwrap()),
-        timeout: Duration::from_secs(5),
-        rate_limit: 100.0,
-    })
-    .unwrap()
-}
-
 fn creates(env: &TestEnv, name: &str) -> usize {
     env.sim
         .control()
@@ -84,24 +68,17 @@ fn creates(env: &TestEnv, name: &str) -> usize {
 /// installs the result), asks for a choice for b and c (buying nothing), and buys d anew.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_bought_by_hand_are_adopted_and_nothing_is_bought_where_one_fits_or_it_is_unclear() {
-    let env = TestEnv::start_sim(
-        "adopt",
-        SimConfig {
-            durations: Durations {
-                month: MONTH,
-                ..Durations::default()
-            },
-            // The term's end as the 2022 answer shows it (payable).
-            faults: Faults {
-                payable: true,
-                rate_limit: 0.0,
-                ..Faults::default()
-            },
-            ..SimConfig::default()
-        },
-    )
-    .await;
-    let api = client(&env);
+    // The term's end as the 2022 answer shows it (payable).
+    let env = TestEnv::start_months("adopt", MONTH).await;
+    // Searches answer ids and names only, the harsher of the plausible forms: everything else
+    // is read by id.
+    env.set_faults(autodns_sim::Faults {
+        payable: true,
+        rate_limit: 0.0,
+        search_brief: true,
+        ..autodns_sim::Faults::default()
+    });
+    let api = env.client();
     let d = buy_by_hand(&env, &api, &["d.example.com"], 12).await;
     let ended_at = std::time::Instant::now() + MONTH * 12;
     let a = buy_by_hand(&env, &api, &["a.example.com"], 24).await;
@@ -320,12 +297,17 @@ async fn new_orders_deny_buys_nothing_and_says_what_waits() {
 }
 
 /// `adopt --write` binds the order that fits in the state directory, in the answers' older form
-/// (no `payable`: the term is its creation plus its lifetime); the next run reissues it for free
+/// (no `payable`: the term is its creation plus its lifetime) and with brief search answers; the next run reissues it for free
 /// without searching the account again. `adopt` without `--write` had written nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adopt_write_binds_the_order_that_fits_and_the_next_run_reissues_it() {
     let env = TestEnv::start("adopt-write").await;
-    let api = client(&env);
+    env.set_faults(autodns_sim::Faults {
+        rate_limit: 0.0,
+        search_brief: true,
+        ..autodns_sim::Faults::default()
+    });
+    let api = env.client();
     let id = buy_by_hand(&env, &api, &["e.example.com"], 12).await;
     env.write_config(&[Cert::autodns("e.example.com"), Cert::autodns("f.example.com")], "");
     let out = env.run(&["adopt"], &[]).await;
@@ -356,6 +338,16 @@ async fn adopt_write_binds_the_order_that_fits_and_the_next_run_reissues_it() {
     let store = certkeeper::store::Store::new(&env.dir.join("state"), &env.dir.join("live"), 3);
     assert_eq!(store.load("e.example.com").unwrap().certificate_id, Some(id));
     assert_eq!(store.load("f.example.com").unwrap().certificate_id, None);
+    // While another certkeeper holds the state directory, --write writes nothing and says who.
+    let held = std::fs::OpenOptions::new()
+        .write(true)
+        .open(env.dir.join("state/lock"))
+        .unwrap();
+    held.lock().unwrap();
+    let out = env.run(&["adopt", "--write"], &[]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("another certkeeper"), "{}", stderr(&out));
+    drop(held);
     // A second --write finds it bound.
     let again: serde_json::Value =
         serde_json::from_slice(&env.run(&["adopt", "--write", "--json"], &[]).await.stdout).unwrap();

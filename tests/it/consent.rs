@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use autodns_sim::{Durations, Faults, SimConfig};
-
 use crate::support::*;
 
 /// The requests the simulator saw from `from` on, as "METHOD PATH".
@@ -99,8 +97,6 @@ async fn a_new_order_the_config_denies_waits_is_told_once_and_is_bought_once_all
 /// `max_paid_orders` is now refused before anything is done for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paid_order_over_the_spend_guard_prepares_nothing_and_waits() {
-    use certkeeper::store::{CertState, OrderKind, PaidRequest, STATE_VERSION, Store};
-
     let env = TestEnv::start("consent-guard").await;
     let name = "guard.example.com";
     let (hook, hook_calls) = env.recorder("dns-hook");
@@ -113,23 +109,7 @@ async fn a_paid_order_over_the_spend_guard_prepares_nothing_and_waits() {
     std::fs::write(env.config_path(), config).unwrap();
     // A create already paid in this term and no certificate id to reissue: the next order is
     // another create, which max_paid_orders = 1 refuses.
-    let store = Store::new(&env.dir.join("state"), &env.dir.join("live"), 3);
-    store.prepare().unwrap();
-    store
-        .save(&CertState {
-            version: STATE_VERSION,
-            name: name.into(),
-            paid: vec![PaidRequest {
-                kind: OrderKind::Create,
-                ctid: "certkeeper-earlier".into(),
-                sent_at: 0,
-                term: 0,
-                status: certkeeper::store::PaidStatus::Accepted,
-                job_id: None,
-            }],
-            ..CertState::default()
-        })
-        .unwrap();
+    env.save_paid_create(name, None);
     // `plan` does not count it as a purchase either.
     let out = env.run(&["plan", "--json"], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -169,22 +149,7 @@ async fn a_paid_order_over_the_spend_guard_prepares_nothing_and_waits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_term_without_renew_term_waits_and_is_renewed_once_allowed() {
     // A month is a second: the 12-month term ends 12 s after the order.
-    let env = TestEnv::start_sim(
-        "consent-term",
-        SimConfig {
-            durations: Durations {
-                month: Duration::from_secs(1),
-                ..Durations::default()
-            },
-            faults: Faults {
-                payable: true,
-                rate_limit: 0.0,
-                ..Faults::default()
-            },
-            ..SimConfig::default()
-        },
-    )
-    .await;
+    let env = TestEnv::start_months("consent-term", Duration::from_secs(1)).await;
     let name = "term.example.com";
     let (on_failure, alarms) = env.recorder("on-failure");
     env.write_config(&[Cert::autodns(name)], "");
@@ -208,6 +173,10 @@ async fn an_ended_term_without_renew_term_waits_and_is_renewed_once_allowed() {
     assert_eq!(env.sim.control().ledger().len(), 1, "{:?}", env.sim.control().ledger());
     let rows = status_rows(&env.run_ok(&["status", "--json"]).await);
     assert_eq!(rows[0]["state"], "term_ended", "{rows}");
+    assert_eq!(
+        rows[0]["state_text"], "term ended: the next 12-month term of QUICKSSLPREMIUM waits for consent",
+        "{rows}"
+    );
     assert!(
         rows[0]["next"].as_str().unwrap().contains("renew_term = true"),
         "{rows}"

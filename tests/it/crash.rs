@@ -273,8 +273,6 @@ retry_backoff = [\"1s\"]",
 /// (A new order the guard would refuse is not begun at all: see `consent`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spend_guard_refusal_removes_the_records_the_dns_hook_published() {
-    use certkeeper::store::{CertState, OrderKind, PaidRequest, STATE_VERSION, Store};
-
     let env = TestEnv::start("guard").await;
     let name = "guard.example.com";
     env.write_config(&[Cert::hook(name)], "");
@@ -294,29 +292,15 @@ async fn a_spend_guard_refusal_removes_the_records_the_dns_hook_published() {
     // A create already paid in this term, and another create in flight (begun by a run that
     // crashed before it was sent), which the guard (max_paid_orders = 1) refuses when it comes
     // to sending it.
-    let store = Store::new(&env.dir.join("state"), &env.dir.join("live"), 3);
-    store.prepare().unwrap();
-    store
-        .save(&CertState {
-            version: STATE_VERSION,
-            name: name.into(),
-            paid: vec![PaidRequest {
-                kind: OrderKind::Create,
-                ctid: "certkeeper-earlier".into(),
-                sent_at: 0,
-                term: 0,
-                status: certkeeper::store::PaidStatus::Accepted,
-                job_id: None,
-            }],
-            order: Some(
-                serde_json::from_value(serde_json::json!({
-                    "id": "guard-1", "kind": "create", "step": "planned", "started_at": 0
-                }))
-                .unwrap(),
-            ),
-            ..CertState::default()
-        })
-        .unwrap();
+    env.save_paid_create(
+        name,
+        Some(
+            serde_json::from_value(serde_json::json!({
+                "id": "guard-1", "kind": "create", "step": "planned", "started_at": 0
+            }))
+            .unwrap(),
+        ),
+    );
 
     let out = env.run(&["run", "--once"], &[]).await;
     assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));

@@ -44,22 +44,6 @@ fn count(calls: &[String], prefix: &str) -> usize {
     calls.iter().filter(|c| c.starts_with(prefix)).count()
 }
 
-/// certkeeper's own client, reading the simulator's queue as certkeeper's user.
-fn client(env: &TestEnv) -> certkeeper::api::Client {
-    certkeeper::api::Client::new(&certkeeper::config::ApiConfig {
-        url: env.sim.api_url.clone(),
-        user: "demo".into(),
-        context: 4,
-        password: certkeeper::config::Secret::new("demo-password".into()),
-        password_file: None,
-        roots: certkeeper::config::Roots::default(),
-        ca_pem: Some(env.sim.ca_pem.clone()),
-        timeout: Duration::from_secs(5),
-        rate_limit: 100.0,
-    })
-    .unwrap()
-}
-
 /// Another client's message heads the queue and stays (nobody confirms it), with the shipped
 /// poll settings (2 s, doubling to 60 s): the order follows its job to the end through
 /// `GET /job` within the first minute, and then a reissue does too; certkeeper never confirms the
@@ -407,7 +391,7 @@ async fn a_job_deferred_first_and_successful_then_is_followed_to_the_end() {
     // The messages that ended the jobs were confirmed too, and nothing else is queued.
     let calls = requests(&env);
     assert_eq!(count(&calls, "PUT /v1/poll/"), 2, "{calls:?}");
-    assert!(client(&env).poll().await.unwrap().is_none());
+    assert!(env.client().poll().await.unwrap().is_none());
 }
 
 /// A finished job is unknown at `GET /job/{id}` (404, EF300101) and known under

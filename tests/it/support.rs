@@ -193,6 +193,68 @@ technical_contact = {{ fname = "Jo", lname = "Doe", email = "jo@example.com", ph
         std::fs::write(self.config_path(), kept).unwrap();
     }
 
+    /// certkeeper's own API client, as certkeeper's user (to act as a user would in the SSL
+    /// Manager, or to read the queue as certkeeper does).
+    pub fn client(&self) -> certkeeper::api::Client {
+        certkeeper::api::Client::new(&certkeeper::config::ApiConfig {
+            url: self.sim.api_url.clone(),
+            user: "demo".into(),
+            context: 4,
+            password: certkeeper::config::Secret::new("demo-password".into()),
+            password_file: None,
+            roots: certkeeper::config::Roots::default(),
+            ca_pem: Some(self.sim.ca_pem.clone()),
+            timeout: Duration::from_secs(5),
+            rate_limit: 100.0,
+        })
+        .unwrap()
+    }
+
+    /// A simulator whose month of order term is `month` long, answering with the term's end
+    /// (`payable`, as the 2022 sample does), without a rate limit.
+    pub async fn start_months(tag: &str, month: Duration) -> Self {
+        Self::start_sim(
+            tag,
+            SimConfig {
+                durations: Durations {
+                    month,
+                    ..Durations::default()
+                },
+                faults: Faults {
+                    payable: true,
+                    rate_limit: 0.0,
+                    ..Faults::default()
+                },
+                ..SimConfig::default()
+            },
+        )
+        .await
+    }
+
+    /// Writes the state of `name` as a run left it: a create already paid in this term, no
+    /// certificate id, and `order` in flight if given.
+    pub fn save_paid_create(&self, name: &str, order: Option<certkeeper::store::OrderJournal>) {
+        use certkeeper::store::{CertState, OrderKind, PaidRequest, PaidStatus, STATE_VERSION, Store};
+        let store = Store::new(&self.dir.join("state"), &self.dir.join("live"), 3);
+        store.prepare().unwrap();
+        store
+            .save(&CertState {
+                version: STATE_VERSION,
+                name: name.into(),
+                paid: vec![PaidRequest {
+                    kind: OrderKind::Create,
+                    ctid: "certkeeper-earlier".into(),
+                    sent_at: 0,
+                    term: 0,
+                    status: PaidStatus::Accepted,
+                    job_id: None,
+                }],
+                order,
+                ..CertState::default()
+            })
+            .unwrap();
+    }
+
     /// Appends text (e.g. a `[daemon]` table) to the config file.
     pub fn append_config(&self, text: &str) {
         let old = std::fs::read_to_string(self.config_path()).unwrap();

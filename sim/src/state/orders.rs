@@ -345,8 +345,15 @@ impl State {
             "authentication" => Some(c.auth.method.clone()),
             _ => None,
         })?;
+        let brief = self.faults.search_brief;
         Ok(Reply::success("S400105", "Certificate list was inquired successfully.")
-            .data(found.into_iter().map(|c| self.cert_view(c)))
+            .data(found.into_iter().map(|c| {
+                if brief {
+                    serde_json::json!({ "id": c.id, "name": c.name })
+                } else {
+                    serde_json::to_value(self.cert_view(c)).unwrap_or_default()
+                }
+            }))
             .summary("Certificate", total))
     }
 

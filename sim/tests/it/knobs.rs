@@ -499,6 +499,28 @@ async fn ca_list_and_payable_shape_the_certificate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_brief_answers_ids_and_names_only() {
+    let api = start().await;
+    let contact = api.contact().await;
+    let (job, _) = api.order(&["brief.example.com"], contact, true, "brief").await;
+    let cert = api.wait_poll(job).await["object"]["data"]["id"].as_i64().unwrap();
+    let search = || {
+        let api = &api;
+        async move {
+            let q = json!({"filters": [{"key": "name", "value": "brief.example.com", "operator": "EQUAL"}]});
+            let a = api.call(Method::POST, "/certificate/_search", Some(q)).await;
+            a.body["data"][0].clone()
+        }
+    };
+    let full = search().await;
+    assert_eq!(full["id"], cert, "{full}");
+    assert!(full["product"].is_string() && full["server"].is_string(), "{full}");
+    knobs(&api, json!({"search_brief": true})).await;
+    let brief = search().await;
+    assert_eq!(brief, json!({"id": cert, "name": "brief.example.com"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dcv_form_writes_the_dns_entry_as_each_sample_does() {
     let api = start().await;
     let contact = api.contact().await;
