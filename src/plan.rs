@@ -93,7 +93,7 @@ pub(crate) async fn plan(config: Config) -> anyhow::Result<Plan> {
                 Action::Renew => {
                     step.action = "renew";
                     step.paid = true;
-                    step.product = Some(cert.product.clone());
+                    step.product = Some(cert.product.to_string());
                     step.months = Some(cert.lifetime_months);
                     step.why = format!(
                         "renew_term = true: the next {}-month term of {} is bought at {at}",
@@ -144,7 +144,7 @@ async fn first_order(agent: &Agent, cert: &crate::config::CertConfig, now: i64, 
         Ok(Existing::None { .. }) => {
             step.action = "create";
             step.paid = true;
-            step.product = Some(cert.product.clone());
+            step.product = Some(cert.product.to_string());
             step.months = Some(cert.lifetime_months);
             step.why = format!(
                 "the account holds no running order for it: a new {}-month order of {} is bought",

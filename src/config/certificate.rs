@@ -69,26 +69,29 @@ impl Validator<'_> {
                 })
             };
         }
-        let product = match pick!(product) {
+        let product: &'static str = match pick!(product) {
             Some((p, field)) => {
                 let v = p.get_ref().to_ascii_uppercase();
-                if !KNOWN_PRODUCTS.contains(&v.as_str()) {
-                    self.err(
-                        p.span(),
-                        &field,
-                        &format!(
-                            "unknown product '{}' (known: {})",
-                            p.get_ref(),
-                            KNOWN_PRODUCTS.join(", ")
-                        ),
-                    );
+                match KNOWN_PRODUCTS.iter().find(|k| **k == v) {
+                    Some(known) => known,
+                    None => {
+                        self.err(
+                            p.span(),
+                            &field,
+                            &format!(
+                                "unknown product '{}' (known: {})",
+                                p.get_ref(),
+                                KNOWN_PRODUCTS.join(", ")
+                            ),
+                        );
+                        defaults::PRODUCT
+                    }
                 }
-                v
             }
-            None => defaults::PRODUCT.into(),
+            None => defaults::PRODUCT,
         };
         let names = 1 + alt_names.len();
-        if let Some(max) = super::values::max_names(&product)
+        if let Some(max) = super::values::max_names(product)
             && names > max
         {
             let at = c.alt_names.as_ref().map(Spanned::span).unwrap_or(name_span.clone());
@@ -115,9 +118,10 @@ impl Validator<'_> {
             },
             None => defaults::LIFETIME_MONTHS,
         };
-        let software = match pick!(software) {
-            Some((s, field)) => {
-                if !KNOWN_SOFTWARE.contains(&s.get_ref().as_str()) {
+        let software: &'static str = match pick!(software) {
+            Some((s, field)) => match KNOWN_SOFTWARE.iter().find(|k| **k == s.get_ref()) {
+                Some(known) => known,
+                None => {
                     self.err(
                         s.span(),
                         &field,
@@ -127,10 +131,10 @@ impl Validator<'_> {
                             KNOWN_SOFTWARE.join(", ")
                         ),
                     );
+                    defaults::SOFTWARE
                 }
-                s.into_inner()
-            }
-            None => defaults::SOFTWARE.into(),
+            },
+            None => defaults::SOFTWARE,
         };
         let key = match pick!(key) {
             Some((k, field)) => KeyKind::parse(k.get_ref()).unwrap_or_else(|| {
@@ -190,19 +194,19 @@ impl Validator<'_> {
                         "is never run: the certificate has dns = \"autodns\" (AutoDNS publishes the record); remove it or set dns = \"hook\"",
                     );
                 }
-                Vec::new()
+                Default::default()
             }
             Some((h, field)) => self.command(h, &field, base),
-            None => Vec::new(),
+            None => Default::default(),
         };
         if dns == DnsMode::Hook && dns_hook.is_empty() {
             self.err(span.clone(), &f("dns_hook"), "dns = \"hook\" needs a dns_hook command");
         }
         // `reload = []` says "no reload" as leaving it out does (e.g. to override a default).
         let reload = match pick!(reload) {
-            Some((h, _)) if h.get_ref().is_empty() => Vec::new(),
+            Some((h, _)) if h.get_ref().is_empty() => Default::default(),
             Some((h, field)) => self.command(h, &field, base),
-            None => Vec::new(),
+            None => Default::default(),
         };
         let renew_before = match pick!(renew_before) {
             Some((r, field)) => match parse_renew_before(r.get_ref()) {
@@ -260,17 +264,13 @@ impl Validator<'_> {
         };
         let mut key_access = crate::store::KeyAccess::default();
         if let Some((o, field)) = pick!(key_owner) {
-            match lookup_id(o.get_ref(), |n| {
-                nix::unistd::User::from_name(n).map(|u| u.map(|u| u.uid.as_raw()))
-            }) {
+            match self.id_of(false, o.get_ref()) {
                 Ok(uid) => key_access.uid = Some(uid),
                 Err(e) => self.err(o.span(), &field, &format!("{e} (a user name or uid)")),
             }
         }
         if let Some((g, field)) = pick!(key_group) {
-            match lookup_id(g.get_ref(), |n| {
-                nix::unistd::Group::from_name(n).map(|g| g.map(|g| g.gid.as_raw()))
-            }) {
+            match self.id_of(true, g.get_ref()) {
                 Ok(gid) => key_access.gid = Some(gid),
                 Err(e) => self.err(g.span(), &field, &format!("{e} (a group name or gid)")),
             }
@@ -311,6 +311,27 @@ impl Validator<'_> {
             certificate_id,
             new_orders,
         })
+    }
+}
+
+impl Validator<'_> {
+    /// The uid (or, for `group`, the gid) a key owner names, looked up once per name.
+    fn id_of(&mut self, group: bool, given: &str) -> Result<u32, String> {
+        let key = (group, given.to_string());
+        if let Some(found) = self.ids.get(&key) {
+            return found.clone();
+        }
+        let found = if group {
+            lookup_id(given, |n| {
+                nix::unistd::Group::from_name(n).map(|g| g.map(|g| g.gid.as_raw()))
+            })
+        } else {
+            lookup_id(given, |n| {
+                nix::unistd::User::from_name(n).map(|u| u.map(|u| u.uid.as_raw()))
+            })
+        };
+        self.ids.insert(key, found.clone());
+        found
     }
 }
 

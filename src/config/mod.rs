@@ -230,15 +230,19 @@ impl ContactDetails {
 pub struct CertConfig {
     pub name: String,
     pub alt_names: Vec<String>,
-    pub product: String,
+    /// One of the known products (so shared, not a copy per certificate).
+    pub product: &'static str,
     pub lifetime_months: u32,
-    pub software: String,
+    /// One of the known server software names.
+    pub software: &'static str,
     pub key: KeyKind,
     pub admin_contact: ContactSpec,
     pub technical_contact: ContactSpec,
     pub dns: DnsMode,
-    pub dns_hook: Vec<String>,
-    pub reload: Vec<String>,
+    /// Shared by the certificates that run the same command.
+    pub dns_hook: std::sync::Arc<[String]>,
+    /// Shared by the certificates that run the same command.
+    pub reload: std::sync::Arc<[String]>,
     pub renew_before: RenewBefore,
     pub renew_term: bool,
     pub max_paid_orders: u32,
@@ -296,22 +300,49 @@ pub fn read(path: &Path) -> Result<Config, ConfigErrors> {
 /// Parses and validates configuration text; `path` is used in messages and to resolve relative
 /// paths, `env` to look up `CERTKEEPER_API_PASSWORD`.
 pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-    let mut v = Validator {
-        text,
-        file: path.to_path_buf(),
-        errors: Vec::new(),
-        warnings: Vec::new(),
-        search_path: env("PATH")
-            .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+    parse_as(text, path, env, Reading::InPieces)
+}
+
+/// How the text is read: in pieces where its layout allows ([`file::read_in_pieces`]), or as a
+/// whole (the tests compare the two).
+#[derive(Clone, Copy, PartialEq)]
+enum Reading {
+    InPieces,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Whole,
+}
+
+fn parse_as(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    reading: Reading,
+) -> Result<Config, ConfigErrors> {
+    let search_path =
+        env("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let v = Validator::new(text, path.to_path_buf(), search_path);
+    let pieces = match reading {
+        Reading::InPieces => file::read_in_pieces(text),
+        Reading::Whole => None,
     };
-    // The TOML reader stops at its first error. To report every wrong key and type at once,
-    // the offending value is set aside (a wrong type replaced by a placeholder of the expected
-    // one, an unknown key's line blanked, lines kept) and the text read again, at most once per
-    // line. An error that cannot be set aside (a missing key, a broken table) ends the search:
-    // what would follow from it is unsure. Nothing is checked further when any was found.
+    let raw = match pieces {
+        Some(raw) => raw,
+        None => read_whole(text, path)?,
+    };
+    check(v, raw, path, env)
+}
+
+/// Reads the whole text as TOML, reporting every wrong key and type at once.
+///
+/// The TOML reader stops at its first error. To report every wrong key and type at once,
+/// the offending value is set aside (a wrong type replaced by a placeholder of the expected
+/// one, an unknown key's line blanked, lines kept) and the text read again, at most once per
+/// line. An error that cannot be set aside (a missing key, a broken table) ends the search:
+/// what would follow from it is unsure. Nothing is checked further when any was found.
+fn read_whole(text: &str, path: &Path) -> Result<RawConfig, ConfigErrors> {
     let mut blanked: Option<String> = None;
     let mut format_errors = Vec::new();
-    let raw: RawConfig = loop {
+    Ok(loop {
         let current = blanked.as_deref().unwrap_or(text);
         let e = match toml::from_str(current) {
             Ok(r) if format_errors.is_empty() => break r,
@@ -338,7 +369,16 @@ pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> R
             Some(next) if format_errors.len() <= text.lines().count() => blanked = Some(next),
             _ => return Err(ConfigErrors(sorted(format_errors))),
         }
-    };
+    })
+}
+
+/// Checks what was read, section by section and certificate by certificate.
+fn check(
+    mut v: Validator,
+    raw: RawConfig,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let api = v.api(raw.api.into_inner(), &base, env);
     let store = v.store(raw.store, &base);
@@ -371,11 +411,11 @@ pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> R
         d
     });
     let defaults = defaults.unwrap_or_default();
-    let mut certificates = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut certificates = Vec::with_capacity(raw.certificate.len());
+    let mut seen = std::collections::HashSet::with_capacity(raw.certificate.len());
     for (i, c) in raw.certificate.into_iter().enumerate() {
-        let span = c.span();
-        if let Some(cert) = v.certificate(i, span.clone(), c.into_inner(), &defaults, &base) {
+        let span = c.span.clone();
+        if let Some(cert) = v.certificate(i, span.clone(), c.into_settings(), &defaults, &base) {
             if !seen.insert(cert.name.clone()) {
                 v.err(
                     span,

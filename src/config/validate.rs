@@ -25,11 +25,38 @@ pub(super) struct Validator<'a> {
     pub(super) warnings: Vec<Warning>,
     /// Where bare program names of hooks are looked up (`PATH`).
     pub(super) search_path: String,
+    /// Where each line of `text` ends, found at the first error or warning.
+    pub(super) line_ends: std::cell::OnceCell<Vec<usize>>,
+    /// What was found for each hook program and key owner or group: at 100,000 certificates
+    /// taking them from `[defaults]`, each is looked up once, not once per certificate.
+    pub(super) programs: std::collections::HashMap<String, Option<String>>,
+    pub(super) ids: std::collections::HashMap<(bool, String), Result<u32, String>>,
+    /// Each distinct hook command once, shared by the certificates that run it.
+    pub(super) commands: std::collections::HashSet<std::sync::Arc<[String]>>,
 }
 
-impl Validator<'_> {
-    pub(super) fn line(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+impl<'a> Validator<'a> {
+    pub(super) fn new(text: &'a str, file: PathBuf, search_path: String) -> Self {
+        Validator {
+            text,
+            file,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            search_path,
+            line_ends: std::cell::OnceCell::new(),
+            programs: std::collections::HashMap::new(),
+            ids: std::collections::HashMap::new(),
+            commands: std::collections::HashSet::new(),
+        }
+    }
+
+    /// The line (from 1) of a position in `text`.
+    pub(super) fn line(&self, at: usize) -> usize {
+        let at = at.min(self.text.len());
+        let ends = self
+            .line_ends
+            .get_or_init(|| self.text.match_indices('\n').map(|(i, _)| i).collect());
+        ends.partition_point(|&e| e < at) + 1
     }
 
     pub(super) fn err(&mut self, span: Range<usize>, field: &str, message: &str) {
@@ -313,7 +340,7 @@ impl Validator<'_> {
             }
         });
         let on_failure = match raw.on_failure {
-            Some(h) => self.command(h, "daemon.on_failure", base),
+            Some(h) => self.command(h, "daemon.on_failure", base).to_vec(),
             None => Vec::new(),
         };
         DaemonConfig {
@@ -327,7 +354,7 @@ impl Validator<'_> {
 
     /// Checks a hook command: a non-empty argv whose program is an absolute or config-relative path
     /// or a bare command name looked up in PATH.
-    pub(super) fn command(&mut self, h: Spanned<Vec<String>>, field: &str, base: &Path) -> Vec<String> {
+    pub(super) fn command(&mut self, h: Spanned<Vec<String>>, field: &str, base: &Path) -> std::sync::Arc<[String]> {
         let mut argv = h.get_ref().clone();
         match argv.first() {
             None => {
@@ -345,10 +372,27 @@ impl Validator<'_> {
         }
         if argv.iter().any(|a| a.contains('\0')) {
             self.err(h.span(), field, "arguments must not contain NUL bytes");
-        } else if let Some(problem) = argv.first().and_then(|p| program_problem(p, &self.search_path)) {
-            self.warn(h.span(), field, WarningKind::Program, &problem);
+        } else if let Some(program) = argv.first() {
+            let problem = match self.programs.get(program) {
+                Some(found) => found.clone(),
+                None => {
+                    let found = program_problem(program, &self.search_path);
+                    self.programs.insert(program.clone(), found.clone());
+                    found
+                }
+            };
+            if let Some(problem) = problem {
+                self.warn(h.span(), field, WarningKind::Program, &problem);
+            }
         }
-        argv
+        match self.commands.get(argv.as_slice()) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: std::sync::Arc<[String]> = argv.into();
+                self.commands.insert(shared.clone());
+                shared
+            }
+        }
     }
 }
 

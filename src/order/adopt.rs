@@ -107,7 +107,7 @@ pub(crate) fn judge(cert: &CertConfig, orders: &[Certificate], now: i64) -> Exis
                 "{what}: other names than the configured {}",
                 cert.all_names().join(" ")
             ));
-        } else if !product.eq_ignore_ascii_case(&cert.product) {
+        } else if !product.eq_ignore_ascii_case(cert.product) {
             misfit.push(format!("{what}: product {product}, configured {}", cert.product));
         } else {
             // Only the payable date is stored as the term's end; an estimate is not.

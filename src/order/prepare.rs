@@ -34,11 +34,11 @@ impl Agent {
             csr = sdk_form(&csr).unwrap_or(csr);
         }
         let id = st.certificate_id.filter(|_| j.kind != OrderKind::Create);
-        let prepared = match self.client.prepare_order(&csr, &cert.product, case(j.kind), id).await {
+        let prepared = match self.client.prepare_order(&csr, cert.product, case(j.kind), id).await {
             Err(e @ api::Error::Refused { .. }) if !st.csr_crlf && sdk_form(&csr).is_some() => {
                 let other = sdk_form(&csr).unwrap_or_default();
                 tracing::warn!(cert = %cert.name, error = %e, "prepareOrder refused the CSR on one line; trying the form InterNetX's SDKs send");
-                match self.client.prepare_order(&other, &cert.product, case(j.kind), id).await {
+                match self.client.prepare_order(&other, cert.product, case(j.kind), id).await {
                     Ok(p) => {
                         tracing::info!(cert = %cert.name, "prepareOrder took the CSR in the SDKs' form; this certificate's orders use it from now on");
                         st.csr_crlf = true;

@@ -107,9 +107,9 @@ impl Agent {
         };
         let what = OrderFor {
             name: cert.name.clone(),
-            product: cert.product.clone(),
+            product: cert.product.to_string(),
             months: cert.lifetime_months,
-            software: cert.software.clone(),
+            software: cert.software.to_string(),
             csr: j.csr.clone().unwrap_or_default(),
             admin_contact: self.contact_id(&cert.admin_contact).await?,
             technical_contact: self.contact_id(&cert.technical_contact).await?,

@@ -73,7 +73,7 @@ impl Agent {
 }
 
 fn dns_hook_argv(cert: &CertConfig, action: &str) -> Vec<String> {
-    let mut argv = cert.dns_hook.clone();
+    let mut argv = cert.dns_hook.to_vec();
     argv.push(action.to_string());
     argv
 }

@@ -106,7 +106,7 @@ fn an_empty_reload_means_no_reload_and_overrides_the_default() {
     let c = parse_text(&format!("{GOOD}reload = []\n")).unwrap();
     assert!(c.certificates[0].reload.is_empty());
     let c = parse_text(GOOD).unwrap();
-    assert_eq!(c.certificates[0].reload, ["systemctl", "reload", "nginx"]);
+    assert_eq!(*c.certificates[0].reload, ["systemctl", "reload", "nginx"]);
     check_error(
         &format!("{GOOD}reload = [\"\"]\n"),
         "certificate[0].reload",

@@ -28,8 +28,20 @@ pub(super) fn env(key: &str) -> Option<String> {
     (key == PASSWORD_ENV).then(|| "secret".to_string())
 }
 
+/// Parses `text` as certkeeper does, and checks that reading it as a whole gives the same
+/// configuration or the same errors, line for line: every test of the configuration is also a
+/// test of reading it in pieces.
+#[track_caller]
 pub(super) fn parse_text(text: &str) -> Result<Config, ConfigErrors> {
-    parse(text, Path::new("/etc/certkeeper/certkeeper.toml"), &env)
+    let path = Path::new("/etc/certkeeper/certkeeper.toml");
+    let got = parse(text, path, &env);
+    let whole = parse_as(text, path, &env, Reading::Whole);
+    assert_eq!(
+        format!("{got:?}"),
+        format!("{whole:?}"),
+        "read in pieces and as a whole"
+    );
+    got
 }
 
 /// Parses `text`, expects exactly one error, and checks its field and line.
@@ -504,3 +516,42 @@ fn durations_and_shares_parse_as_an_operator_writes_them() {
 
 /// Certificate tables: their names, hooks and key access.
 mod certificate;
+
+#[test]
+fn a_file_of_the_usual_layout_is_read_one_table_at_a_time() {
+    assert!(file::read_in_pieces(GOOD).is_some());
+    // Other layouts are read as a whole, with the same result.
+    let later_defaults = GOOD.replace("[defaults]", "[[certificate]]\nname = \"a.example.com\"\n[defaults]");
+    let sub_table = format!("{GOOD}[certificate.admin_contact]\nfname = \"A\"\n");
+    for text in [&later_defaults, &sub_table] {
+        assert!(file::read_in_pieces(text).is_none(), "{text}");
+        let _ = parse_text(text);
+    }
+    // A line that opens a table inside a multi-line string is not a cut: the piece before it
+    // does not read, and the whole file is read instead.
+    let in_string = GOOD.replace(
+        "reload = [\"systemctl\", \"reload\", \"nginx\"]",
+        "reload = [\"/bin/echo\", \"\"\"\n[[certificate]]\nname = \"not.example.com\"\n\"\"\"]",
+    );
+    assert!(file::read_in_pieces(&in_string).is_none());
+    let c = parse_text(&in_string).expect("the string is part of the reload command");
+    assert_eq!(c.certificates.len(), 1);
+    assert_eq!(
+        c.certificates[0].reload[1],
+        "[[certificate]]\nname = \"not.example.com\"\n"
+    );
+}
+
+#[test]
+fn a_mistake_in_a_later_table_read_by_itself_names_its_line() {
+    let mut text = GOOD.to_string();
+    for i in 0..50 {
+        text += &format!("\n[[certificate]]\nname = \"c{i}.example.com\"\n");
+        if i == 37 {
+            text += "key = \"dsa\"\n";
+        }
+    }
+    assert!(file::read_in_pieces(&text).is_some());
+    let line = text.lines().position(|l| l == "key = \"dsa\"").unwrap() + 1;
+    check_error(&text, "certificate[38].key", line, "unknown key type");
+}
