@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{CertConfig, Config};
 use crate::order::{Agent, Outcome};
 
 /// How a command ended, as its exit status.
@@ -248,30 +248,61 @@ pub(crate) async fn tell_on_failure(
 /// `key_owner`, `key_group` or `key_mode` applies without a reissue).
 pub(crate) fn apply_key_access(agent: &Agent) {
     for cert in &agent.config.certificates {
-        match agent.store.apply_key_access(&cert.name, cert.key_access) {
-            Ok(false) => {}
-            Ok(true) => tracing::info!(cert = %cert.name, "gave the live key the configured owner, group and mode"),
-            Err(e) => {
-                tracing::error!(cert = %cert.name, error = %e, "cannot give the live key the configured owner, group and mode")
-            }
+        apply_key_access_of(agent, cert);
+    }
+}
+
+fn apply_key_access_of(agent: &Agent, cert: &CertConfig) {
+    match agent.store.apply_key_access(&cert.name, cert.key_access) {
+        Ok(false) => {}
+        Ok(true) => tracing::info!(cert = %cert.name, "gave the live key the configured owner, group and mode"),
+        Err(e) => {
+            tracing::error!(cert = %cert.name, error = %e, "cannot give the live key the configured owner, group and mode")
         }
     }
 }
 
+/// Gives every live key its configured access (as [`apply_key_access`]) and returns the
+/// certificates of `picked` that are due (all of them when `force`). At 100,000 certificates
+/// a run with nothing due is this look, a state file and a key's metadata per certificate, so
+/// it is shared out over the CPUs.
+fn look_at_all(agent: &Agent, picked: impl Fn(&CertConfig) -> bool + Sync, force: bool, now: i64) -> Vec<CertConfig> {
+    let all = &agent.config.certificates;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    // Below a few thousand certificates one thread is as fast as starting more.
+    let part = all.len().div_ceil(cpus).max(4096);
+    let look = |c: &CertConfig| {
+        apply_key_access_of(agent, c);
+        picked(c) && (force || agent.is_due(c, now))
+    };
+    let due: Vec<bool> = if all.len() <= part {
+        all.iter().map(look).collect()
+    } else {
+        std::thread::scope(|s| {
+            let parts: Vec<_> = all
+                .chunks(part)
+                .map(|p| s.spawn(|| p.iter().map(look).collect::<Vec<bool>>()))
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|p| p.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        })
+    };
+    all.iter()
+        .zip(due)
+        .filter(|(_, due)| *due)
+        .map(|(c, _)| c.clone())
+        .collect()
+}
+
 /// Works on every certificate (or the named ones, forced), a bounded number at a time.
 pub(crate) async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exit {
-    let certs: Vec<_> = agent
-        .config
-        .certificates
-        .iter()
-        .filter(|c| renew.is_none_or(|n| n.is_empty() || n.contains(&c.name)))
-        .cloned()
-        .collect();
     let force = renew.is_some();
-    apply_key_access(agent);
     // Only what is due gets a task; a run with nothing due touches nothing but the state files.
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let certs: Vec<_> = certs.into_iter().filter(|c| force || agent.is_due(c, now)).collect();
+    let picked = |c: &CertConfig| renew.is_none_or(|n| n.is_empty() || n.contains(&c.name));
+    let certs = look_at_all(agent, picked, force, now);
     let total = certs.len();
     let progress = std::io::stdout().is_terminal();
     let limit = Arc::new(tokio::sync::Semaphore::new(agent.config.order.concurrency));

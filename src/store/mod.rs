@@ -129,10 +129,13 @@ impl Store {
     /// certkeeper (a higher `version`) is refused, and so never rewritten in the older format.
     pub fn load(&self, name: &str) -> io::Result<CertState> {
         let path = self.state_path(name);
-        match read_state(&path) {
+        match read_state(&path, true) {
             Ok(bytes) => {
-                let st: CertState = serde_json::from_slice(&bytes)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+                let st: CertState = match serde_json::from_slice(&bytes) {
+                    Ok(st) => st,
+                    Err(_) => serde_json::from_slice(&read_state(&path, false)?)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?,
+                };
                 if st.version > STATE_VERSION {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -217,11 +220,26 @@ pub(crate) fn sweep_dir(dir: &Path) {
 const MAX_STATE_FILE: u64 = 16 << 20;
 
 /// A state file's bytes: opened, read to its end (at most [`MAX_STATE_FILE`]) and closed, with
-/// no size query first (a no-op run reads one per certificate).
-fn read_state(path: &Path) -> io::Result<Vec<u8>> {
+/// no size query first (a no-op run reads one per certificate). With `trust_short`, a read that
+/// returns less than was asked counts as the end, sparing the read that would return nothing:
+/// state files are replaced by renaming, never written in place, so on a local file system a
+/// short read is the end. Elsewhere it may not be; then the JSON does not parse (no prefix of an
+/// object is one) and [`Store::load`] reads the file again without it.
+fn read_state(path: &Path, trust_short: bool) -> io::Result<Vec<u8>> {
     use std::io::Read as _;
-    let mut bytes = Vec::with_capacity(4096);
-    File::open(path)?.take(MAX_STATE_FILE + 1).read_to_end(&mut bytes)?;
+    let mut file = File::open(path)?;
+    let mut bytes = vec![0; 4096];
+    let n = loop {
+        match file.read(&mut bytes) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other?,
+        }
+    };
+    bytes.truncate(n);
+    if n == 0 || (trust_short && n < 4096) {
+        return Ok(bytes);
+    }
+    file.take(MAX_STATE_FILE + 1 - n as u64).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_STATE_FILE {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
