@@ -11,7 +11,9 @@ use crate::run::Exit;
 /// started for them, and who waits for which names' results.
 #[derive(Default)]
 pub(super) struct Forced {
+    /// In the order asked; `waiting` holds the same names, for a look-up without a search.
     pending: Vec<String>,
+    waiting: HashSet<String>,
     tasks: HashSet<tokio::task::Id>,
     waiters: Vec<Waiter>,
 }
@@ -25,7 +27,7 @@ struct Waiter {
 impl Forced {
     pub(super) fn ask(&mut self, names: Vec<String>, reply: tokio::sync::mpsc::UnboundedSender<control::Reply>) {
         for n in &names {
-            if !self.pending.contains(n) {
+            if self.waiting.insert(n.clone()) {
                 self.pending.push(n.clone());
             }
         }
@@ -40,6 +42,9 @@ impl Forced {
     pub(super) fn startable(&mut self, in_flight: &HashSet<String>) -> Vec<String> {
         let (start, wait): (Vec<String>, Vec<String>) = self.pending.drain(..).partition(|n| !in_flight.contains(n));
         self.pending = wait;
+        for n in &start {
+            self.waiting.remove(n);
+        }
         start
     }
 
@@ -52,7 +57,7 @@ impl Forced {
     }
 
     pub(super) fn is_waiting(&self, name: &str) -> bool {
-        self.pending.iter().any(|n| n == name)
+        self.waiting.contains(name)
     }
 
     /// A forced run of `name` ended: each waiter for it hears the line, and those with nothing
