@@ -12,7 +12,7 @@ use super::defaults;
 use super::file::RawSettings;
 use super::validate::Validator;
 use super::values::{KNOWN_PRODUCTS, KNOWN_SOFTWARE, MAX_NAME, is_hostname, parse_renew_before};
-use super::{CertConfig, ContactSpec, DnsMode, KeyKind, WarningKind};
+use super::{CertConfig, CertSettings, ContactSpec, DnsMode, KeyKind, WarningKind};
 
 impl Validator<'_> {
     pub(super) fn certificate(
@@ -291,9 +291,7 @@ impl Validator<'_> {
         if self.errors.len() > before {
             return None;
         }
-        Some(CertConfig {
-            name,
-            alt_names,
+        let settings = CertSettings {
             product,
             lifetime_months,
             software,
@@ -308,8 +306,21 @@ impl Validator<'_> {
             max_paid_orders,
             hook_timeout,
             key_access,
-            certificate_id,
             new_orders,
+        };
+        let settings = match &self.last_settings {
+            Some(last) if **last == settings => last.clone(),
+            _ => {
+                let shared = std::sync::Arc::new(settings);
+                self.last_settings = Some(shared.clone());
+                shared
+            }
+        };
+        Some(CertConfig {
+            name,
+            alt_names,
+            certificate_id,
+            settings,
         })
     }
 }

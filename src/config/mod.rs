@@ -226,11 +226,33 @@ impl ContactDetails {
 }
 
 /// One managed certificate, with every default applied.
+///
+/// Its settings besides its names are shared with the certificates whose settings are the
+/// same, as they are where they come from `[defaults]`: 72 bytes per certificate instead of
+/// 240, so that a daemon re-reading the configuration of 100,000 certificates holds two of them
+/// in less room than one took. The settings' fields read through the certificate
+/// (`cert.product`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CertConfig {
     pub name: String,
     pub alt_names: Vec<String>,
-    /// One of the known products (so shared, not a copy per certificate).
+    /// The account's order to reissue, when the operator names it.
+    pub certificate_id: Option<i64>,
+    pub settings: std::sync::Arc<CertSettings>,
+}
+
+impl std::ops::Deref for CertConfig {
+    type Target = CertSettings;
+
+    fn deref(&self) -> &CertSettings {
+        &self.settings
+    }
+}
+
+/// What a certificate is ordered, validated, installed and renewed with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CertSettings {
+    /// One of the known products.
     pub product: &'static str,
     pub lifetime_months: u32,
     /// One of the known server software names.
@@ -239,9 +261,7 @@ pub struct CertConfig {
     pub admin_contact: ContactSpec,
     pub technical_contact: ContactSpec,
     pub dns: DnsMode,
-    /// Shared by the certificates that run the same command.
     pub dns_hook: std::sync::Arc<[String]>,
-    /// Shared by the certificates that run the same command.
     pub reload: std::sync::Arc<[String]>,
     pub renew_before: RenewBefore,
     pub renew_term: bool,
@@ -249,8 +269,6 @@ pub struct CertConfig {
     pub hook_timeout: Duration,
     /// Who may read the installed private key.
     pub key_access: crate::store::KeyAccess,
-    /// The account's order to reissue, when the operator names it.
-    pub certificate_id: Option<i64>,
     /// Whether a new (paid) order may be bought when the account holds none for the names.
     pub new_orders: bool,
 }

@@ -33,6 +33,8 @@ pub(super) struct Validator<'a> {
     pub(super) ids: std::collections::HashMap<(bool, String), Result<u32, String>>,
     /// Each distinct hook command once, shared by the certificates that run it.
     pub(super) commands: std::collections::HashSet<std::sync::Arc<[String]>>,
+    /// The settings of the last certificate, shared with the next when they are the same.
+    pub(super) last_settings: Option<std::sync::Arc<super::CertSettings>>,
 }
 
 impl<'a> Validator<'a> {
@@ -47,6 +49,7 @@ impl<'a> Validator<'a> {
             programs: std::collections::HashMap::new(),
             ids: std::collections::HashMap::new(),
             commands: std::collections::HashSet::new(),
+            last_settings: None,
         }
     }
 

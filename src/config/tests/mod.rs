@@ -555,3 +555,27 @@ fn a_mistake_in_a_later_table_read_by_itself_names_its_line() {
     let line = text.lines().position(|l| l == "key = \"dsa\"").unwrap() + 1;
     check_error(&text, "certificate[38].key", line, "unknown key type");
 }
+
+#[test]
+fn certificates_with_the_same_settings_share_them() {
+    let mut text = GOOD.to_string();
+    for i in 0..3 {
+        text += &format!("\n[[certificate]]\nname = \"c{i}.example.com\"\n");
+    }
+    text += "\n[[certificate]]\nname = \"own.example.com\"\nkey = \"rsa-2048\"\n";
+    text += "\n[[certificate]]\nname = \"after.example.com\"\n";
+    let c = parse_text(&text).unwrap();
+    let [a, c0, c1, c2, own, after] = &c.certificates[..] else {
+        panic!("6 certificates")
+    };
+    for other in [c0, c1, c2] {
+        assert!(std::sync::Arc::ptr_eq(&a.settings, &other.settings), "{}", other.name);
+    }
+    assert_eq!(own.key, KeyKind::Rsa2048);
+    assert_eq!(
+        after.key,
+        KeyKind::EcdsaP256,
+        "the next certificate does not take another's own setting"
+    );
+    assert_eq!(a.settings, after.settings);
+}

@@ -24,22 +24,24 @@ fn cert(renew_term: bool) -> CertConfig {
     CertConfig {
         name: "www.example.com".into(),
         alt_names: vec![],
-        product: "QUICKSSLPREMIUM",
-        lifetime_months: 12,
-        software: "APACHESSL",
-        key: KeyKind::EcdsaP256,
-        admin_contact: ContactSpec::Id(1),
-        technical_contact: ContactSpec::Id(1),
-        dns: DnsMode::Autodns,
-        dns_hook: Default::default(),
-        reload: Default::default(),
-        renew_before: RenewBefore::Share(1.0 / 3.0),
-        renew_term,
-        max_paid_orders: 1,
-        hook_timeout: Duration::from_secs(60),
-        key_access: crate::store::KeyAccess::default(),
         certificate_id: None,
-        new_orders: true,
+        settings: std::sync::Arc::new(crate::config::CertSettings {
+            product: "QUICKSSLPREMIUM",
+            lifetime_months: 12,
+            software: "APACHESSL",
+            key: KeyKind::EcdsaP256,
+            admin_contact: ContactSpec::Id(1),
+            technical_contact: ContactSpec::Id(1),
+            dns: DnsMode::Autodns,
+            dns_hook: Default::default(),
+            reload: Default::default(),
+            renew_before: RenewBefore::Share(1.0 / 3.0),
+            renew_term,
+            max_paid_orders: 1,
+            hook_timeout: Duration::from_secs(60),
+            key_access: crate::store::KeyAccess::default(),
+            new_orders: true,
+        }),
     }
 }
 
@@ -92,7 +94,8 @@ fn reissue_only_inside_the_window_or_when_forced() {
         Some(OrderKind::Reissue)
     );
     let mut by_duration = cert(false);
-    by_duration.renew_before = RenewBefore::Before(Duration::from_secs(10 * DAY as u64));
+    std::sync::Arc::make_mut(&mut by_duration.settings).renew_before =
+        RenewBefore::Before(Duration::from_secs(10 * DAY as u64));
     assert_eq!(decide(&issued(now, 11, 300), &by_duration, now, false).unwrap(), None);
     assert_eq!(
         decide(&issued(now, 9, 300), &by_duration, now, false).unwrap(),
