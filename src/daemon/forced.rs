@@ -38,10 +38,20 @@ impl Forced {
         });
     }
 
-    /// The names to start now (they are not in flight), taken off the pending list.
-    pub(super) fn startable(&mut self, in_flight: &HashSet<String>) -> Vec<String> {
-        let (start, wait): (Vec<String>, Vec<String>) = self.pending.drain(..).partition(|n| !in_flight.contains(n));
-        self.pending = wait;
+    /// The names to start now, in the order asked: at most `room` of them (what
+    /// `order.concurrency` leaves beside the orders in flight), none that is in flight. They are
+    /// taken off the pending list; the rest wait for a task to end. Unbounded, a reissue of
+    /// every certificate through the control socket started one order per certificate at once.
+    pub(super) fn startable(&mut self, in_flight: &HashSet<String>, room: usize) -> Vec<String> {
+        let mut start = Vec::new();
+        self.pending.retain(|n| {
+            if start.len() < room && !in_flight.contains(n) {
+                start.push(n.clone());
+                false
+            } else {
+                true
+            }
+        });
         for n in &start {
             self.waiting.remove(n);
         }
@@ -80,5 +90,27 @@ impl Forced {
             // A client that went away waits for nothing.
             !w.reply.is_closed()
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forced_reissues_start_in_the_order_asked_and_no_more_than_there_is_room_for() {
+        let mut forced = Forced::default();
+        let (reply, _rx) = tokio::sync::mpsc::unbounded_channel();
+        forced.ask(["a", "b", "c", "d", "b"].map(String::from).to_vec(), reply);
+        let in_flight: HashSet<String> = ["b".to_string()].into();
+        assert_eq!(
+            forced.startable(&in_flight, 2),
+            ["a", "c"],
+            "b is in flight, the room is 2"
+        );
+        assert!(forced.is_waiting("b") && forced.is_waiting("d") && !forced.is_waiting("a"));
+        assert!(forced.startable(&in_flight, 0).is_empty(), "no room");
+        assert_eq!(forced.startable(&HashSet::new(), 8), ["b", "d"]);
+        assert!(!forced.is_waiting("b") && !forced.is_waiting("d"));
     }
 }

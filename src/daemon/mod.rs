@@ -88,8 +88,10 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
         let agent = current(&shared);
         let t = now();
         last_check.store(t, Ordering::Relaxed);
-        // Reissues asked for through the control socket start first, once not in flight.
-        let start = forced.startable(&in_flight);
+        // Reissues asked for through the control socket start first, once not in flight, as many
+        // as `order.concurrency` leaves room for (the rest when a task ends).
+        let room = agent.config.order.concurrency.saturating_sub(in_flight.len());
+        let start = forced.startable(&in_flight, room);
         let by_name: HashMap<&str, &CertConfig> = match start.is_empty() {
             true => HashMap::new(),
             false => agent.config.certificates.iter().map(|c| (c.name.as_str(), c)).collect(),

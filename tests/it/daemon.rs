@@ -666,3 +666,50 @@ async fn a_fixed_password_is_tried_at_once_not_after_the_backoff() {
     let log = daemon.stop();
     assert!(log.contains("changed=www.example.com"), "{log}");
 }
+
+/// A reissue of every certificate through the control socket started one order per certificate
+/// at once, whatever `order.concurrency` said: at 100,000 certificates, 100,000 orders. It now
+/// keeps to it. With a concurrency of 1, the reload hooks (which take a second each) never
+/// overlap, and every certificate is still reissued once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reissue_of_everything_through_the_control_socket_keeps_to_the_concurrency() {
+    let env = TestEnv::start("daemon-control-bounded").await;
+    let names = ["a.example.com", "b.example.com", "c.example.com"];
+    let hooks = env.dir.join("reload.log");
+    let reload = env.script(
+        "reload.sh",
+        &format!(
+            "echo \"start $CERTKEEPER_NAME\" >> {log}\nsleep 1\necho \"end $CERTKEEPER_NAME\" >> {log}",
+            log = hooks.display()
+        ),
+    );
+    let certs: Vec<Cert> = names.iter().map(|n| Cert::autodns(n)).collect();
+    env.write_config(&certs, &format!("reload = [\"{}\"]", reload.display()));
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    std::fs::write(
+        env.config_path(),
+        text.replacen("[order]\n", "[order]\nconcurrency = 1\n", 1),
+    )
+    .unwrap();
+    env.run_ok(&["run", "--once"]).await;
+    std::fs::remove_file(&hooks).unwrap();
+
+    let daemon = Daemon::start(&env);
+    let socket = env.dir.join("state/control.sock");
+    wait_until(&daemon, 30, || socket.exists()).await;
+    let out = env.run(&["--renew-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), daemon.log());
+    let log = daemon.stop();
+    for n in names {
+        assert_eq!(env.reissues(n), 1, "{n}:\n{log}");
+    }
+    let ran = std::fs::read_to_string(&hooks).unwrap();
+    let lines: Vec<&str> = ran.lines().collect();
+    assert_eq!(lines.len(), 6, "{ran}");
+    for pair in lines.chunks(2) {
+        let started = pair[0]
+            .strip_prefix("start ")
+            .unwrap_or_else(|| panic!("two at once:\n{ran}"));
+        assert_eq!(pair[1], format!("end {started}"), "two at once:\n{ran}");
+    }
+}
