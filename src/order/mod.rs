@@ -362,9 +362,6 @@ pub fn host_name() -> &'static str {
     })
 }
 
-/// The crash tests' hook: with `CERTKEEPER_TEST_PAUSE_AT=POINT` (a step's name, or [`ANSWERED`]:
-/// the order's answer is here but not yet journaled), stops there so that a test can kill the
-/// process at that point.
 /// Notes a failure in the state (error, count, time, the API's Retry-After) and saves it. A save
 /// that fails is not passed over: it is logged and added to the error, since without the record
 /// the next run does not know to back off (the daemon also remembers failures in memory).
@@ -391,7 +388,11 @@ fn record_failure(
     }
 }
 
-// The crash tests read this line from stderr whatever the log filter, so it is printed.
+/// The crash tests' hook: with `CERTKEEPER_TEST_PAUSE_AT=POINT` (a step's name, or [`ANSWERED`]:
+/// the order's answer is here but not yet journaled), stops there so that a test can kill the
+/// process at that point.
+///
+/// The crash tests read its line from stderr whatever the log filter, so it is printed.
 #[allow(clippy::print_stderr)]
 fn pause_for_tests(point: &str, name: &str) {
     let Some(wanted) = std::env::var_os(PAUSE_ENV) else {
