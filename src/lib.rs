@@ -22,6 +22,7 @@ pub mod order;
 pub(crate) mod plan;
 pub(crate) mod run;
 pub(crate) mod schedule;
+pub(crate) mod served;
 pub(crate) mod status;
 pub mod store;
 pub(crate) mod text;

@@ -161,7 +161,7 @@ pub(crate) fn outcome_line(name: &str, result: &anyhow::Result<Outcome>) -> (Exi
             Exit::Ok,
             format!("{name}: deployed serial {serial} (generation {generation})"),
         ),
-        Ok(Outcome::NotDeployed { serial, error }) => (
+        Ok(Outcome::NotDeployed { serial, error, .. }) => (
             Exit::NotDeployed,
             format!("{name}: issued serial {serial} but NOT deployed: {error}"),
         ),
@@ -216,7 +216,7 @@ pub(crate) fn start(config: Config) -> Result<(Arc<Agent>, crate::store::Lock), 
 }
 
 /// Runs the `on_failure` hook, if one is configured, for `event` (`failed`, `not_deployed`,
-/// `expiring`): from the daemon and from one-shot runs alike, so that cron and timers are told
+/// `not_served`, `expiring`): from the daemon and from one-shot runs alike, so that cron and timers are told
 /// too. The failure count is the state file's, or `at_least` where the caller knows of more (a
 /// task that panicked recorded nothing).
 pub(crate) async fn tell_on_failure(
@@ -316,8 +316,9 @@ pub(crate) async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exi
             let result = Box::pin(agent.ensure(&cert, force)).await;
             // Cron and timers hear of failures as the daemon's operators do.
             match &result {
-                Ok(Outcome::NotDeployed { error, .. }) => {
-                    tell_on_failure(&agent, &cert, "not_deployed", error, 0).await
+                Ok(Outcome::NotDeployed { error, not_served, .. }) => {
+                    let event = if *not_served { "not_served" } else { "not_deployed" };
+                    tell_on_failure(&agent, &cert, event, error, 0).await
                 }
                 Ok(Outcome::Unsettled {
                     unresolved: true,

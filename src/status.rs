@@ -20,6 +20,11 @@ pub(crate) enum State {
     PaymentUnresolved(crate::store::OrderKind),
     /// Issued, but the reload hook failed: the previous certificate is live.
     IssuedNotDeployed,
+    /// Issued and the reload hook said yes, but a `serve_check` address does not hand it out:
+    /// the previous certificate is live again (or, for a first one, this one stays).
+    IssuedNotServed,
+    /// Deployed, but at the daemon's last served check an address no longer handed it out.
+    NotServed,
     /// The first certificate is in place (nothing to go back to), but the reload hook failed.
     InstalledReloadFailed,
     Deployed,
@@ -47,6 +52,8 @@ impl State {
                 }
                 _ => Self::Ordering(j.kind, j.step),
             }
+        } else if st.pending_deploy.is_some() && st.not_served.is_some() {
+            Self::IssuedNotServed
         } else if st.pending_deploy.is_some() && st.pending_deploy == st.generation {
             Self::InstalledReloadFailed
         } else if st.pending_deploy.is_some() {
@@ -57,6 +64,8 @@ impl State {
             Self::WaitingForConsent
         } else if expired && st.generation.is_some() {
             Self::Expired
+        } else if st.deployed && st.not_served.is_some() {
+            Self::NotServed
         } else if st.deployed {
             Self::Deployed
         } else if st.last_error.is_some() {
@@ -77,6 +86,8 @@ impl State {
             Self::Reconciling(_) => "reconciling",
             Self::PaymentUnresolved(_) => "payment_unresolved",
             Self::IssuedNotDeployed => "issued_not_deployed",
+            Self::IssuedNotServed => "issued_not_served",
+            Self::NotServed => "not_served",
             Self::InstalledReloadFailed => "installed_reload_failed",
             Self::Deployed => "deployed",
             Self::Expired => "expired",
@@ -103,6 +114,12 @@ impl State {
                 format!("the issued certificate is installed and the reload tried again at {at}")
             }
             Self::InstalledReloadFailed => format!("the reload is tried again at {at}"),
+            Self::IssuedNotServed => {
+                format!("the issued certificate is installed, the reload run and what is served checked again at {at}")
+            }
+            Self::NotServed => {
+                format!("checked again at the daemon's next served check; reissued at {at}")
+            }
             Self::Deployed => format!("reissued at {at}"),
             Self::Expired => format!("reissued at {at}; until then the expired certificate stays installed"),
             Self::WaitingForConsent if at == "-" => {
@@ -136,6 +153,8 @@ impl std::fmt::Display for State {
                 kind.name()
             ),
             Self::IssuedNotDeployed => f.write_str("issued, not deployed"),
+            Self::IssuedNotServed => f.write_str("issued, not served"),
+            Self::NotServed => f.write_str("deployed, not served"),
             Self::InstalledReloadFailed => f.write_str("installed, reload hook failed"),
             Self::Deployed => f.write_str("deployed"),
             Self::Expired => f.write_str("expired"),
@@ -149,7 +168,7 @@ impl std::fmt::Display for State {
 
 /// The version of `status --json`'s layout: raised when a field changes meaning or goes away,
 /// or a state is added.
-pub(crate) const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 3;
 
 /// `status --json`: the schema version and one row per configured certificate.
 #[derive(Debug, serde::Serialize)]
@@ -180,6 +199,8 @@ pub(crate) struct StatusRow {
     pub live: String,
     pub live_generation: Option<u32>,
     pub issued: Option<Issued>,
+    /// What each `serve_check` address handed out at the last check.
+    pub served: Vec<crate::store::Served>,
 }
 
 /// A certificate that was issued and written, but is not live (its reload failed).
@@ -258,12 +279,18 @@ pub(crate) fn rows(config: &Config) -> Vec<StatusRow> {
                     Some(consent) if state == State::TermEnded => {
                         format!("{state}: {} waits for consent", consent.what)
                     }
-                    _ => state.to_string(),
+                    _ => match &st.not_served {
+                        Some(what) if matches!(state, State::IssuedNotServed | State::NotServed) => {
+                            format!("{state} ({what})")
+                        }
+                        _ => state.to_string(),
+                    },
                 },
                 last_error: st.last_error.clone(),
                 live: config.store.live_dir.join(&c.name).display().to_string(),
                 live_generation,
                 issued,
+                served: st.served.clone(),
             }
         })
         .collect()
@@ -323,6 +350,8 @@ mod tests {
             State::Reconciling(OrderKind::Renew),
             State::PaymentUnresolved(OrderKind::Create),
             State::IssuedNotDeployed,
+            State::IssuedNotServed,
+            State::NotServed,
             State::InstalledReloadFailed,
             State::Deployed,
             State::Expired,

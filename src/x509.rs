@@ -46,6 +46,12 @@ pub fn info(pem_text: &str) -> Result<CertInfo, VerifyError> {
     Ok(cert_info(&cert))
 }
 
+/// Parses one DER certificate (as a TLS server hands it out).
+pub fn info_der(der: &[u8]) -> Result<CertInfo, VerifyError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| VerifyError::Unreadable(e.to_string()))?;
+    Ok(cert_info(&cert))
+}
+
 /// Whether `pem_text` is one certificate for the public key whose SubjectPublicKeyInfo hashes
 /// (SHA-256, hex) to `spki_sha256`: how an order recognises its own issue among a certificate's.
 /// Nothing else is checked here; a delivery is verified in full by [`verify`].

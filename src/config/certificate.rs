@@ -288,6 +288,28 @@ impl Validator<'_> {
                 ),
             }
         }
+        let serve_check = match pick!(serve_check) {
+            Some((list, field)) => {
+                let mut addresses = Vec::new();
+                for a in list.get_ref() {
+                    match check_address(a) {
+                        Ok(()) if !addresses.contains(a) => addresses.push(a.clone()),
+                        Ok(()) => {}
+                        Err(e) => self.err(list.span(), &field, &e),
+                    }
+                }
+                addresses.into()
+            }
+            None => Default::default(),
+        };
+        let serve_check_timeout = match pick!(serve_check_timeout) {
+            Some((t, field)) => self.duration(&Some(t), &field, defaults::SERVE_CHECK_TIMEOUT),
+            None => defaults::SERVE_CHECK_TIMEOUT,
+        };
+        let serve_check_interval = match pick!(serve_check_interval) {
+            Some((t, field)) => self.duration(&Some(t), &field, defaults::SERVE_CHECK_INTERVAL),
+            None => defaults::SERVE_CHECK_INTERVAL,
+        };
         if self.errors.len() > before {
             return None;
         }
@@ -307,6 +329,9 @@ impl Validator<'_> {
             hook_timeout,
             key_access,
             new_orders,
+            serve_check,
+            serve_check_timeout,
+            serve_check_interval,
         };
         let settings = match &self.last_settings {
             Some(last) if **last == settings => last.clone(),
@@ -356,5 +381,19 @@ fn lookup_id(given: &str, find: impl Fn(&str) -> nix::Result<Option<u32>>) -> Re
         Ok(Some(id)) => Ok(id),
         Ok(None) => Err(format!("there is no '{given}' on this host")),
         Err(e) => Err(format!("cannot look up '{given}': {e}")),
+    }
+}
+
+/// Whether `a` is an address the served check can connect to: `host:port`, `IPv4:port` or
+/// `[IPv6]:port`.
+fn check_address(a: &str) -> Result<(), String> {
+    let bad = || format!("'{a}' is not an address such as 127.0.0.1:443, [::1]:443 or web1.example.com:443");
+    if let Ok(addr) = a.parse::<std::net::SocketAddr>() {
+        return if addr.port() > 0 { Ok(()) } else { Err(bad()) };
+    }
+    let (host, port) = a.rsplit_once(':').ok_or_else(bad)?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && is_hostname(host) && !host.starts_with("*.") => Ok(()),
+        _ => Err(bad()),
     }
 }

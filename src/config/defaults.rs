@@ -69,5 +69,11 @@ pub(super) const MAX_PAID_ORDERS: u32 = 1;
 /// `hook_timeout`: how long `dns_hook` and `reload` may run.
 pub(super) const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// `serve_check_timeout`: how long every address has to hand out the new certificate (nginx
+/// takes about 0.2 s to switch).
+pub(super) const SERVE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// `serve_check_interval`: how often the daemon checks again what the servers hand out.
+pub(super) const SERVE_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// `new_orders`: a new (paid) order may be bought for a name the account holds no order for.
 pub(super) const NEW_ORDERS: bool = true;

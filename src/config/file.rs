@@ -228,6 +228,12 @@ pub(super) struct RawSettings {
     pub(super) key_group: Option<Spanned<String>>,
     /// The installed private key's mode: 0600 (default), 0640, 0400 or 0440.
     pub(super) key_mode: Option<Spanned<String>>,
+    /// The TLS servers (`host:port`) that must hand out the new certificate after the reload.
+    pub(super) serve_check: Option<Spanned<Vec<String>>>,
+    /// How long the served check waits for every address to hand out the new certificate.
+    pub(super) serve_check_timeout: Option<Spanned<String>>,
+    /// How often the daemon checks again what the servers hand out.
+    pub(super) serve_check_interval: Option<Spanned<String>>,
 }
 
 /// Moves a value's span by `by`.
@@ -263,6 +269,9 @@ macro_rules! each_setting {
             key_owner,
             key_group,
             key_mode,
+            serve_check,
+            serve_check_timeout,
+            serve_check_interval,
         } = $settings;
         [
             {
@@ -343,6 +352,18 @@ macro_rules! each_setting {
             },
             {
                 let $field = key_mode;
+                $apply
+            },
+            {
+                let $field = serve_check;
+                $apply
+            },
+            {
+                let $field = serve_check_timeout;
+                $apply
+            },
+            {
+                let $field = serve_check_interval;
                 $apply
             },
         ]

@@ -271,6 +271,11 @@ pub struct CertSettings {
     pub key_access: crate::store::KeyAccess,
     /// Whether a new (paid) order may be bought when the account holds none for the names.
     pub new_orders: bool,
+    /// The TLS servers (`host:port`) that must hand out each new certificate after the reload,
+    /// for every name; empty: no check.
+    pub serve_check: std::sync::Arc<[String]>,
+    pub serve_check_timeout: Duration,
+    pub serve_check_interval: Duration,
 }
 
 impl CertConfig {

@@ -21,10 +21,12 @@ use crate::run::Exit;
 use crate::schedule::Action;
 
 mod agenda;
+mod checks;
 mod forced;
 mod setbacks;
 
 use agenda::Agenda;
+use checks::ServeChecks;
 use forced::Forced;
 use setbacks::Setbacks;
 
@@ -84,6 +86,11 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
     let mut setbacks = Setbacks::default();
     let mut forced = Forced::default();
     let mut agenda = Agenda::new(&agent.config.certificates);
+    let mut serve_checks = ServeChecks::new(&agent.config.certificates, None, now());
+    // The tasks that are served checks, not orders, and the certificates whose drift (a server
+    // that no longer hands out the installed certificate) `on_failure` was told of.
+    let mut checking: HashSet<tokio::task::Id> = HashSet::new();
+    let mut drifted: HashSet<String> = HashSet::new();
     loop {
         let agent = current(&shared);
         let t = now();
@@ -171,6 +178,26 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                 tasks.spawn(async move { Box::pin(task_agent.ensure_with(&task_cert, false, forgiven)).await });
             task_names.insert(handle.id(), cert);
         }
+        // The served checks that are due, in the room the orders left.
+        let room = limit.saturating_sub(in_flight.len());
+        if room > 0 && serve_checks.next().is_some_and(|at| at <= t) {
+            let by_name: HashMap<&str, &CertConfig> =
+                agent.config.certificates.iter().map(|c| (c.name.as_str(), c)).collect();
+            for name in serve_checks.due(t, room, |n| in_flight.contains(n) || forced.is_waiting(n)) {
+                let Some(cert) = by_name.get(name.as_str()).map(|c| (*c).clone()) else {
+                    continue;
+                };
+                in_flight.insert(cert.name.clone());
+                let task_agent = agent.clone();
+                let task_cert = cert.clone();
+                let handle = tasks.spawn(async move { task_agent.recheck_served(&task_cert).await });
+                checking.insert(handle.id());
+                task_names.insert(handle.id(), cert);
+            }
+        }
+        if let Some(at) = serve_checks.next() {
+            next_at = next_at.min(at);
+        }
         // At least once a minute, so that the last-check metric shows a live daemon.
         let wait = Duration::from_secs((next_at - t).clamp(1, 60) as u64);
         let event = tokio::select! {
@@ -195,6 +222,40 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                 if let Some(cert) = task_names.remove(&id) {
                     in_flight.remove(&cert.name);
                     agenda.now(&cert.name);
+                    if checking.remove(&id) {
+                        serve_checks.checked(&cert, now());
+                        match &result {
+                            Ok(Outcome::NotDeployed {
+                                error,
+                                not_served: true,
+                                ..
+                            }) => {
+                                // Told once per drift; again only after it was served again.
+                                if drifted.insert(cert.name.clone()) {
+                                    background.spawn(alarm(
+                                        agent.clone(),
+                                        cert.clone(),
+                                        "not_served",
+                                        error.clone(),
+                                        0,
+                                    ));
+                                }
+                            }
+                            Ok(_) => {
+                                drifted.remove(&cert.name);
+                            }
+                            Err(e) => {
+                                tracing::warn!(cert = %cert.name, error = %format!("{e:#}"), "the served check could not run")
+                            }
+                        }
+                        continue;
+                    }
+                    serve_checks.task_ended(&cert.name, now());
+                    if matches!(result, Ok(Outcome::Deployed { .. }) | Ok(Outcome::NotDeployed { .. })) {
+                        // The deploy checked what is served.
+                        serve_checks.checked(&cert, now());
+                        drifted.remove(&cert.name);
+                    }
                     if forced.was_forced(id) {
                         let (exit, line) = crate::run::outcome_line(&cert.name, &result);
                         forced.ended(&cert.name, exit, line);
@@ -220,6 +281,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                     watcher = watch(&path, &current(&shared).config, tx.clone());
                     // Every certificate is looked at again under the new configuration.
                     agenda = Agenda::new(&current(&shared).config.certificates);
+                    serve_checks = ServeChecks::new(&current(&shared).config.certificates, Some(&serve_checks), now());
                     crate::run::apply_key_access(&current(&shared));
                     // A fixed configuration is tried at once, not after the old backoff.
                     for name in changed {
@@ -327,7 +389,15 @@ fn report(cert: &CertConfig, result: &anyhow::Result<Outcome>) -> Option<(&'stat
             tracing::warn!(cert = %cert.name, %message, "waiting for the operator; nothing was bought");
             Some(("consent_needed", format!("consent_needed {message}"), message.clone()))
         }
-        Ok(Outcome::NotDeployed { serial, error }) => {
+        Ok(Outcome::NotDeployed {
+            serial,
+            error,
+            not_served: true,
+        }) => {
+            tracing::error!(cert = %cert.name, %serial, %error, "not served; will retry after the backoff");
+            Some(("not_served", format!("not_served {serial}"), error.clone()))
+        }
+        Ok(Outcome::NotDeployed { serial, error, .. }) => {
             tracing::error!(cert = %cert.name, %serial, %error, "issued but not deployed; will retry after the backoff");
             Some(("not_deployed", format!("not_deployed {serial}"), error.clone()))
         }
@@ -558,6 +628,32 @@ pub(crate) fn metrics_text(agent: &Agent, last_check: i64) -> String {
         "Consecutive failed attempts.",
         &mut pick(&|_, s| Some(f64::from(s.failures))).into_iter(),
     );
+    // Per served check address: whether it handed out what the check expected (after a deploy
+    // the new certificate, else the live one), and the expiry of what it handed out, so that a
+    // forgotten server shows before its certificate expires.
+    let served: Vec<(&str, &crate::store::Served)> = states
+        .iter()
+        .flat_map(|(c, s)| s.served.iter().map(move |v| (c.name.as_str(), v)))
+        .collect();
+    if !served.is_empty() {
+        out.push_str("# HELP certkeeper_certificate_served 1 when the address handed out the certificate the last served check expected, else 0.\n# TYPE certkeeper_certificate_served gauge\n");
+        for (name, v) in &served {
+            out.push_str(&format!(
+                "certkeeper_certificate_served{{name=\"{name}\",address=\"{}\"}} {}\n",
+                v.address,
+                u8::from(v.ok())
+            ));
+        }
+        out.push_str("# HELP certkeeper_certificate_served_expiration_timestamp_seconds The expiry of the certificate the address handed out at the last served check, as a Unix timestamp.\n# TYPE certkeeper_certificate_served_expiration_timestamp_seconds gauge\n");
+        for (name, v) in &served {
+            if let Some(na) = v.not_after {
+                out.push_str(&format!(
+                    "certkeeper_certificate_served_expiration_timestamp_seconds{{name=\"{name}\",address=\"{}\"}} {na}\n",
+                    v.address
+                ));
+            }
+        }
+    }
     out.push_str(&format!(
         "# HELP certkeeper_last_check_timestamp_seconds When the daemon last looked at its certificates; a stale value means a dead agent.\n# TYPE certkeeper_last_check_timestamp_seconds gauge\ncertkeeper_last_check_timestamp_seconds {last_check}\n"
     ));

@@ -121,10 +121,18 @@ impl Agent {
             .switch(name, generation)
             .context("switching the live symlink")?;
         let serial = new.serial.clone().unwrap_or_default();
+        st.not_served = None;
         let result = if cert.reload.is_empty() {
             Ok(())
         } else {
-            hooks::run(&cert.reload, &self.reload_env(cert, &new), cert.hook_timeout).await
+            hooks::run(&cert.reload, &self.reload_env(cert, &new), cert.hook_timeout)
+                .await
+                .map_err(|e| format!("the reload hook failed: {e}"))
+        };
+        // The hook said yes; the servers must hand the new certificate out, too.
+        let result = match result {
+            Ok(()) if !cert.serve_check.is_empty() => self.check_served(cert, st, &serial).await,
+            other => other,
         };
         match result {
             Ok(()) => {
@@ -143,8 +151,7 @@ impl Agent {
                 tracing::info!(cert = %name, %serial, generation, "certificate deployed");
                 Ok(Outcome::Deployed { serial, generation })
             }
-            Err(e) => {
-                let error = format!("the reload hook failed: {e}");
+            Err(error) => {
                 tracing::error!(cert = %name, %error, previous = previous.map_or_else(|| "none".to_string(), |p| p.to_string()), "rolling back to the previous certificate");
                 if let Some(p) = previous {
                     self.store.switch(name, p).context("switching the live symlink back")?;
@@ -169,8 +176,76 @@ impl Agent {
                 st.failures += 1;
                 st.last_failure = Some(OffsetDateTime::now_utc().unix_timestamp());
                 self.store.save(st)?;
-                Ok(Outcome::NotDeployed { serial, error })
+                let not_served = st.not_served.is_some();
+                Ok(Outcome::NotDeployed {
+                    serial,
+                    error,
+                    not_served,
+                })
             }
+        }
+    }
+
+    /// The daemon's periodic served check: whether every `serve_check` address still hands out
+    /// the live certificate. A server that does not (it reverted, or was never reloaded) is
+    /// reported as `NotDeployed { not_served: true }` with the live serial; nothing is switched
+    /// (what is installed is right) and no failure is counted against the schedule.
+    pub async fn recheck_served(&self, cert: &CertConfig) -> anyhow::Result<Outcome> {
+        let mut st = self
+            .store
+            .load(&cert.name)
+            .with_context(|| format!("reading the state of {}", cert.name))?;
+        let live = st
+            .serial
+            .clone()
+            .filter(|_| st.deployed && st.order.is_none() && st.pending_deploy.is_none());
+        let Some(serial) = live.filter(|_| !cert.serve_check.is_empty()) else {
+            return Ok(Outcome::NothingDue);
+        };
+        let was = st.not_served.take();
+        let result = self.check_served(cert, &mut st, &serial).await;
+        match &result {
+            Ok(()) if was.is_some() => {
+                tracing::info!(cert = %cert.name, %serial, "every served check address hands out the installed certificate again");
+                st.last_error = None;
+            }
+            Ok(()) => {}
+            Err(error) => st.last_error = Some(error.replacen("issued, not served", "deployed, not served", 1)),
+        }
+        self.store.save(&st)?;
+        Ok(match result {
+            Ok(()) => Outcome::NothingDue,
+            Err(_) => Outcome::NotDeployed {
+                serial,
+                error: st.last_error.clone().unwrap_or_default(),
+                not_served: true,
+            },
+        })
+    }
+
+    /// Asks every `serve_check` address which certificate it hands out, until each hands out
+    /// `expected` (or `serve_check_timeout` has passed), and keeps what they did in the state;
+    /// `Err` says which address hands out what instead.
+    pub(super) async fn check_served(
+        &self,
+        cert: &CertConfig,
+        st: &mut CertState,
+        expected: &str,
+    ) -> Result<(), String> {
+        let seen = crate::served::check(&cert.serve_check, &cert.all_names(), expected, cert.serve_check_timeout).await;
+        let wrong = seen.iter().find(|s| !s.ok()).map(crate::store::Served::mismatch);
+        for s in &seen {
+            if s.ok() {
+                tracing::info!(cert = %cert.name, address = %s.address, serial = %expected, "served");
+            } else {
+                tracing::error!(cert = %cert.name, address = %s.address, expected = %expected, found = %s.mismatch(), "not served");
+            }
+        }
+        st.served = seen;
+        st.not_served = wrong.clone();
+        match wrong {
+            None => Ok(()),
+            Some(w) => Err(format!("issued, not served ({w})")),
         }
     }
 

@@ -54,8 +54,15 @@ pub enum Outcome {
     NothingDue,
     /// A new certificate is live and the reload hook accepted it.
     Deployed { serial: String, generation: u32 },
-    /// A new certificate was issued, but the reload hook failed: the old one stays live.
-    NotDeployed { serial: String, error: String },
+    /// A new certificate was issued, but the reload hook failed, or (`not_served`) a
+    /// `serve_check` address does not hand it out: the old one stays live. From the daemon's
+    /// periodic served check, `not_served` with the live serial: a server no longer hands out
+    /// what is installed.
+    NotDeployed {
+        serial: String,
+        error: String,
+        not_served: bool,
+    },
     /// The answer to a paid request was lost and this run could not settle whether it was made:
     /// nothing was sent again; the next run looks again. `unresolved`: past the grace, only the
     /// operator can settle it (`certkeeper resolve`); `newly`: it became so in this run.

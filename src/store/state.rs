@@ -269,6 +269,50 @@ pub struct CertState {
     /// a choice between the account's orders. Nothing is bought until it is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent: Option<Consent>,
+    /// What each `serve_check` address handed out at the last check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub served: Vec<Served>,
+    /// The last served check found an address that does not hand out the certificate it
+    /// expected: "ADDRESS serves SERIAL for NAME".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_served: Option<String>,
+}
+
+/// What one `serve_check` address handed out at a check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Served {
+    pub address: String,
+    /// The name asked for (SNI): the first that did not get `expected`, else any.
+    pub name: String,
+    /// The serial the check expected: the new one after a deploy, else the live one.
+    pub expected: String,
+    /// The serial handed out, if a certificate was.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// The expiry of the certificate handed out, unix time.
+    #[serde(default)]
+    pub not_after: Option<i64>,
+    /// Why no certificate was read (the connection was refused, the handshake failed).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// When, unix time.
+    pub at: i64,
+}
+
+impl Served {
+    /// Whether the address handed out the expected certificate for every name.
+    pub fn ok(&self) -> bool {
+        self.serial.as_deref() == Some(self.expected.as_str())
+    }
+
+    /// What it handed out instead: "ADDRESS serves SERIAL for NAME".
+    pub fn mismatch(&self) -> String {
+        match (&self.serial, &self.error) {
+            (Some(serial), _) => format!("{} serves {serial} for {}", self.address, self.name),
+            (None, Some(e)) => format!("{} serves nothing for {}: {e}", self.address, self.name),
+            (None, None) => format!("{} serves nothing for {}", self.address, self.name),
+        }
+    }
 }
 
 /// A paid step (or a choice) the configuration does not allow, as the state file keeps it.

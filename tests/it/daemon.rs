@@ -288,7 +288,7 @@ async fn failures_call_the_on_failure_hook_and_metrics_show_every_certificate() 
     env.sim.control().set_faults(Faults::default()).unwrap();
     wait_until(&daemon, 30, || not_after(&env, "m.example.com").is_some()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let metrics = fetch(port).await;
+    let metrics = metrics(port).await;
     let na = not_after(&env, "m.example.com").unwrap();
     for expected in [
         format!("certkeeper_certificate_expiration_timestamp_seconds{{name=\"m.example.com\"}} {na}"),
@@ -318,21 +318,6 @@ async fn failures_call_the_on_failure_hook_and_metrics_show_every_certificate() 
         "renewal at {renewal}, expiry {na}"
     );
     daemon.stop();
-}
-
-async fn fetch(port: u16) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
-    out
 }
 
 /// nginx down as a renewal lands: the reload hook fails on every try. The daemon used to rerun
@@ -452,7 +437,7 @@ async fn idle_metrics_connections_do_not_hold_up_a_scrape() {
         idle.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
     }
     let started = Instant::now();
-    let metrics = fetch(port).await;
+    let metrics = metrics(port).await;
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "the scrape took {:?} behind 30 idle connections",
@@ -635,7 +620,7 @@ async fn renew_now_is_handed_to_the_running_daemon_and_its_last_check_stays_fres
     // Nothing is due for months; the daemon still looks, and says so, every minute.
     let left = Duration::from_secs(70).saturating_sub(started.elapsed());
     tokio::time::sleep(left).await;
-    let metrics = fetch(port).await;
+    let metrics = metrics(port).await;
     let last: i64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("certkeeper_last_check_timestamp_seconds "))

@@ -548,6 +548,18 @@ fn certificate_keys() -> Vec<BoxedStrategy<Option<String>>> {
         toml_key("renew_term", &["true", "false"]),
         toml_key("max_paid_orders", &["1", "0", "10", "11"]),
         toml_key("hook_timeout", DURATIONS),
+        toml_key(
+            "serve_check",
+            &[
+                "[\"127.0.0.1:443\"]",
+                "[\"[::1]:8443\", \"web1.example.com:443\"]",
+                "[]",
+                "[\"x\"]",
+                "[\"127.0.0.1:0\"]",
+            ],
+        ),
+        toml_key("serve_check_timeout", DURATIONS),
+        toml_key("serve_check_interval", DURATIONS),
     ]
 }
 

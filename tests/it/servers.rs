@@ -263,19 +263,28 @@ async fn bind9_serves_the_record_published_by_the_rfc2136_hook_and_the_ca_valida
 
 /// A configured nginx on `port` in `dir`, serving live/www.example.com.
 fn nginx_conf(env: &TestEnv, dir: &Path, port: u16, broken: bool) {
-    let live = env.live("www.example.com");
+    nginx_conf_from(dir, port, &env.live("www.example.com"), broken);
+}
+
+/// A configured nginx on `port` in `dir`, serving the files in `files`.
+fn nginx_conf_from(dir: &Path, port: u16, files: &Path, broken: bool) {
     let d = dir.display();
     let conf = format!(
         "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nworker_processes 1;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name www.example.com;\n    ssl_certificate {}/fullchain.pem;\n    ssl_certificate_key {}/privkey.pem;\n    location / {{ return 200 \"ok\\n\"; }}\n    {}\n  }}\n}}\n",
-        live.display(),
-        live.display(),
+        files.display(),
+        files.display(),
         if broken { "this_is_not_a_directive on;" } else { "" }
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
 }
 
 async fn start_nginx(env: &TestEnv) -> (Daemon, PathBuf, u16) {
-    let dir = env.dir.join("nginx");
+    start_nginx_in(env, "nginx").await
+}
+
+/// An nginx in `env.dir/sub`, on a port of its own, serving live/www.example.com.
+async fn start_nginx_in(env: &TestEnv, sub: &str) -> (Daemon, PathBuf, u16) {
+    let dir = env.dir.join(sub);
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     nginx_conf(env, &dir, port, false);
@@ -413,4 +422,252 @@ async fn apache_serves_the_reissued_certificate_after_the_reload_hook() {
     let s2 = env.serial("www.example.com");
     assert_ne!(s1, s2);
     wait_for_serial(&env, port, &s2).await;
+}
+
+/// The serial `status --json` shows for the only certificate, and its row.
+async fn status_of(env: &TestEnv) -> serde_json::Value {
+    let status = env.run_ok(&["status", "--json"]).await;
+    status_rows(&status)[0].clone()
+}
+
+/// A reload hook can exit 0 while the server hands out the old certificate. With
+/// `serve_check`, certkeeper asks the server itself (TLS, SNI set to the name): a real reload
+/// passes; a hook that never reloads is caught within the shipped 10 s, rolled back, reported
+/// "issued, not served" with exit 4, and told to `on_failure` as `not_served`, without a new order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_check_passes_a_real_reload_and_catches_a_hook_that_did_not_reload() {
+    if !require("nginx", &["nginx"]) {
+        return;
+    }
+    let env = TestEnv::start("served-check").await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    env.run_ok(&["run", "--once"]).await;
+    let (_nginx, dir, port) = start_nginx(&env).await;
+    let (on_failure, told) = env.recorder("on-failure");
+    let check = format!("serve_check = [\"127.0.0.1:{port}\"]");
+    let daemon = format!("[daemon]\non_failure = [\"{}\"]", on_failure.display());
+
+    env.write_config(
+        &[Cert::autodns("www.example.com")],
+        &format!("{}\n{check}", nginx_reload(&dir)),
+    );
+    env.append_config(&daemon);
+    env.run_ok(&["--renew-now"]).await;
+    let row = status_of(&env).await;
+    assert_eq!(row["state"], "deployed", "{row}");
+    let s2 = row["serial"].as_str().unwrap().to_string();
+    assert_eq!(row["served"][0]["address"], format!("127.0.0.1:{port}"), "{row}");
+    assert_eq!(row["served"][0]["serial"], s2, "{row}");
+    assert_eq!(served_serial(&env, port), env.serial("www.example.com"));
+
+    // A hook that says yes and does nothing.
+    let no_reload = env.script("no-reload.sh", "exit 0");
+    env.write_config(
+        &[Cert::autodns("www.example.com")],
+        &format!("reload = [\"{}\"]\n{check}", no_reload.display()),
+    );
+    env.append_config(&daemon);
+    let started = std::time::Instant::now();
+    let out = env.run(&["--renew-now"], &[]).await;
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let expected = format!("issued, not served (127.0.0.1:{port} serves {s2} for www.example.com)");
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(60),
+        "the check waited {took:?}, not the shipped 10 s"
+    );
+    let row = status_of(&env).await;
+    assert_eq!(row["state"], "issued_not_served", "{row}");
+    assert!(row["state_text"].as_str().unwrap().contains(&expected[8..]), "{row}");
+    assert_eq!(row["serial"], s2, "live/NAME was not switched back: {row}");
+    assert_ne!(row["issued"]["serial"], s2, "{row}");
+    assert_eq!(served_serial(&env, port), env.serial("www.example.com"));
+    let calls = calls(&told);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].contains("CERTKEEPER_EVENT=not_served"), "{calls:?}");
+    assert_eq!(env.reissues("www.example.com"), 2, "the failed check bought nothing");
+}
+
+/// One metric line's value.
+fn metric(metrics: &str, line_start: &str) -> Option<String> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .map(|l| l[line_start.len()..].trim().to_string())
+}
+
+/// Two nginx behind one name, and a reload hook that forgets the second: the deploy is caught
+/// and the forgotten server shows in the metrics with the certificate it still hands out. Once
+/// the hook reloads both, the daemon deploys; when the second reverts to an old copy later, the
+/// daemon's periodic check reports it (state, metric, `on_failure` once), and sees it fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_reports_a_server_never_reloaded_and_one_that_reverted() {
+    if !require("nginx", &["nginx"]) {
+        return;
+    }
+    let env = TestEnv::start("served-daemon").await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    env.run_ok(&["run", "--once"]).await;
+    let s1 = status_of(&env).await["serial"].as_str().unwrap().to_string();
+    let (_a, dir_a, port_a) = start_nginx_in(&env, "nginx-a").await;
+    let (_b, dir_b, port_b) = start_nginx_in(&env, "nginx-b").await;
+    // An old copy of the files, for the revert later.
+    let old = env.dir.join("old-copy");
+    std::fs::create_dir_all(&old).unwrap();
+    for f in ["fullchain.pem", "privkey.pem"] {
+        std::fs::copy(env.live("www.example.com").join(f), old.join(f)).unwrap();
+    }
+    let reload_of = |dir: &Path| {
+        let d = dir.display();
+        format!("{} -c {d}/nginx.conf -p {d} -e {d}/error.log", hook("reload-nginx"))
+    };
+    let only_a = env.script("reload-a.sh", &format!("set -e\n{}", reload_of(&dir_a)));
+    let both = env.script(
+        "reload-both.sh",
+        &format!("set -e\n{}\n{}", reload_of(&dir_a), reload_of(&dir_b)),
+    );
+    let (on_failure, told) = env.recorder("on-failure");
+    let metrics_port = free_port();
+    let config = |reload: &Path| {
+        env.write_config(
+            &[Cert::autodns("www.example.com")],
+            &format!(
+                "reload = [\"{}\"]\nserve_check = [\"127.0.0.1:{port_a}\", \"127.0.0.1:{port_b}\"]\nserve_check_timeout = \"2s\"\nserve_check_interval = \"1s\"",
+                reload.display()
+            ),
+        );
+        env.append_config(&format!(
+            "[daemon]\nretry_backoff = [\"1s\"]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\non_failure = [\"{}\"]",
+            on_failure.display()
+        ));
+    };
+    config(&only_a);
+    let daemon = crate::support::Daemon::start(&env);
+    let served =
+        |port: u16| format!("certkeeper_certificate_served{{name=\"www.example.com\",address=\"127.0.0.1:{port}\"}}");
+    wait_until(&daemon, 20, || {
+        std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_ok()
+    })
+    .await;
+    let mut m = String::new();
+    for _ in 0..50 {
+        m = metrics(metrics_port).await;
+        if metric(&m, &served(port_a)).is_some() && metric(&m, &served(port_b)).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(metric(&m, &served(port_a)).as_deref(), Some("1"), "{m}");
+    assert_eq!(metric(&m, &served(port_b)).as_deref(), Some("1"), "{m}");
+
+    // A reissue: the hook reloads A only.
+    let out = env.run(&["--renew-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(4), "{}\n{}", stderr(&out), daemon.log());
+    let forgotten = format!("127.0.0.1:{port_b} serves {s1} for www.example.com");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&forgotten) || stderr(&out).contains(&forgotten),
+        "{}",
+        stderr(&out)
+    );
+    let m = metrics(metrics_port).await;
+    assert_eq!(metric(&m, &served(port_a)).as_deref(), Some("1"), "{m}");
+    assert_eq!(metric(&m, &served(port_b)).as_deref(), Some("0"), "{m}");
+    let expiry = |port: u16| {
+        format!(
+            "certkeeper_certificate_served_expiration_timestamp_seconds{{name=\"www.example.com\",address=\"127.0.0.1:{port}\"}}"
+        )
+    };
+    let s1_not_after = status_of(&env).await["not_after"].as_str().unwrap().to_string();
+    let b_expiry: i64 = metric(&m, &expiry(port_b)).unwrap().parse().unwrap();
+    let a_expiry: i64 = metric(&m, &expiry(port_a)).unwrap().parse().unwrap();
+    assert!(
+        a_expiry > b_expiry,
+        "A hands out the new certificate, B the old one: {m}"
+    );
+    let formatted = time::OffsetDateTime::from_unix_timestamp(b_expiry)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    assert_eq!(formatted, s1_not_after, "{m}");
+
+    // The hook reloads both: the daemon deploys the issued certificate, without a new order.
+    config(&both);
+    wait_until(&daemon, 30, || {
+        std::process::Command::new(BIN)
+            .args(["status", "--json"])
+            .env("CERTKEEPER_CONFIG", env.config_path())
+            .output()
+            .ok()
+            .is_some_and(|o| status_rows(&o)[0]["state"] == "deployed")
+    })
+    .await;
+    let s2 = env.serial("www.example.com");
+    assert_eq!(served_serial(&env, port_a), s2);
+    assert_eq!(served_serial(&env, port_b), s2);
+    assert_eq!(env.reissues("www.example.com"), 1);
+    let not_served_told = || {
+        calls(&told)
+            .iter()
+            .filter(|c| c.contains("CERTKEEPER_EVENT=not_served"))
+            .count()
+    };
+    assert_eq!(not_served_told(), 1, "{:?}", calls(&told));
+
+    // B reverts to the old copy; the periodic check catches it.
+    nginx_conf_from(&dir_b, port_b, &old, false);
+    let reverted = Command::new("nginx")
+        .arg("-c")
+        .arg(dir_b.join("nginx.conf"))
+        .arg("-p")
+        .arg(&dir_b)
+        .arg("-e")
+        .arg(dir_b.join("error.log"))
+        .args(["-s", "reload"])
+        .status()
+        .unwrap();
+    assert!(reverted.success());
+    let status_json = || {
+        std::process::Command::new(BIN)
+            .args(["status", "--json"])
+            .env("CERTKEEPER_CONFIG", env.config_path())
+            .output()
+            .map(|o| status_rows(&o)[0].clone())
+            .unwrap_or_default()
+    };
+    wait_until(&daemon, 20, || status_json()["state"] == "not_served").await;
+    let row = status_json();
+    assert!(
+        row["state_text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("deployed, not served ({forgotten})")),
+        "{row}"
+    );
+    let m = metrics(metrics_port).await;
+    assert_eq!(metric(&m, &served(port_b)).as_deref(), Some("0"), "{m}");
+    assert_eq!(metric(&m, &served(port_a)).as_deref(), Some("1"), "{m}");
+    wait_until(&daemon, 10, || not_served_told() == 2).await;
+    // Checked again every second, but told once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(not_served_told(), 2, "{:?}", calls(&told));
+
+    // Fixed: seen served again.
+    nginx_conf(&env, &dir_b, port_b, false);
+    let fixed = Command::new("nginx")
+        .arg("-c")
+        .arg(dir_b.join("nginx.conf"))
+        .arg("-p")
+        .arg(&dir_b)
+        .arg("-e")
+        .arg(dir_b.join("error.log"))
+        .args(["-s", "reload"])
+        .status()
+        .unwrap();
+    assert!(fixed.success());
+    wait_until(&daemon, 20, || status_json()["state"] == "deployed").await;
+    let m = metrics(metrics_port).await;
+    assert_eq!(metric(&m, &served(port_b)).as_deref(), Some("1"), "{m}");
+    assert_eq!(env.reissues("www.example.com"), 1);
+    daemon.stop();
 }

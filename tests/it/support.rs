@@ -460,7 +460,7 @@ pub fn status_rows(out: &std::process::Output) -> serde_json::Value {
             String::from_utf8_lossy(&out.stdout)
         )
     });
-    assert_eq!(report["schema_version"], 2, "{report}");
+    assert_eq!(report["schema_version"], 3, "{report}");
     report["certificates"].clone()
 }
 
@@ -540,4 +540,20 @@ pub async fn wait_until(daemon: &Daemon, secs: u64, mut done: impl FnMut() -> bo
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("not done within {secs} s; the daemon's log:\n{}", daemon.log());
+}
+
+/// The daemon's metrics, scraped from `127.0.0.1:port`.
+pub async fn metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    out
 }

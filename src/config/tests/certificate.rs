@@ -151,3 +151,54 @@ fn the_key_owner_group_and_mode_are_checked() {
         "there is no 'no-such-group-here' on this host",
     );
 }
+
+/// `serve_check` lists the servers that must hand out each new certificate: addresses a TLS
+/// client can connect to, checked when the file is read, with the shipped timeout and interval
+/// unless set; a certificate's own list overrides the default's.
+#[test]
+fn the_served_check_addresses_and_times_are_checked() {
+    let c = parse_text(GOOD).unwrap();
+    assert!(c.certificates[0].serve_check.is_empty());
+    assert_eq!(c.certificates[0].serve_check_timeout, Duration::from_secs(10));
+    assert_eq!(c.certificates[0].serve_check_interval, Duration::from_secs(3600));
+    let c = parse_text(&replace(
+        "reload = [",
+        "serve_check = [\"127.0.0.1:443\", \"[::1]:8443\", \"web1.example.com:443\", \"127.0.0.1:443\"]\nserve_check_timeout = \"30s\"\nserve_check_interval = \"10m\"\nreload = [",
+    ))
+    .unwrap();
+    let cert = &c.certificates[0];
+    assert_eq!(
+        *cert.serve_check,
+        ["127.0.0.1:443", "[::1]:8443", "web1.example.com:443"]
+    );
+    assert_eq!(cert.serve_check_timeout, Duration::from_secs(30));
+    assert_eq!(cert.serve_check_interval, Duration::from_secs(600));
+    let own = parse_text(&format!(
+        "{}serve_check = [\"10.0.0.5:443\"]\n",
+        replace("reload = [", "serve_check = [\"127.0.0.1:443\"]\nreload = [")
+    ))
+    .unwrap();
+    assert_eq!(*own.certificates[0].serve_check, ["10.0.0.5:443"]);
+    for bad in [
+        "127.0.0.1",
+        "web1.example.com",
+        "127.0.0.1:0",
+        "127.0.0.1:99999",
+        "*.example.com:443",
+        "a b:443",
+        "/tmp/sock",
+    ] {
+        check_error(
+            &replace("reload = [", &format!("serve_check = [\"{bad}\"]\nreload = [")),
+            "defaults.serve_check",
+            15,
+            "is not an address such as 127.0.0.1:443",
+        );
+    }
+    check_error(
+        &replace("reload = [", "serve_check_timeout = \"0s\"\nreload = ["),
+        "defaults.serve_check_timeout",
+        15,
+        "longer than zero",
+    );
+}

@@ -41,6 +41,9 @@ fn cert(renew_term: bool) -> CertConfig {
             hook_timeout: Duration::from_secs(60),
             key_access: crate::store::KeyAccess::default(),
             new_orders: true,
+            serve_check: Default::default(),
+            serve_check_timeout: Duration::from_secs(10),
+            serve_check_interval: Duration::from_secs(3600),
         }),
     }
 }
