@@ -1,4 +1,4 @@
-//! The command line: `run [--once]`, `--renew-now [NAME...]`, `status`, `check`, `demo`. With
+//! The command line: `run [--once]`, `--renew-now [NAME...]`, `status`, `check`, `plan`, `adopt`, `resolve`, `revoke`, `demo`. With
 //! the demo, the one place that talks to the terminal; everything below it logs.
 //!
 //! Exit codes: 0 success or nothing due; 1 other error; 2 configuration error; 3 an order
@@ -121,6 +121,19 @@ pub enum Command {
         #[arg(long)]
         never_arrived: bool,
     },
+    /// Replace a certificate and revoke the old one: for a leaked key (`--reason key-compromise`),
+    /// a certificate replaced for another reason (`superseded`) or no longer needed
+    /// (`cessation`). A new key and a free reissue come first, deployed (and seen served where
+    /// `serve_check` is set); only then is the serial that was live revoked. Journaled: killed at
+    /// any point, run it again and it goes on, never revoking the served certificate and never
+    /// revoking twice. Stop a running daemon first: this takes the state directory's lock.
+    Revoke {
+        /// The certificate, as configured.
+        name: String,
+        /// Why: key-compromise, superseded or cessation. Without it, nothing is revoked.
+        #[arg(long, value_parser = ["key-compromise", "superseded", "cessation"])]
+        reason: String,
+    },
     /// Run the whole job against an embedded simulator: no network, no credentials needed.
     #[cfg(feature = "demo")]
     Demo {
@@ -211,6 +224,7 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
             Some(Command::Plan { .. }) => Some("plan"),
             Some(Command::Adopt { .. }) => Some("adopt"),
             Some(Command::Resolve { .. }) => Some("resolve"),
+            Some(Command::Revoke { .. }) => Some("revoke"),
             None | Some(Command::Run { .. }) => None,
             #[cfg(feature = "demo")]
             Some(_) => Some("this command"),
@@ -236,6 +250,18 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
             };
             match load(&cli.config) {
                 Ok(config) => refused(crate::run::resolve(config, &name, settle).await),
+                Err(code) => code,
+            }
+        }
+        Some(Command::Revoke { name, reason }) => {
+            use crate::store::RevokeReason;
+            let reason = match reason.as_str() {
+                "key-compromise" => RevokeReason::KeyCompromise,
+                "superseded" => RevokeReason::Superseded,
+                _ => RevokeReason::Cessation,
+            };
+            match load(&cli.config) {
+                Ok(config) => refused(crate::revoke::revoke(config, &name, reason).await),
                 Err(code) => code,
             }
         }

@@ -20,6 +20,7 @@ pub mod keys;
 pub(crate) mod online;
 pub mod order;
 pub(crate) mod plan;
+pub mod revoke;
 pub(crate) mod run;
 pub(crate) mod schedule;
 pub(crate) mod served;

@@ -201,6 +201,10 @@ pub(crate) struct StatusRow {
     pub issued: Option<Issued>,
     /// What each `serve_check` address handed out at the last check.
     pub served: Vec<crate::store::Served>,
+    /// A `certkeeper revoke` under way: `{serial, reason, step, since, ctid}`.
+    pub revocation: Option<crate::store::Revocation>,
+    /// The serials certkeeper revoked: `{serial, reason, at}`.
+    pub revoked: Vec<crate::store::Revoked>,
 }
 
 /// A certificate that was issued and written, but is not live (its reload failed).
@@ -291,6 +295,8 @@ pub(crate) fn rows(config: &Config) -> Vec<StatusRow> {
                 live_generation,
                 issued,
                 served: st.served.clone(),
+                revocation: st.revocation.clone(),
+                revoked: st.revoked.clone(),
             }
         })
         .collect()
@@ -323,6 +329,15 @@ pub(crate) fn table(rows: &[StatusRow]) -> String {
                 "    issued, not live: {} (until {})\n",
                 i.serial.as_deref().unwrap_or("-"),
                 day(&i.not_after)
+            ));
+        }
+        if let Some(v) = &r.revocation {
+            out.push_str(&format!(
+                "    revocation of {} ({}) under way: `certkeeper revoke {} --reason {}` goes on with it\n",
+                v.serial,
+                v.reason.name(),
+                r.name,
+                v.reason.name()
             ));
         }
         if let Some(e) = &r.last_error {

@@ -409,6 +409,16 @@ impl Client {
         Self::job_id(&env)
     }
 
+    /// `POST /certificate/{id}/_revoke`: revokes the order's certificate with this serial
+    /// (free, done at once). Sent once, as a paid request is: an answer that was lost is looked
+    /// up in the certificate's `histories`, never resent blind.
+    pub async fn revoke(&self, id: i64, serial: &str, ctid: &str) -> Result<(), Error> {
+        let body = serde_json::json!({ "serialNumber": serial });
+        self.paid(Method::POST, &format!("/certificate/{id}/_revoke"), &body, ctid)
+            .await
+            .map(drop)
+    }
+
     fn job_id(env: &Envelope) -> Result<i64, Error> {
         let v: Value = Self::first(env, "job")?;
         v.get("id").and_then(Value::as_i64).ok_or_else(|| Error::Garbled {

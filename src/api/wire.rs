@@ -118,6 +118,20 @@ pub struct Certificate {
     pub lifetime: Option<Lifetime>,
     #[serde(default)]
     pub subject_alternative_names: Vec<SubjectAlternativeName>,
+    /// The order's earlier certificates (and revoked ones): `{serialNumber, orderId, revoked}`.
+    #[serde(default)]
+    pub histories: Vec<CertificateHistory>,
+}
+
+/// One entry of `histories`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateHistory {
+    #[serde(default)]
+    pub serial_number: Option<String>,
+    /// When the serial was revoked, if it was.
+    #[serde(default)]
+    pub revoked: Option<String>,
 }
 
 /// `TimePeriod` as answers carry it.

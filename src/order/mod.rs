@@ -401,7 +401,7 @@ fn record_failure(
 ///
 /// The crash tests read its line from stderr whatever the log filter, so it is printed.
 #[allow(clippy::print_stderr)]
-fn pause_for_tests(point: &str, name: &str) {
+pub(crate) fn pause_for_tests(point: &str, name: &str) {
     let Some(wanted) = std::env::var_os(PAUSE_ENV) else {
         return;
     };
@@ -420,7 +420,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn random_hex(n: usize) -> String {
+pub(crate) fn random_hex(n: usize) -> String {
     let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
     hex(&bytes)
 }

@@ -541,6 +541,7 @@ mod tests {
             product: None,
             lifetime: None,
             subject_alternative_names: vec![],
+            histories: vec![],
         };
         let since = parse_time("2026-12-01T00:00:00.000+0000").unwrap().unix_timestamp();
         assert!(is_new(&c(5, None), "www.example.com", &[], since));

@@ -276,6 +276,65 @@ pub struct CertState {
     /// expected: "ADDRESS serves SERIAL for NAME".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_served: Option<String>,
+    /// `certkeeper revoke` under way: the old certificate is revoked only once a new one is
+    /// deployed, and only once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<Revocation>,
+    /// The serials certkeeper revoked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<Revoked>,
+}
+
+/// Why a certificate is revoked (`certkeeper revoke --reason`). The SSL Manager's revoke takes
+/// no reason: it is certkeeper's record, and what decides that a revoke is wanted at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeReason {
+    KeyCompromise,
+    Superseded,
+    Cessation,
+}
+
+impl RevokeReason {
+    /// As the command line names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::KeyCompromise => "key-compromise",
+            Self::Superseded => "superseded",
+            Self::Cessation => "cessation",
+        }
+    }
+}
+
+/// Where a revocation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeStep {
+    /// Decided: a new certificate is reissued and deployed first.
+    Planned,
+    /// The new certificate is deployed; the revoke request is about to leave. Resumed here, the
+    /// certificate's `histories` are looked at first.
+    Sending,
+}
+
+/// The journal of `certkeeper revoke`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// The serial to revoke: the one that was live when the revocation was asked for.
+    pub serial: String,
+    pub reason: RevokeReason,
+    pub step: RevokeStep,
+    pub since: i64,
+    #[serde(default)]
+    pub ctid: Option<String>,
+}
+
+/// A serial certkeeper revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoked {
+    pub serial: String,
+    pub reason: RevokeReason,
+    pub at: i64,
 }
 
 /// What one `serve_check` address handed out at a check.

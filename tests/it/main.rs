@@ -38,5 +38,7 @@ mod real;
 mod reconcile;
 /// Spoiled deliveries are refused; reload failures roll back.
 mod refuse;
+/// `revoke`: replaced first, then revoked once, whatever point a run is killed at.
+mod revoke;
 /// Real servers: BIND9 with the RFC 2136 hook, nginx and Apache with the reload hooks.
 mod servers;

@@ -671,3 +671,49 @@ async fn the_daemon_reports_a_server_never_reloaded_and_one_that_reverted() {
     assert_eq!(env.reissues("www.example.com"), 1);
     daemon.stop();
 }
+
+/// A key compromise with a real nginx and the served check: when the revoke is about to leave,
+/// nginx already hands out the new certificate and nothing is revoked yet; the revoke then
+/// names the old serial, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_is_sent_only_once_nginx_serves_the_new_certificate() {
+    if !require("nginx", &["nginx"]) {
+        return;
+    }
+    let env = TestEnv::start("revoke-nginx").await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    env.run_ok(&["run", "--once"]).await;
+    let (_nginx, dir, port) = start_nginx(&env).await;
+    let old = status_of(&env).await["serial"].as_str().unwrap().to_string();
+    env.write_config(
+        &[Cert::autodns("www.example.com")],
+        &format!("{}\nserve_check = [\"127.0.0.1:{port}\"]", nginx_reload(&dir)),
+    );
+    let revokes = || {
+        env.sim
+            .control()
+            .ledger()
+            .iter()
+            .filter(|l| l.kind == "revoke")
+            .map(|l| l.serial.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    let args = ["revoke", "www.example.com", "--reason", "key-compromise"];
+    crate::crash::kill_at(&env, &args, certkeeper::revoke::PAUSE_SENDING).await;
+    let row = status_of(&env).await;
+    assert_ne!(row["serial"], old, "{row}");
+    assert_eq!(row["served"][0]["serial"], row["serial"], "{row}");
+    assert_eq!(
+        served_serial(&env, port),
+        env.serial("www.example.com"),
+        "nginx serves the new one"
+    );
+    assert!(
+        revokes().is_empty(),
+        "nothing revoked before the new certificate is served"
+    );
+    env.run_ok(&args).await;
+    assert_eq!(revokes(), [old]);
+    assert_eq!(env.reissues("www.example.com"), 1);
+    assert_eq!(served_serial(&env, port), env.serial("www.example.com"));
+}

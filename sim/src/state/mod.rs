@@ -52,6 +52,9 @@ pub struct LedgerEntry {
     pub ctid: Option<String>,
     pub user: String,
     pub time: String,
+    /// The serial a revoke named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
 }
 
 /// One line of the request log. It never holds a password.

@@ -29,6 +29,7 @@ impl State {
             ctid: ctid.clone(),
             user: c.owner.user.clone(),
             time: ts(now()),
+            serial: None,
         });
     }
 
@@ -293,8 +294,12 @@ impl State {
                 format!("certificate {id} has no serial {serial}"),
             ));
         }
-        let job = self.start_job(owner, id, "revoke", None, ctid, env);
+        let job = self.start_job(owner, id, "revoke", None, ctid.clone(), env);
         self.finish_job(job, None, None);
+        self.ledger("revoke", false, id, job, &ctid);
+        if let Some(entry) = self.ledger.last_mut() {
+            entry.serial = Some(serial.clone());
+        }
         Ok(
             Reply::notify("N4001031", "Certificate revocation was started successfully.")
                 .object("Certificate", cert.name)

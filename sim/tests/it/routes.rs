@@ -307,9 +307,10 @@ async fn a_whole_order_follows_the_documented_flow_and_every_answer_matches_the_
         404
     );
 
-    // The ledger recorded the create (charged) and the reissue (free), with their ctids.
+    // The ledger recorded the create (charged), the reissue (free), with their ctids, and the
+    // revoke (free), with the serial it named.
     let ledger = api.sim_get("/ledger").await;
-    let kinds: Vec<(&str, bool, &str)> = ledger
+    let kinds: Vec<(&str, bool, Option<&str>, Option<&str>)> = ledger
         .as_array()
         .unwrap()
         .iter()
@@ -317,13 +318,18 @@ async fn a_whole_order_follows_the_documented_flow_and_every_answer_matches_the_
             (
                 l["kind"].as_str().unwrap(),
                 l["charged"].as_bool().unwrap(),
-                l["ctid"].as_str().unwrap(),
+                l["ctid"].as_str(),
+                l["serial"].as_str(),
             )
         })
         .collect();
     assert_eq!(
         kinds,
-        [("create", true, "ctid-create-1"), ("reissue", false, "ctid-reissue")]
+        [
+            ("create", true, Some("ctid-create-1"), None),
+            ("reissue", false, Some("ctid-reissue"), None),
+            ("revoke", false, None, Some(serial1.as_str())),
+        ]
     );
 }
 
