@@ -48,6 +48,21 @@ pub struct Cli {
     /// request and does it; this prints the results.
     #[arg(long, global = true, num_args = 0.., value_name = "NAME")]
     pub renew_now: Option<Vec<String>>,
+    /// With --renew-now: a campaign over every installed certificate (a CA incident, a leaked
+    /// key): recorded in the state directory, urgent first, within the API's rate limit, with
+    /// its progress; killed or rebooted, the same command (or a daemon at its start) goes on
+    /// with it, and no certificate is reissued twice. A running daemon is handed it.
+    #[arg(long, global = true, requires = "renew_now")]
+    pub all: bool,
+    /// With --renew-now: a campaign over the installed certificates with a name matching
+    /// PATTERN (`*` any run of characters, `?` one; quote it from the shell), e.g.
+    /// '*.example.com'. May be repeated.
+    #[arg(long = "match", global = true, value_name = "PATTERN", requires = "renew_now")]
+    pub patterns: Vec<String>,
+    /// With --renew-now: a campaign over the installed certificates issued (notBefore) before
+    /// DATE (2026-07-01 or RFC 3339), e.g. what a CA's incident report names.
+    #[arg(long, global = true, value_name = "DATE", requires = "renew_now")]
+    pub issued_before: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -308,6 +323,29 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
                 Err(code) => code,
             }
         }
+        None if cli.all || !cli.patterns.is_empty() || cli.issued_before.is_some() => {
+            if cli.renew_now.as_ref().is_some_and(|n| !n.is_empty()) {
+                eprintln!(
+                    "certkeeper: a campaign (--all, --match, --issued-before) takes no names; use --match PATTERN"
+                );
+                return Exit::Config;
+            }
+            let issued_before = match cli.issued_before.as_deref().map(parse_date).transpose() {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("certkeeper: --issued-before: {e}");
+                    return Exit::Config;
+                }
+            };
+            let selection = crate::campaign::Selection {
+                patterns: cli.patterns.clone(),
+                issued_before,
+            };
+            match load(&cli.config) {
+                Ok(config) => refused(crate::run::run_campaign(config, selection).await),
+                Err(code) => code,
+            }
+        }
         None => match (cli.renew_now, load(&cli.config)) {
             (Some(names), Ok(config)) => refused(crate::run::run_once(config, Some(names)).await),
             (None, _) => {
@@ -319,6 +357,18 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
             (_, Err(code)) => code,
         },
     }
+}
+
+/// A date as `--issued-before` takes it: `2026-07-01` (midnight UTC) or RFC 3339.
+fn parse_date(s: &str) -> Result<i64, String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t.unix_timestamp());
+    }
+    let day = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, &day)
+        .map(|d| d.midnight().assume_utc().unix_timestamp())
+        .map_err(|_| format!("'{s}' is not a date such as 2026-07-01 or 2026-07-01T12:00:00Z"))
 }
 
 /// `plan` (and `run --once --dry-run`): what a run would do; exit 7 when it would buy.
@@ -436,13 +486,21 @@ fn println_out(s: &str) {
 
 fn status(config: &Config, json: bool) -> Exit {
     let rows = crate::status::rows(config);
+    let campaign = crate::status::campaign(config);
     if json {
         let report = crate::status::Report {
             schema_version: crate::status::SCHEMA_VERSION,
             certificates: rows,
+            campaign,
         };
         println_out(&serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
+        if let Some(c) = &campaign {
+            println_out(&format!(
+                "campaign {} in progress since {} ({}): {}/{} done, {} failed",
+                c.id, c.started, c.selection, c.ended, c.total, c.failed
+            ));
+        }
         println_out(&crate::status::table(&rows));
     }
     Exit::Ok

@@ -6,6 +6,8 @@
 //! separated, every line bounded:
 //!
 //! - the client sends `renew-now` and the names (none: every certificate), then a newline;
+//!   or `campaign`: the daemon takes up the campaign recorded in the state directory and
+//!   answers `done\t0` at once (its progress is in the campaign's log);
 //! - the daemon answers, as each certificate's forced run ends, `NAME\tCODE\tTEXT`, and at the
 //!   end `done\tCODE` (the most serious outcome, as a one-shot run's exit status), or
 //!   `refused\tCODE\tTEXT` when it cannot take the request.
@@ -28,6 +30,8 @@ const MAX_LINE: u64 = 64 * 1024;
 /// where to send each result line as it comes, then the end.
 pub(crate) struct Request {
     pub names: Vec<String>,
+    /// `campaign`: take up the campaign recorded in the state directory.
+    pub campaign: bool,
     pub reply: mpsc::UnboundedSender<Reply>,
 }
 
@@ -113,20 +117,30 @@ async fn serve(stream: UnixStream, loop_tx: mpsc::Sender<Request>) {
         Reply::Refused(exit, why) => format!("refused\t{}\t{}\n", exit.code(), one_line(&why)),
     };
     let mut words = line.trim_end_matches('\n').split('\t');
+    let verb = words.next();
     let refusal = if !trusted {
         Some("only root or the daemon's own user may ask it".to_string())
-    } else if !read_ok || words.next() != Some("renew-now") {
+    } else if !read_ok || !matches!(verb, Some("renew-now" | "campaign")) {
         Some("the request was not understood".to_string())
     } else {
         None
     };
+    let campaign = verb == Some("campaign");
     if let Some(why) = refusal {
         let _ = write.write_all(say(Reply::Refused(Exit::Error, why)).as_bytes()).await;
         return;
     }
     let names: Vec<String> = words.filter(|w| !w.is_empty()).map(str::to_ascii_lowercase).collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    if loop_tx.send(Request { names, reply: tx }).await.is_err() {
+    if loop_tx
+        .send(Request {
+            names,
+            campaign,
+            reply: tx,
+        })
+        .await
+        .is_err()
+    {
         let _ = write
             .write_all(say(Reply::Refused(Exit::Error, "the daemon is stopping".into())).as_bytes())
             .await;
@@ -150,6 +164,36 @@ async fn serve(stream: UnixStream, loop_tx: mpsc::Sender<Request>) {
 /// Text on one line: tabs and newlines would break the protocol.
 fn one_line(s: &str) -> String {
     s.replace(['\t', '\n', '\r'], " ")
+}
+
+/// A campaign recorded while a daemon holds the state directory: tells the daemon to take it up.
+pub(crate) async fn hand_campaign(state_dir: &Path) -> Result<(), Refusal> {
+    let path = state_dir.join(SOCKET);
+    let fail = |exit: Exit, message: String| Refusal { exit, message };
+    let stream = UnixStream::connect(&path).await.map_err(|e| {
+        fail(
+            Exit::Locked,
+            format!("and no daemon answers on {} ({e}); the campaign is recorded and goes on with the same command once that run has ended", path.display()),
+        )
+    })?;
+    let (read, mut write) = stream.into_split();
+    write
+        .write_all(b"campaign\n")
+        .await
+        .map_err(|e| fail(Exit::Error, format!("{}: {e}", path.display())))?;
+    let mut line = String::new();
+    let mut reader = BufReader::new(read).take(MAX_LINE);
+    match tokio::time::timeout(Duration::from_secs(30), reader.read_line(&mut line)).await {
+        Ok(Ok(_)) if line.starts_with("done\t") => Ok(()),
+        Ok(Ok(_)) => Err(fail(
+            Exit::Error,
+            format!("the running daemon refused the campaign: {}", line.trim()),
+        )),
+        _ => Err(fail(
+            Exit::Error,
+            "the daemon did not answer; the campaign is recorded and it takes it up at its next start".into(),
+        )),
+    }
 }
 
 /// `--renew-now` while a daemon holds the state directory: hands the request to it, prints each

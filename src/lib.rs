@@ -7,6 +7,7 @@
 
 pub(crate) mod adopt;
 pub mod api;
+pub(crate) mod campaign;
 pub mod cli;
 pub mod config;
 pub(crate) mod control;

@@ -153,6 +153,31 @@ pub(crate) async fn run_once(config: Config, renew: Option<Vec<String>>) -> Resu
     Ok(run_all(&agent, renew.as_deref()).await)
 }
 
+/// `--renew-now --all` (or `--match`, `--issued-before`): the campaign in progress, or a new
+/// one, run here; while a daemon holds the state directory, recorded and handed to it, and
+/// followed here.
+pub(crate) async fn run_campaign(config: Config, selection: crate::campaign::Selection) -> Result<Exit, Refusal> {
+    let state_dir = config.store.state_dir.clone();
+    match start(config.clone()) {
+        Ok((agent, _lock)) => {
+            let (campaign, log) = crate::campaign::begin(&agent, &selection)?;
+            Ok(crate::campaign::run(&agent, campaign, log).await)
+        }
+        Err(r) if r.exit == Exit::Locked => {
+            let agent = Agent::new(config).map_err(|e| Refusal::new(Exit::Error, format!("{e:#}")))?;
+            crate::campaign::begin(&agent, &selection)?;
+            crate::control::hand_campaign(&state_dir).await.map_err(|mut e| {
+                if e.exit == Exit::Locked {
+                    e.message = format!("{} {}", r.message, e.message);
+                }
+                e
+            })?;
+            crate::campaign::follow(&agent).await
+        }
+        Err(r) => Err(r),
+    }
+}
+
 /// What one certificate's run came to: its exit status and the line that says it.
 pub(crate) fn outcome_line(name: &str, result: &anyhow::Result<Outcome>) -> (Exit, String) {
     match result {

@@ -175,6 +175,39 @@ pub(crate) const SCHEMA_VERSION: u32 = 3;
 pub(crate) struct Report {
     pub schema_version: u32,
     pub certificates: Vec<StatusRow>,
+    /// A campaign in progress (`--renew-now --all`), else null.
+    pub campaign: Option<CampaignRow>,
+}
+
+/// A campaign in progress, as `status` shows it.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct CampaignRow {
+    pub id: String,
+    /// RFC 3339.
+    pub started: String,
+    pub selection: String,
+    pub total: usize,
+    /// Ended, done or failed.
+    pub ended: usize,
+    pub failed: usize,
+}
+
+/// The campaign in progress, read from the state directory.
+pub(crate) fn campaign(config: &Config) -> Option<CampaignRow> {
+    let store = Store::new(
+        &config.store.state_dir,
+        &config.store.live_dir,
+        config.store.keep_generations,
+    );
+    let (c, log) = store.campaign().ok().flatten()?;
+    Some(CampaignRow {
+        id: c.id,
+        started: crate::text::time(c.started),
+        selection: c.selection,
+        total: c.names.len(),
+        ended: log.ended_count(),
+        failed: log.failed.len(),
+    })
 }
 
 /// One row of `status`. `serial`, `not_after` and `days_left` are those of the live

@@ -47,6 +47,8 @@ impl Default for RetryPolicy {
 pub struct RateLimiter {
     interval: Duration,
     next: Mutex<Instant>,
+    /// Requests let through so far.
+    sent: std::sync::atomic::AtomicU64,
 }
 
 impl RateLimiter {
@@ -54,11 +56,13 @@ impl RateLimiter {
         Self {
             interval: Duration::from_secs_f64(1.0 / rate.max(0.001)),
             next: Mutex::new(Instant::now()),
+            sent: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Waits for this request's slot.
     pub async fn acquire(&self) {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let slot = {
             let mut next = self.next.lock().await;
             let now = Instant::now();
@@ -150,6 +154,16 @@ impl Client {
             limiter: Arc::new(RateLimiter::new(cfg.rate_limit)),
             retry: RetryPolicy::default(),
         })
+    }
+
+    /// How many requests this client (and its clones) sent so far.
+    pub fn requests(&self) -> u64 {
+        self.limiter.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The most requests a second it sends.
+    pub fn rate(&self) -> f64 {
+        1.0 / self.limiter.interval.as_secs_f64()
     }
 
     /// Uses another retry policy (tests shorten it).

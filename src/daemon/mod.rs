@@ -91,6 +91,9 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
     // that no longer hands out the installed certificate) `on_failure` was told of.
     let mut checking: HashSet<tokio::task::Id> = HashSet::new();
     let mut drifted: HashSet<String> = HashSet::new();
+    // A mass reissue recorded in the state directory (`--renew-now --all`), and how its tasks end.
+    let mut campaign = crate::campaign::InDaemon::load(&agent);
+    let (campaign_tx, mut campaign_rx) = mpsc::unbounded_channel::<(String, crate::campaign::Ended)>();
     loop {
         let agent = current(&shared);
         let t = now();
@@ -178,6 +181,37 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                 tasks.spawn(async move { Box::pin(task_agent.ensure_with(&task_cert, false, forgiven)).await });
             task_names.insert(handle.id(), cert);
         }
+        // The campaign's next certificates, in the room the due orders left.
+        if let Some(c) = campaign.as_mut() {
+            let room = limit.saturating_sub(in_flight.len());
+            if room > 0 {
+                let by_name: HashMap<&str, &CertConfig> =
+                    agent.config.certificates.iter().map(|c| (c.name.as_str(), c)).collect();
+                for (name, started) in c.startable(room, |n| in_flight.contains(n) || forced.is_waiting(n), t) {
+                    let Some(cert) = by_name.get(name.as_str()).map(|c| (*c).clone()) else {
+                        let ended = Err(format!("{name}: no longer configured; nothing was done"));
+                        crate::campaign::record(&agent, &name, &ended);
+                        c.ended(&name, Some(ended), t);
+                        continue;
+                    };
+                    in_flight.insert(cert.name.clone());
+                    let (task_agent, task_cert, tx) = (agent.clone(), cert.clone(), campaign_tx.clone());
+                    let handle = tasks.spawn(async move {
+                        let (ended, result) = crate::campaign::work(&task_agent, &task_cert, started).await;
+                        if let Some(e) = &ended {
+                            crate::campaign::record(&task_agent, &task_cert.name, e);
+                        }
+                        let _ = tx.send((task_cert.name.clone(), ended));
+                        result
+                    });
+                    c.tasks.insert(handle.id());
+                    task_names.insert(handle.id(), cert);
+                }
+            }
+            if let Some(at) = c.next() {
+                next_at = next_at.min(at);
+            }
+        }
         // The served checks that are due, in the room the orders left.
         let room = limit.saturating_sub(in_flight.len());
         if room > 0 && serve_checks.next().is_some_and(|at| at <= t) {
@@ -251,6 +285,33 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                         continue;
                     }
                     serve_checks.task_ended(&cert.name, now());
+                    if let Some(c) = campaign.as_mut()
+                        && !c.tasks.contains(&id)
+                    {
+                        c.other_task_ended(&agent, &cert.name, matches!(result, Ok(Outcome::Deployed { .. })));
+                    }
+                    if let Some(c) = campaign.as_mut()
+                        && c.tasks.remove(&id)
+                    {
+                        let mut heard = false;
+                        while let Ok((name, ended)) = campaign_rx.try_recv() {
+                            heard |= name == cert.name;
+                            c.ended(&name, ended, now());
+                        }
+                        // A task that panicked said nothing: tried again later.
+                        if !heard {
+                            c.ended(&cert.name, None, now());
+                        }
+                    }
+                    if let Some(c) = campaign.as_ref()
+                        && c.over()
+                    {
+                        tracing::info!("{}", c.summary());
+                        if let Err(e) = agent.store.end_campaign() {
+                            tracing::error!(error = %e, "cannot close the campaign's files");
+                        }
+                        campaign = None;
+                    }
                     if matches!(result, Ok(Outcome::Deployed { .. }) | Ok(Outcome::NotDeployed { .. })) {
                         // The deploy checked what is served.
                         serve_checks.checked(&cert, now());
@@ -288,6 +349,12 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                         setbacks.forgive(&name, now());
                     }
                 }
+            }
+            Event::Control(request) if request.campaign => {
+                if campaign.is_none() {
+                    campaign = crate::campaign::InDaemon::load(&current(&shared));
+                }
+                let _ = request.reply.send(control::Reply::End(Exit::Ok));
             }
             Event::Control(request) => {
                 let names = &current(&shared).config.certificates;

@@ -6,10 +6,12 @@
 //! - `live_dir/.generations/NAME/N/{cert,chain,fullchain,privkey}.pem`: each issuance, and
 //!   `live_dir/NAME`: a symlink to the live generation, switched with one atomic rename ([`live`]).
 //! - `state_dir/lock`: held with an exclusive lock while certkeeper works; holds the PID.
+//! - `state_dir/campaign.json` and `campaign.log`: a mass reissue in progress ([`campaign`]).
 //!
 //! Names become path components only after `config::is_hostname` accepted them; every directory
 //! is checked by `host` before it is used.
 
+mod campaign;
 mod fs;
 mod live;
 mod state;
@@ -19,6 +21,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+pub use campaign::{Campaign, CampaignEvent, CampaignLog};
 pub use fs::write_atomic;
 pub use live::{Generation, KeyAccess, files};
 pub use state::*;

@@ -6,6 +6,9 @@
 
 mod support;
 
+/// Mass reissues: each certificate once, through kills, with progress.
+mod campaign;
+
 /// Orders bought by hand before certkeeper: adopted, or a choice asked for; never bought twice.
 mod adopt;
 /// `check`: configuration errors, hook programs, product limits, `--online`.
