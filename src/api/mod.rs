@@ -94,6 +94,10 @@ pub struct Polled {
     pub queued: Option<i64>,
 }
 
+/// A slot of the rate limit, taken by [`Client::turn`] for one paid request.
+#[derive(Debug)]
+pub struct Turn(());
+
 /// A connected API client. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -172,15 +176,27 @@ impl Client {
         self
     }
 
-    /// Sends one request, once.
+    /// Waits for a slot of the rate limit and takes it, for a paid request about to be
+    /// journaled: the request then leaves as soon as its journal is written, so a run killed
+    /// while it waited for its slot has sent nothing, and its journal says so (no lost answer
+    /// to look for).
+    pub async fn turn(&self) -> Turn {
+        self.limiter.acquire().await;
+        Turn(())
+    }
+
+    /// Sends one request, once: in the slot `turn` took, else in the next free one.
     async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
         ctid: Option<&str>,
+        turn: Option<Turn>,
     ) -> Result<Envelope, Error> {
-        self.limiter.acquire().await;
+        if turn.is_none() {
+            self.limiter.acquire().await;
+        }
         let url = format!("{}{}", self.base, path);
         let mut req = self
             .http
@@ -281,7 +297,7 @@ impl Client {
         let mut delay = self.retry.first_delay;
         let mut attempt = 1;
         loop {
-            match self.send(method.clone(), path, body, None).await {
+            match self.send(method.clone(), path, body, None, None).await {
                 Ok(env) => return Ok(env),
                 // A server that asks for a longer pause than a run may wait gets it from the
                 // schedule instead (the failure records its Retry-After).
@@ -301,11 +317,16 @@ impl Client {
         }
     }
 
-    /// Sends a paid request. Only a rate-limit refusal (which proves nothing was done) is retried.
-    async fn paid(&self, method: Method, path: &str, body: &Value, ctid: &str) -> Result<Envelope, Error> {
+    /// Sends a paid request, first in the slot `turn` took. Only a rate-limit refusal (which
+    /// proves nothing was done) and a refused connection are retried.
+    async fn paid(&self, method: Method, path: &str, body: &Value, ctid: &str, turn: Turn) -> Result<Envelope, Error> {
         let mut attempt = 1;
+        let mut turn = Some(turn);
         loop {
-            match self.send(method.clone(), path, Some(body), Some(ctid)).await {
+            match self
+                .send(method.clone(), path, Some(body), Some(ctid), turn.take())
+                .await
+            {
                 Err(Error::RateLimited { retry_after })
                     if attempt < self.retry.attempts && retry_after.is_none_or(|d| d <= MAX_WAIT_IN_RUN) =>
                 {
@@ -361,7 +382,7 @@ impl Client {
         if let Some(obj) = body.as_object_mut() {
             obj.retain(|_, v| !v.is_null());
         }
-        let env = self.send(Method::POST, "/sslcontact", Some(&body), None).await?;
+        let env = self.send(Method::POST, "/sslcontact", Some(&body), None, None).await?;
         let v: Value = Self::first(&env, "contact")?;
         v.get("id").and_then(Value::as_i64).ok_or_else(|| Error::Garbled {
             http: 200,
@@ -399,26 +420,26 @@ impl Client {
     }
 
     /// `POST /certificate`: orders (pays). Returns the job id.
-    pub async fn create(&self, order: &OrderRequest, ctid: &str) -> Result<i64, Error> {
+    pub async fn create(&self, order: &OrderRequest, ctid: &str, turn: Turn) -> Result<i64, Error> {
         let body = serde_json::to_value(order).unwrap_or(Value::Null);
-        let env = self.paid(Method::POST, "/certificate", &body, ctid).await?;
+        let env = self.paid(Method::POST, "/certificate", &body, ctid, turn).await?;
         Self::job_id(&env)
     }
 
     /// `PUT /certificate/{id}`: reissues within the term (free). Returns the job id.
-    pub async fn reissue(&self, id: i64, order: &OrderRequest, ctid: &str) -> Result<i64, Error> {
+    pub async fn reissue(&self, id: i64, order: &OrderRequest, ctid: &str, turn: Turn) -> Result<i64, Error> {
         let body = serde_json::to_value(order).unwrap_or(Value::Null);
         let env = self
-            .paid(Method::PUT, &format!("/certificate/{id}"), &body, ctid)
+            .paid(Method::PUT, &format!("/certificate/{id}"), &body, ctid, turn)
             .await?;
         Self::job_id(&env)
     }
 
     /// `PUT /certificate/{id}/_renew`: buys the next term (pays). Returns the job id.
-    pub async fn renew(&self, id: i64, order: &OrderRequest, ctid: &str) -> Result<i64, Error> {
+    pub async fn renew(&self, id: i64, order: &OrderRequest, ctid: &str, turn: Turn) -> Result<i64, Error> {
         let body = serde_json::to_value(order).unwrap_or(Value::Null);
         let env = self
-            .paid(Method::PUT, &format!("/certificate/{id}/_renew"), &body, ctid)
+            .paid(Method::PUT, &format!("/certificate/{id}/_renew"), &body, ctid, turn)
             .await?;
         Self::job_id(&env)
     }
@@ -428,7 +449,8 @@ impl Client {
     /// up in the certificate's `histories`, never resent blind.
     pub async fn revoke(&self, id: i64, serial: &str, ctid: &str) -> Result<(), Error> {
         let body = serde_json::json!({ "serialNumber": serial });
-        self.paid(Method::POST, &format!("/certificate/{id}/_revoke"), &body, ctid)
+        let turn = self.turn().await;
+        self.paid(Method::POST, &format!("/certificate/{id}/_revoke"), &body, ctid, turn)
             .await
             .map(drop)
     }

@@ -43,14 +43,18 @@ impl Agent {
         jm.known_certificates = known.into_iter().collect();
         jm.clean_searches = 0;
         jm.answer_unreadable = false;
+        // The body (which may create a contact) and the rate limit's slot come before the
+        // journal, so that the request leaves as soon as `sending` is on disk: a run killed
+        // while it waited has sent nothing, and resumes with nothing to look for.
+        let body = self.order_body(cert, st).await?;
+        let turn = self.client.turn().await;
         self.advance(cert, st, Step::Sending)?;
 
-        let body = self.order_body(cert, st).await?;
         let id = st.certificate_id;
         let result = match (j.kind, id) {
-            (OrderKind::Create, _) => self.client.create(&body, &ctid).await,
-            (OrderKind::Reissue, Some(id)) => self.client.reissue(id, &body, &ctid).await,
-            (OrderKind::Renew, Some(id)) => self.client.renew(id, &body, &ctid).await,
+            (OrderKind::Create, _) => self.client.create(&body, &ctid, turn).await,
+            (OrderKind::Reissue, Some(id)) => self.client.reissue(id, &body, &ctid, turn).await,
+            (OrderKind::Renew, Some(id)) => self.client.renew(id, &body, &ctid, turn).await,
             (_, None) => Err(api::Error::Refused {
                 http: 0,
                 code: "local".into(),

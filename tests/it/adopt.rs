@@ -33,8 +33,9 @@ async fn buy_by_hand(env: &TestEnv, client: &Client, names: &[&str], months: u32
         technical_contact: contact,
     };
     let ctid = format!("by-hand-{}-{}", names.join("-"), env.sim.control().ledger().len());
+    let turn = client.turn().await;
     client
-        .create(&OrderRequest::dns(None, what, None, true), &ctid)
+        .create(&OrderRequest::dns(None, what, None, true), &ctid, turn)
         .await
         .unwrap();
     let id = env

@@ -316,3 +316,32 @@ async fn a_spend_guard_refusal_removes_the_records_the_dns_hook_published() {
     );
     assert!(!env.live(name).exists());
 }
+
+/// Orders waiting for the API's rate limit used to be journaled as `sending` while they waited:
+/// a run killed then left each with a "lost answer" that only the 10-minute grace could settle,
+/// though nothing had left. The slot is now taken before the journal is written: killed while
+/// the others wait their turn, the next run (with the shipped grace) sends them at once, each
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_killed_while_waiting_for_the_rate_limit_have_sent_nothing_and_go_on_at_once() {
+    let env = TestEnv::start("crash-rate-limit").await;
+    let names: Vec<String> = (0..6).map(|i| format!("w{i}.example.com")).collect();
+    let certs: Vec<Cert<'_>> = names.iter().map(|n| Cert::autodns(n)).collect();
+    env.write_config(&certs, "");
+    env.run_ok(&["run", "--once"]).await;
+    env.use_shipped_settings();
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    std::fs::write(
+        env.config_path(),
+        text.replacen("[api]\n", "[api]\nrate_limit = 1.0\n", 1),
+    )
+    .unwrap();
+    // The first reissue to be accepted stops the run; the others wait for their turn then.
+    kill_at(&env, &["--renew-now"], Step::Accepted.name()).await;
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for n in &names {
+        assert_eq!(env.reissues(n), 1, "{n}: {:?}", env.sim.control().ledger());
+        env.assert_installed(n);
+    }
+}

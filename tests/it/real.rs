@@ -103,7 +103,10 @@ async fn every_real_answer_is_read_by_the_client_as_in_production() {
             );
         } else if file.contains(".TRUNCATED.") && route.starts_with("PUT_certificate") {
             // Cut off before its status type: an answer whose outcome is unknown, never a failure.
-            let e = client.reissue(1, &order(), "ctid").await.unwrap_err();
+            let e = client
+                .reissue(1, &order(), "ctid", client.turn().await)
+                .await
+                .unwrap_err();
             assert!(e.outcome_unknown(), "{what}: {e:?}");
         } else {
             match route {
@@ -125,21 +128,21 @@ async fn every_real_answer_is_read_by_the_client_as_in_production() {
                 }
                 "POST_certificate" => {
                     let job = client
-                        .create(&order(), "ctid")
+                        .create(&order(), "ctid", client.turn().await)
                         .await
                         .unwrap_or_else(|e| panic!("{what}: {e}"));
                     assert!(job > 0, "{what}");
                 }
                 "PUT_certificate_id" => {
                     let job = client
-                        .reissue(1, &order(), "ctid")
+                        .reissue(1, &order(), "ctid", client.turn().await)
                         .await
                         .unwrap_or_else(|e| panic!("{what}: {e}"));
                     assert!(job > 0, "{what}");
                 }
                 "PUT_certificate_id_renew" => {
                     let job = client
-                        .renew(1, &order(), "ctid")
+                        .renew(1, &order(), "ctid", client.turn().await)
                         .await
                         .unwrap_or_else(|e| panic!("{what}: {e}"));
                     assert!(job > 0, "{what}");
