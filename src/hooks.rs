@@ -34,7 +34,14 @@ pub(crate) mod vars {
     pub(crate) const RECORD_VALUE: &str = "CERTKEEPER_RECORD_VALUE";
     pub(crate) const RECORD_TTL: &str = "CERTKEEPER_RECORD_TTL";
     pub(crate) const RECORD_ZONE_LINE: &str = "CERTKEEPER_RECORD_ZONE_LINE";
-    /// `on_failure`: what happened (`failed`, `not_deployed`, `expiring`), the error, the count.
+    /// Reload hook: the `serve_check` addresses that must hand out the new certificate next,
+    /// space separated (empty without `serve_check`).
+    pub(crate) const SERVE_CHECK: &str = "CERTKEEPER_SERVE_CHECK";
+    /// `on_failure`, event `not_served`: what was served instead, `ADDRESS serves SERIAL for
+    /// NAME`.
+    pub(crate) const NOT_SERVED: &str = "CERTKEEPER_NOT_SERVED";
+    /// `on_failure`: what happened (`failed`, `not_deployed`, `not_served`, `expiring`, ...),
+    /// the error, the count.
     pub(crate) const EVENT: &str = "CERTKEEPER_EVENT";
     pub(crate) const ERROR: &str = "CERTKEEPER_ERROR";
     pub(crate) const FAILURES: &str = "CERTKEEPER_FAILURES";
@@ -55,6 +62,7 @@ pub(crate) struct ReloadEnv<'a> {
     pub serial: Option<&'a str>,
     /// Unix time.
     pub not_after: Option<i64>,
+    pub serve_check: &'a [String],
 }
 
 impl ReloadEnv<'_> {
@@ -73,6 +81,7 @@ impl ReloadEnv<'_> {
             (vars::FULLCHAIN, p(files::FULLCHAIN)),
             (vars::SERIAL, self.serial.unwrap_or_default().to_string()),
             (vars::NOT_AFTER, not_after),
+            (vars::SERVE_CHECK, self.serve_check.join(" ")),
         ])
     }
 }
@@ -105,11 +114,13 @@ pub(crate) struct FailureEnv<'a> {
     pub failures: u32,
     /// Unix time.
     pub not_after: Option<i64>,
+    /// For `not_served`: what was served instead.
+    pub not_served: Option<&'a str>,
 }
 
 impl FailureEnv<'_> {
     pub(crate) fn vars(&self) -> Env {
-        env([
+        let mut vars = env([
             (vars::NAME, self.name.to_string()),
             (vars::EVENT, self.event.to_string()),
             (vars::ERROR, self.error.to_string()),
@@ -118,7 +129,11 @@ impl FailureEnv<'_> {
                 vars::NOT_AFTER,
                 self.not_after.map(|t| t.to_string()).unwrap_or_default(),
             ),
-        ])
+        ]);
+        if let Some(what) = self.not_served.filter(|_| self.event == "not_served") {
+            vars.insert(vars::NOT_SERVED.to_string(), what.to_string());
+        }
+        vars
     }
 }
 

@@ -262,6 +262,7 @@ pub(crate) async fn tell_on_failure(
         error,
         failures: st.failures.max(at_least),
         not_after: st.not_after,
+        not_served: st.not_served.as_deref(),
     }
     .vars();
     if let Err(e) = crate::hooks::run(argv, &env, cert.hook_timeout).await {

@@ -3,7 +3,8 @@
 //! A reload hook that exits 0 proves little: another vhost may point elsewhere, a second server
 //! may have been missed, a config may name a copy instead of `live/NAME`. After the reload, each
 //! address of `serve_check` is asked over TLS, with SNI set to each of the certificate's names,
-//! for the certificate it hands out, until every one hands out the new serial or
+//! for the certificate it hands out, until every one hands out the new serial twice in a row
+//! (an old nginx worker may take a connection while the new ones start) or
 //! `serve_check_timeout` has passed, every 200 ms (nginx takes about 0.2 s to switch).
 //!
 //! No trust decision is made here (the installed certificate was verified before it was
@@ -23,6 +24,10 @@ use crate::store::Served;
 /// The pause between two looks at an address that does not hand out the new certificate yet.
 pub(crate) const RETRY: Duration = Duration::from_millis(200);
 
+/// How many looks in a row must find the new certificate: nginx's old workers may still take a
+/// connection or two while the new ones start, so one look that finds it proves less.
+const IN_A_ROW: u32 = 2;
+
 /// The longest one look (connection and handshake) may take.
 const LOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -31,7 +36,7 @@ const LOOK_TIMEOUT: Duration = Duration::from_secs(5);
 const WILDCARD_LABEL: &str = "certkeeper-check";
 
 /// Asks every address, for every name, which certificate it hands out, until each hands out
-/// `expected` or `timeout` has passed. One result per address: where a name was not served
+/// `expected` twice in a row or `timeout` has passed. One result per address: where a name was not served
 /// `expected`, the first such name and what it got.
 pub(crate) async fn check(addresses: &[String], names: &[String], expected: &str, timeout: Duration) -> Vec<Served> {
     let deadline = Instant::now() + timeout;
@@ -40,6 +45,7 @@ pub(crate) async fn check(addresses: &[String], names: &[String], expected: &str
         .collect();
     let mut last: Vec<Option<Look>> = vec![None; pairs.len()];
     let mut pending: Vec<usize> = (0..pairs.len()).collect();
+    let mut seen_in_a_row: Vec<u32> = vec![0; pairs.len()];
     loop {
         let mut looks = tokio::task::JoinSet::new();
         for &i in &pending {
@@ -55,7 +61,11 @@ pub(crate) async fn check(addresses: &[String], names: &[String], expected: &str
                 last[i] = Some(seen);
             }
         }
-        pending.retain(|&i| last[i].as_ref().is_none_or(|l| l.serial.as_deref() != Some(expected)));
+        for &i in &pending {
+            let hit = last[i].as_ref().is_some_and(|l| l.serial.as_deref() == Some(expected));
+            seen_in_a_row[i] = if hit { seen_in_a_row[i] + 1 } else { 0 };
+        }
+        pending.retain(|&i| seen_in_a_row[i] < IN_A_ROW);
         if pending.is_empty() || Instant::now() >= deadline {
             break;
         }

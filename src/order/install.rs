@@ -255,6 +255,7 @@ impl Agent {
             live: &self.store.live_dir.join(&cert.name),
             serial: live.serial.as_deref(),
             not_after: live.not_after,
+            serve_check: &cert.serve_check,
         }
         .vars()
     }

@@ -458,10 +458,17 @@ async fn the_served_check_passes_a_real_reload_and_catches_a_hook_that_did_not_r
     let s2 = row["serial"].as_str().unwrap().to_string();
     assert_eq!(row["served"][0]["address"], format!("127.0.0.1:{port}"), "{row}");
     assert_eq!(row["served"][0]["serial"], s2, "{row}");
-    assert_eq!(served_serial(&env, port), env.serial("www.example.com"));
+    // (An old nginx worker may still take a connection for a moment after the reload.)
+    wait_for_serial(&env, port, &env.serial("www.example.com")).await;
 
     // A hook that says yes and does nothing.
-    let no_reload = env.script("no-reload.sh", "exit 0");
+    let no_reload = env.script(
+        "no-reload.sh",
+        &format!(
+            "env | grep '^CERTKEEPER_' >> {}\nexit 0",
+            env.dir.join("no-reload.env").display()
+        ),
+    );
     env.write_config(
         &[Cert::autodns("www.example.com")],
         &format!("reload = [\"{}\"]\n{check}", no_reload.display()),
@@ -486,6 +493,21 @@ async fn the_served_check_passes_a_real_reload_and_catches_a_hook_that_did_not_r
     let calls = calls(&told);
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert!(calls[0].contains("CERTKEEPER_EVENT=not_served"), "{calls:?}");
+    let what = expected
+        .strip_prefix("issued, not served (")
+        .unwrap()
+        .strip_suffix(')')
+        .unwrap();
+    assert!(
+        calls[0].contains(&format!("CERTKEEPER_NOT_SERVED={what}\n")),
+        "{calls:?}"
+    );
+    // The hook was told which servers would be asked.
+    let told_hook = std::fs::read_to_string(env.dir.join("no-reload.env")).unwrap();
+    assert!(
+        told_hook.contains(&format!("CERTKEEPER_SERVE_CHECK=127.0.0.1:{port}\n")),
+        "{told_hook}"
+    );
     assert_eq!(env.reissues("www.example.com"), 2, "the failed check bought nothing");
 }
 
