@@ -2,7 +2,7 @@
 """certkeeper's benchmarks, against autodns-sim on loopback. One command:
 
     python3 bench/run.py            # everything (about 25 minutes, 10 of them the rate-limited runs)
-    python3 bench/run.py cpu noop   # only some: scale, peer, features, cpu, rss, noop, ratelimit, ratelimit40, dnslag, idle
+    python3 bench/run.py cpu noop   # only some: scale, peer, features, cpu, rss, noop, ratelimit, ratelimit40, campaign, campaign40, dnslag, idle
     BENCH_BINARIES=DIR python3 bench/run.py ratelimit40   # another build's binaries, not built here
 
 It builds the release binaries, starts autodns-sim (job delay 0) as a child process, writes
@@ -531,7 +531,71 @@ def bench_scale(n=100000):
     print("scale", json.dumps(results[f"scale_{n}"]), flush=True)
 
 
-BENCHES = {"scale": bench_scale, "peer": bench_peer, "features": bench_features, "cpu": bench_cpu, "noop": bench_noop, "rss": bench_rss, "idle": bench_idle, "dnslag": bench_dnslag, "ratelimit": bench_ratelimit, "ratelimit40": bench_ratelimit40}
+def campaign_run(n, kills=2):
+    """A campaign (`--renew-now --all`) of n certificates at the API's 3 requests/s, killed with
+    SIGKILL (by PID) `kills` times at even shares of its work and resumed each time by the same
+    command. Returns the time certkeeper ran (the segments' sum) beside the rate limit's bound
+    (its API calls / 3), and how often each certificate was reissued."""
+    sim = Sim("--rate-limit", "0")
+    contact(sim)
+    d = workdir(sim, names(n))
+    ck(d, "run", "--once")  # every certificate issued, without the rate limit
+    sim.post("/faults", {"rate_limit": 3.0})
+    conf = os.path.join(d, "certkeeper.toml")
+    text = open(conf).read().replace("rate_limit = 1000.0", "rate_limit = 3.0")
+    open(conf, "w").write(text)
+    time.sleep(1)
+    before = len(sim.get("/requests"))
+    env = dict(os.environ, CERTKEEPER_CONFIG=conf, CERTKEEPER_LOG="warn")
+    log = os.path.join(d, "state", "campaign.log")
+
+    def ended():
+        try:
+            return sum(1 for l in open(log) if l.startswith(("done\t", "failed\t")))
+        except FileNotFoundError:
+            return 0
+
+    segments = []
+    for k in range(kills + 1):
+        start = time.monotonic()
+        p = subprocess.Popen([CERTKEEPER, "--renew-now", "--all"], env=env, cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        STARTED.append(p)
+        if k < kills:
+            while ended() < n * (k + 1) // (kills + 1):
+                time.sleep(0.05)
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+        else:
+            assert p.wait() == 0, "the last segment failed"
+        segments.append(time.monotonic() - start)
+    reqs = sim.get("/requests")[before:]
+    ledger = sim.get("/ledger")
+    sim.stop()
+    reissues = {}
+    for e in ledger:
+        if e["kind"] == "reissue":
+            reissues[e["name"]] = reissues.get(e["name"], 0) + 1
+    once = sum(1 for c in names(n) if reissues.get(c) == 1)
+    calls = len(reqs)
+    bound = calls / 3.0
+    total = sum(segments)
+    return {"certificates": n, "kills": kills, "segments_s": segments, "wall_s": total, "calls": calls,
+            "calls_per_issuance": calls / n, "lower_bound_s": bound, "over_bound_pct": (total / bound - 1) * 100,
+            "reissued_exactly_once": once, "answered_429": sum(1 for r in reqs if r["status"] == 429)}
+
+
+def bench_campaign():
+    results["campaign_300_killed_twice"] = campaign_run(300)
+    print("campaign", json.dumps(results["campaign_300_killed_twice"]), flush=True)
+
+
+def bench_campaign40():
+    """The campaign in small: 40 certificates, killed twice, about 90 s."""
+    results["campaign_40_killed_twice"] = campaign_run(40)
+    print("campaign40", json.dumps(results["campaign_40_killed_twice"]), flush=True)
+
+
+BENCHES = {"scale": bench_scale, "peer": bench_peer, "features": bench_features, "cpu": bench_cpu, "noop": bench_noop, "rss": bench_rss, "idle": bench_idle, "dnslag": bench_dnslag, "ratelimit": bench_ratelimit, "ratelimit40": bench_ratelimit40, "campaign": bench_campaign, "campaign40": bench_campaign40}
 
 if __name__ == "__main__":
     wanted = sys.argv[1:] or list(BENCHES)

@@ -250,6 +250,30 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
         }
     }
     match cli.command {
+        // (--renew-now is refused above beside every command but `run` without --once.)
+        _ if cli.all || !cli.patterns.is_empty() || cli.issued_before.is_some() => {
+            if cli.renew_now.as_ref().is_some_and(|n| !n.is_empty()) {
+                eprintln!(
+                    "certkeeper: a campaign (--all, --match, --issued-before) takes no names; use --match PATTERN"
+                );
+                return Exit::Config;
+            }
+            let issued_before = match cli.issued_before.as_deref().map(parse_date).transpose() {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("certkeeper: --issued-before: {e}");
+                    return Exit::Config;
+                }
+            };
+            let selection = crate::campaign::Selection {
+                patterns: cli.patterns.clone(),
+                issued_before,
+            };
+            match load(&cli.config) {
+                Ok(config) => refused(crate::run::run_campaign(config, selection).await),
+                Err(code) => code,
+            }
+        }
         Some(Command::Check { online }) => check(&cli.config, online).await,
         Some(Command::Resolve {
             name,
@@ -320,29 +344,6 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
             match load(&cli.config) {
                 Ok(config) if renew.is_some() || once => refused(crate::run::run_once(config, renew).await),
                 Ok(config) => refused(crate::daemon::run(cli.config.clone(), config).await),
-                Err(code) => code,
-            }
-        }
-        None if cli.all || !cli.patterns.is_empty() || cli.issued_before.is_some() => {
-            if cli.renew_now.as_ref().is_some_and(|n| !n.is_empty()) {
-                eprintln!(
-                    "certkeeper: a campaign (--all, --match, --issued-before) takes no names; use --match PATTERN"
-                );
-                return Exit::Config;
-            }
-            let issued_before = match cli.issued_before.as_deref().map(parse_date).transpose() {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("certkeeper: --issued-before: {e}");
-                    return Exit::Config;
-                }
-            };
-            let selection = crate::campaign::Selection {
-                patterns: cli.patterns.clone(),
-                issued_before,
-            };
-            match load(&cli.config) {
-                Ok(config) => refused(crate::run::run_campaign(config, selection).await),
                 Err(code) => code,
             }
         }
