@@ -382,6 +382,12 @@ pub(crate) async fn run(agent: &Arc<Agent>, campaign: Campaign, log: CampaignLog
             exit = exit.worst(Exit::Error);
             continue;
         };
+        // A certificate found failed since its logged start (by a run that was killed) fails
+        // this run too.
+        let code = match (&ended, code) {
+            (Some(Err(_)), Exit::Ok) => Exit::OrderFailed,
+            (_, code) => code,
+        };
         exit = exit.worst(code);
         match ended {
             Some(ended) => {
@@ -418,43 +424,49 @@ async fn tell(agent: &Agent, cert: &CertConfig, result: &anyhow::Result<Outcome>
     }
 }
 
-/// Follows a campaign a daemon runs: its progress from the campaign's log, until it is over
-/// (or the daemon stops). Exit 3 when a certificate failed.
+/// Follows a campaign a daemon runs: its progress from the campaign's log (read on from where
+/// it was, once a second), until it is over (or the daemon stops). Exit 3 when a certificate
+/// failed, else 0.
 pub(crate) async fn follow(agent: &Agent) -> Result<Exit, Refusal> {
     let fail = |e: std::io::Error| Refusal::new(Exit::Error, format!("the campaign's files: {e}"));
-    let Some((campaign, log)) = agent.store.campaign().map_err(fail)? else {
+    let Some((campaign, _)) = agent.store.campaign().map_err(fail)? else {
         return Ok(Exit::Ok);
     };
-    let mut seen = log.clone();
-    let mut progress = Progress::new(&campaign, &log, log.requests.unwrap_or(0), agent.client.rate());
-    progress.show(log.requests.unwrap_or(0));
+    let mut seen = CampaignLog::default();
+    let mut offset = 0u64;
+    let mut progress: Option<Progress> = None;
     let mut last_alive = Instant::now();
     loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = agent.store.campaign().map_err(fail)?;
-        let (current, over) = match now {
-            Some((_, log)) => (log, false),
-            // Over: its last log tells the rest.
-            None => (read_last(agent), true),
-        };
+        let over = !agent.store.state_dir.join("campaign.json").exists();
+        let text = agent.store.campaign_log_from(offset).map_err(fail)?;
+        let mut more = seen.clone();
+        offset += more.read_more(&text) as u64;
+        if progress.is_none() {
+            let p = Progress::new(&campaign, &more, more.requests.unwrap_or(0), agent.client.rate());
+            p.show(more.requests.unwrap_or(0));
+            seen = more.clone();
+            progress = Some(p);
+        }
+        let Some(p) = progress.as_mut() else { continue };
         for name in &campaign.names {
-            if current.ended(name) && !seen.ended(name) {
-                let ended = match current.failed.iter().find(|(n, _)| n == name) {
-                    Some((_, e)) if !current.done.contains(name) => Err(format!("{name}: FAILED: {e}")),
+            if more.ended(name) && !seen.ended(name) {
+                let ended = match more.failed.iter().find(|(n, _)| n == name) {
+                    Some((_, e)) if more.failed(name) => Err(format!("{name}: FAILED: {e}")),
                     _ => Ok(format!("{name}: reissued")),
                 };
-                progress.ended(&ended, current.requests.unwrap_or(0));
+                p.ended(&ended, more.requests.unwrap_or(0));
             }
         }
-        seen = current;
+        seen = more;
         if over {
-            say(&progress.summary(&campaign, &seen.failed, 0));
+            say(&p.summary(&campaign, &seen.failed, 0));
             return Ok(if seen.failed.is_empty() {
                 Exit::Ok
             } else {
                 Exit::OrderFailed
             });
         }
+        tokio::time::sleep(Duration::from_secs(1)).await;
         // The daemon may have stopped: then the lock is free.
         if last_alive.elapsed() >= Duration::from_secs(5) {
             last_alive = Instant::now();
@@ -467,11 +479,6 @@ pub(crate) async fn follow(agent: &Agent) -> Result<Exit, Refusal> {
             }
         }
     }
-}
-
-fn read_last(agent: &Agent) -> CampaignLog {
-    let text = std::fs::read_to_string(agent.store.state_dir.join("campaign-last.log")).unwrap_or_default();
-    CampaignLog::parse(&text)
 }
 
 /// A campaign the daemon works through, beside its other work.
@@ -522,6 +529,9 @@ impl InDaemon {
                 skipped.push(name);
             } else {
                 let started = self.log.started.get(&name).copied();
+                // Its start, as its task logs it: looked at again (a lost answer, a task of the
+                // daemon's own in between), it is not taken for one never begun.
+                self.log.started.entry(name.clone()).or_insert(t);
                 out.push((name, started));
             }
         }
@@ -555,7 +565,7 @@ impl InDaemon {
             Some(Ok(_)) => {
                 self.log.done.insert(name.to_string());
             }
-            Some(Err(e)) => self.log.failed.push((name.to_string(), e)),
+            Some(Err(e)) => self.log.fail(name, e),
             None => {
                 self.waiting.push(name.to_string());
                 self.retry_at = t + 60;

@@ -46,18 +46,28 @@ pub(crate) async fn revoke(config: Config, name: &str, reason: RevokeReason) -> 
             rev
         }
         None => {
-            let Some(serial) = st.serial.clone().filter(|_| st.generation.is_some()) else {
+            // The serial of what `live/NAME` points at, read from its certificate: the state's
+            // serial is already the new one while an order is at its last step.
+            let live = agent
+                .store
+                .live_generation(&name)
+                .and_then(|g| agent.store.generation_cert(&name, g).ok())
+                .and_then(|pem| crate::x509::info(&pem).ok());
+            let Some(live) = live else {
                 return Err(Refusal::new(
                     Exit::Error,
-                    format!("{name}: nothing is installed, so there is nothing to revoke"),
+                    format!(
+                        "{name}: no certificate is installed (or it cannot be read), so there is nothing to revoke"
+                    ),
                 ));
             };
             let rev = Revocation {
-                serial,
+                serial: live.serial,
                 reason,
                 step: RevokeStep::Planned,
                 since: OffsetDateTime::now_utc().unix_timestamp(),
                 ctid: None,
+                certificate_id: st.certificate_id,
             };
             st.revocation = Some(rev.clone());
             agent.store.save(&st).map_err(|e| failed(e.into()))?;
@@ -67,6 +77,16 @@ pub(crate) async fn revoke(config: Config, name: &str, reason: RevokeReason) -> 
         }
     };
     let mut rev = rev;
+    // What the daemon found not served is asked again: the old certificate may be what a server
+    // still hands out, and that is never revoked.
+    if st.deployed && st.not_served.is_some() && st.order.is_none() {
+        let _ = agent.recheck_served(&cert).await;
+        st = agent.store.load(&name).map_err(|e| failed(e.into()))?;
+    }
+    if rev.step == RevokeStep::Sending && !replaced(&st, &rev) {
+        // Resumed: what is live must still be another certificate.
+        rev.step = RevokeStep::Planned;
+    }
     if rev.step == RevokeStep::Planned {
         if !replaced(&st, &rev) {
             let force = st.order.is_none() && st.serial.as_deref() == Some(rev.serial.as_str());
@@ -97,8 +117,9 @@ pub(crate) async fn revoke(config: Config, name: &str, reason: RevokeReason) -> 
         agent.store.save(&st).map_err(|e| failed(e.into()))?;
         crate::order::pause_for_tests(PAUSE_SENDING, &name);
     }
-    let id = st
+    let id = rev
         .certificate_id
+        .or(st.certificate_id)
         .ok_or_else(|| failed(anyhow::anyhow!("the state names no certificate id to revoke at")))?;
     // Resumed or not, the certificate's history first: a serial already revoked (by a run
     // whose answer was lost, or in the SSL Manager) is not revoked again.
@@ -159,6 +180,8 @@ pub(crate) async fn revoke(config: Config, name: &str, reason: RevokeReason) -> 
 /// Whether a certificate other than the one to revoke is live and deployed, with no order or
 /// deploy pending.
 fn replaced(st: &CertState, rev: &Revocation) -> bool {
+    // `st.serial` is the live certificate's once no order is in flight and nothing waits to
+    // be deployed.
     st.deployed
         && st.order.is_none()
         && st.pending_deploy.is_none()

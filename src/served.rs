@@ -175,6 +175,11 @@ fn client_config() -> &'static Arc<rustls::ClientConfig> {
             })
             // The provider's defaults are always a valid choice.
             .unwrap_or_else(|e| panic!("the TLS client for the served check: {e}"));
+        let mut config = config;
+        // Every look a full handshake: a resumed session reports the certificate of the
+        // session it resumes (kept by name, not by address, and maybe another server's behind
+        // shared ticket keys) and signs nothing.
+        config.resumption = rustls::client::Resumption::disabled();
         Arc::new(config)
     })
 }

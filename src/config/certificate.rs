@@ -303,7 +303,18 @@ impl Validator<'_> {
             None => Default::default(),
         };
         let serve_check_timeout = match pick!(serve_check_timeout) {
-            Some((t, field)) => self.duration(&Some(t), &field, defaults::SERVE_CHECK_TIMEOUT),
+            Some((t, field)) => {
+                let span = t.span();
+                let d = self.duration(&Some(t), &field, defaults::SERVE_CHECK_TIMEOUT);
+                if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(600)).contains(&d) {
+                    self.err(
+                        span,
+                        &field,
+                        "must be between 1s and 10m (each address must hand out the new certificate twice, 200 ms apart)",
+                    );
+                }
+                d
+            }
             None => defaults::SERVE_CHECK_TIMEOUT,
         };
         let serve_check_interval = match pick!(serve_check_interval) {

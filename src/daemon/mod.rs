@@ -181,7 +181,42 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                 tasks.spawn(async move { Box::pin(task_agent.ensure_with(&task_cert, false, forgiven)).await });
             task_names.insert(handle.id(), cert);
         }
-        // The campaign's next certificates, in the room the due orders left.
+        // The served checks that are due, in the room the orders left.
+        let room = limit.saturating_sub(in_flight.len());
+        if room > 0 && serve_checks.next().is_some_and(|at| at <= t) {
+            let by_name: HashMap<&str, &CertConfig> =
+                agent.config.certificates.iter().map(|c| (c.name.as_str(), c)).collect();
+            for name in serve_checks.due(t, room, |n| in_flight.contains(n) || forced.is_waiting(n)) {
+                let Some(cert) = by_name.get(name.as_str()).map(|c| (*c).clone()) else {
+                    continue;
+                };
+                in_flight.insert(cert.name.clone());
+                let task_agent = agent.clone();
+                let task_cert = cert.clone();
+                let handle = tasks.spawn(async move { task_agent.recheck_served(&task_cert).await });
+                checking.insert(handle.id());
+                task_names.insert(handle.id(), cert);
+            }
+        }
+        // (Without room, a task's end wakes the loop: a past time here would wake it every
+        // second.)
+        if let Some(at) = serve_checks.next()
+            && in_flight.len() < limit
+        {
+            next_at = next_at.min(at);
+        }
+        // A campaign with nothing left (also one a run killed after its last certificate) ends.
+        if let Some(c) = campaign.as_ref()
+            && c.over()
+        {
+            tracing::info!("{}", c.summary());
+            if let Err(e) = agent.store.end_campaign() {
+                tracing::error!(error = %e, "cannot close the campaign's files");
+            }
+            campaign = None;
+        }
+        // The campaign's next certificates, in the room the due orders and the served checks
+        // left.
         if let Some(c) = campaign.as_mut() {
             let room = limit.saturating_sub(in_flight.len());
             if room > 0 {
@@ -208,29 +243,11 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                     task_names.insert(handle.id(), cert);
                 }
             }
-            if let Some(at) = c.next() {
+            if let Some(at) = c.next()
+                && in_flight.len() < limit
+            {
                 next_at = next_at.min(at);
             }
-        }
-        // The served checks that are due, in the room the orders left.
-        let room = limit.saturating_sub(in_flight.len());
-        if room > 0 && serve_checks.next().is_some_and(|at| at <= t) {
-            let by_name: HashMap<&str, &CertConfig> =
-                agent.config.certificates.iter().map(|c| (c.name.as_str(), c)).collect();
-            for name in serve_checks.due(t, room, |n| in_flight.contains(n) || forced.is_waiting(n)) {
-                let Some(cert) = by_name.get(name.as_str()).map(|c| (*c).clone()) else {
-                    continue;
-                };
-                in_flight.insert(cert.name.clone());
-                let task_agent = agent.clone();
-                let task_cert = cert.clone();
-                let handle = tasks.spawn(async move { task_agent.recheck_served(&task_cert).await });
-                checking.insert(handle.id());
-                task_names.insert(handle.id(), cert);
-            }
-        }
-        if let Some(at) = serve_checks.next() {
-            next_at = next_at.min(at);
         }
         // At least once a minute, so that the last-check metric shows a live daemon.
         let wait = Duration::from_secs((next_at - t).clamp(1, 60) as u64);
@@ -256,6 +273,11 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                 if let Some(cert) = task_names.remove(&id) {
                     in_flight.remove(&cert.name);
                     agenda.now(&cert.name);
+                    if let Some(c) = campaign.as_mut()
+                        && !c.tasks.contains(&id)
+                    {
+                        c.other_task_ended(&agent, &cert.name, matches!(result, Ok(Outcome::Deployed { .. })));
+                    }
                     if checking.remove(&id) {
                         serve_checks.checked(&cert, now());
                         match &result {
@@ -286,11 +308,6 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                     }
                     serve_checks.task_ended(&cert.name, now());
                     if let Some(c) = campaign.as_mut()
-                        && !c.tasks.contains(&id)
-                    {
-                        c.other_task_ended(&agent, &cert.name, matches!(result, Ok(Outcome::Deployed { .. })));
-                    }
-                    if let Some(c) = campaign.as_mut()
                         && c.tasks.remove(&id)
                     {
                         let mut heard = false;
@@ -303,15 +320,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                             c.ended(&cert.name, None, now());
                         }
                     }
-                    if let Some(c) = campaign.as_ref()
-                        && c.over()
-                    {
-                        tracing::info!("{}", c.summary());
-                        if let Err(e) = agent.store.end_campaign() {
-                            tracing::error!(error = %e, "cannot close the campaign's files");
-                        }
-                        campaign = None;
-                    }
+
                     if matches!(result, Ok(Outcome::Deployed { .. }) | Ok(Outcome::NotDeployed { .. })) {
                         // The deploy checked what is served.
                         serve_checks.checked(&cert, now());
@@ -354,7 +363,14 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                 if campaign.is_none() {
                     campaign = crate::campaign::InDaemon::load(&current(&shared));
                 }
-                let _ = request.reply.send(control::Reply::End(Exit::Ok));
+                let reply = match campaign {
+                    Some(_) => control::Reply::End(Exit::Ok),
+                    None => control::Reply::Refused(
+                        Exit::Error,
+                        "no campaign can be read in the state directory (see the daemon's log)".into(),
+                    ),
+                };
+                let _ = request.reply.send(reply);
             }
             Event::Control(request) => {
                 let names = &current(&shared).config.certificates;

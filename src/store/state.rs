@@ -327,6 +327,10 @@ pub struct Revocation {
     pub since: i64,
     #[serde(default)]
     pub ctid: Option<String>,
+    /// The order the serial belongs to, as it was when the revocation was asked for (a later
+    /// renewal may belong to another).
+    #[serde(default)]
+    pub certificate_id: Option<i64>,
 }
 
 /// A serial certkeeper revoked.

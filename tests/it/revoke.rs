@@ -153,3 +153,26 @@ async fn killed_at_every_point_a_revoke_never_revokes_the_served_certificate_nor
         env.assert_installed(&name);
     }
 }
+
+/// A reissue killed at its last step has already written the new serial into the state while
+/// `live/NAME` still points at the old certificate: the revocation names what is live (the
+/// leaked key's certificate), not the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_after_a_reissue_killed_at_its_last_step_names_the_live_serial() {
+    let env = TestEnv::start("revoke-installed").await;
+    let name = "www.example.com";
+    env.write_config(&[Cert::autodns(name)], "");
+    env.run_ok(&["run", "--once"]).await;
+    let old = row(&env).await["serial"].as_str().unwrap().to_string();
+    kill_at(&env, &["--renew-now", name], Step::Installed.name()).await;
+    env.run_ok(&["revoke", name, "--reason", "key-compromise"]).await;
+    assert_eq!(revokes(&env, name), std::slice::from_ref(&old));
+    let done = row(&env).await;
+    assert_ne!(done["serial"], old, "{done}");
+    assert_eq!(
+        env.reissues(name),
+        1,
+        "the order killed at its last step was finished, not repeated"
+    );
+    env.assert_installed(name);
+}

@@ -201,4 +201,12 @@ fn the_served_check_addresses_and_times_are_checked() {
         15,
         "longer than zero",
     );
+    for bad in ["100ms", "11m"] {
+        check_error(
+            &replace("reload = [", &format!("serve_check_timeout = \"{bad}\"\nreload = [")),
+            "defaults.serve_check_timeout",
+            15,
+            "must be between 1s and 10m",
+        );
+    }
 }
