@@ -23,6 +23,12 @@ impl Agent {
             self.end(cert, st, Ending::SpendGuard).await?;
             return Err(super::NeedsConsent::spend_guard(cert, j.kind, spent).into());
         }
+        // The body (which may create a contact, and fail) and the rate limit's slot come
+        // before anything of the request is recorded, so that the request leaves as soon as
+        // `sending` is on disk: a run killed while it waited has sent nothing, and resumes with
+        // nothing to look for; a body that fails leaves no paid request on record.
+        let body = self.order_body(cert, st).await?;
+        let turn = self.client.turn().await;
         let ctid = format!("certkeeper-{}", random_hex(12));
         let now = OffsetDateTime::now_utc().unix_timestamp();
         if j.kind.is_paid() {
@@ -43,11 +49,6 @@ impl Agent {
         jm.known_certificates = known.into_iter().collect();
         jm.clean_searches = 0;
         jm.answer_unreadable = false;
-        // The body (which may create a contact) and the rate limit's slot come before the
-        // journal, so that the request leaves as soon as `sending` is on disk: a run killed
-        // while it waited has sent nothing, and resumes with nothing to look for.
-        let body = self.order_body(cert, st).await?;
-        let turn = self.client.turn().await;
         self.advance(cert, st, Step::Sending)?;
 
         let id = st.certificate_id;

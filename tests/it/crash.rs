@@ -345,3 +345,27 @@ async fn orders_killed_while_waiting_for_the_rate_limit_have_sent_nothing_and_go
         env.assert_installed(n);
     }
 }
+
+/// A create whose contact could not be made (the API answered 503) had its paid request on
+/// record already, never sent: the next run's spend guard then refused the create as a second
+/// paid one and waited for the operator. Nothing of the request is recorded before its body is
+/// built now: the next run orders it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_that_could_not_be_made_leaves_no_paid_request_on_record() {
+    let env = TestEnv::start("crash-contact").await;
+    env.write_config(&[Cert::autodns("www.example.com")], "");
+    env.use_shipped_settings();
+    env.set_faults(Faults {
+        routes: [("POST /sslcontact".to_string(), 1.0)].into(),
+        kinds: vec![FaultKind::Status503],
+        ..Faults::default()
+    });
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("creating an SSL contact"), "{}", stderr(&out));
+    env.set_faults(Faults::default());
+    let out = env.run(&["run", "--once"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    env.assert_installed("www.example.com");
+    assert_eq!(env.paid("www.example.com"), 1);
+}
