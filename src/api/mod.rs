@@ -7,6 +7,7 @@
 //! reconciles. Responses become errors in exactly one function, [`Client::check`].
 
 pub mod error;
+mod limit;
 pub mod wire;
 
 use std::sync::Arc;
@@ -15,10 +16,9 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 
 pub use error::Error;
+pub use limit::{RateLimiter, Turn};
 use wire::*;
 
 use crate::config::{ApiConfig, ContactDetails, Secret};
@@ -42,44 +42,6 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Spaces requests so that no more than `rate` leave per second, across all tasks.
-#[derive(Debug)]
-pub struct RateLimiter {
-    interval: Duration,
-    next: Mutex<Instant>,
-    /// Requests let through so far.
-    sent: std::sync::atomic::AtomicU64,
-}
-
-impl RateLimiter {
-    pub fn new(rate: f64) -> Self {
-        Self {
-            interval: Duration::from_secs_f64(1.0 / rate.max(0.001)),
-            next: Mutex::new(Instant::now()),
-            sent: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// Waits for this request's slot.
-    pub async fn acquire(&self) {
-        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let slot = {
-            let mut next = self.next.lock().await;
-            let now = Instant::now();
-            let slot = (*next).max(now);
-            *next = slot + self.interval;
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
-    }
-
-    /// Pushes every later slot back, after the API asked to slow down.
-    pub async fn pause(&self, d: Duration) {
-        let mut next = self.next.lock().await;
-        *next = (*next).max(Instant::now() + d);
-    }
-}
-
 /// What prepareOrder found: the names and, for DNS validation, one zone-file line per name.
 #[derive(Clone, Debug)]
 pub struct Prepared {
@@ -93,10 +55,6 @@ pub struct Polled {
     /// The messages queued, this one included, where the API says.
     pub queued: Option<i64>,
 }
-
-/// A slot of the rate limit, taken by [`Client::turn`] for one paid request.
-#[derive(Debug)]
-pub struct Turn(());
 
 /// A connected API client. Cheap to clone.
 #[derive(Clone, Debug)]

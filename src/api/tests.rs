@@ -1,4 +1,5 @@
 use super::*;
+use tokio::time::Instant;
 
 #[test]
 fn answers_are_classified_by_what_they_mean_for_a_paid_request() {

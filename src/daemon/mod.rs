@@ -4,30 +4,34 @@
 //! stops on SIGTERM without starting new work; an order in flight resumes at the next start.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use notify::Watcher as _;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::config::{self, CertConfig, Config};
+use crate::config::{CertConfig, Config};
 use crate::control;
 use crate::order::{self, Agent, Outcome};
 use crate::run::Exit;
 use crate::schedule::Action;
 
 mod agenda;
+mod campaign;
 mod checks;
 mod forced;
+mod metrics;
+mod reload;
 mod setbacks;
 
 use agenda::Agenda;
 use checks::ServeChecks;
 use forced::Forced;
+use metrics::serve_metrics;
+use reload::{reload, settle, watch};
 use setbacks::Setbacks;
 
 type Shared = Arc<RwLock<Arc<Agent>>>;
@@ -92,7 +96,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
     let mut checking: HashSet<tokio::task::Id> = HashSet::new();
     let mut drifted: HashSet<String> = HashSet::new();
     // A mass reissue recorded in the state directory (`--renew-now --all`), and how its tasks end.
-    let mut campaign = crate::campaign::InDaemon::load(&agent);
+    let mut campaign = campaign::InDaemon::load(&agent);
     let (campaign_tx, mut campaign_rx) = mpsc::unbounded_channel::<(String, crate::campaign::Ended)>();
     loop {
         let agent = current(&shared);
@@ -361,7 +365,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
             }
             Event::Control(request) if request.campaign => {
                 if campaign.is_none() {
-                    campaign = crate::campaign::InDaemon::load(&current(&shared));
+                    campaign = campaign::InDaemon::load(&current(&shared));
                 }
                 let reply = match campaign {
                     Some(_) => control::Reply::End(Exit::Ok),
@@ -492,253 +496,6 @@ fn report(cert: &CertConfig, result: &anyhow::Result<Outcome>) -> Option<(&'stat
     }
 }
 
-/// Waits until a burst of file events is over and the file's content has stopped changing, so
-/// that an edit is never read half-written.
-async fn settle(path: &Path, changes: &mut mpsc::Receiver<()>) {
-    let mut last = std::fs::read(path).ok();
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        while changes.try_recv().is_ok() {}
-        let now = std::fs::read(path).ok();
-        if now == last {
-            return;
-        }
-        last = now;
-    }
-}
-
-/// Re-reads the configuration; keeps the old one when the new one is invalid. Returns the
-/// certificates the new one changes (all of them when the API, DNS or order settings changed),
-/// or `None` when it was not taken.
-fn reload(path: &Path, shared: &Shared) -> Option<Vec<String>> {
-    let old = current(shared);
-    let new = match config::read(path) {
-        Ok(c) => c,
-        Err(errors) => {
-            for e in &errors.0 {
-                tracing::error!("{e}");
-            }
-            tracing::error!("the new configuration is invalid; the previous one stays in force");
-            return None;
-        }
-    };
-    new.log_warnings();
-    if new.store.state_dir != old.config.store.state_dir || new.store.live_dir != old.config.store.live_dir {
-        tracing::error!(
-            "store.state_dir and store.live_dir cannot change while certkeeper runs; restart it; the previous configuration stays in force"
-        );
-        return None;
-    }
-    let everything = new.api != old.config.api || new.dns != old.config.dns || new.order != old.config.order;
-    // By name, not by a search per certificate: 100,000 certificates took minutes. The names
-    // are borrowed, not copied: two configurations are in memory at this moment already.
-    let was: HashMap<&str, &CertConfig> = old.config.certificates.iter().map(|c| (c.name.as_str(), c)).collect();
-    let is: HashSet<&str> = new.certificates.iter().map(|c| c.name.as_str()).collect();
-    let mut added: Vec<&str> = is.iter().filter(|n| !was.contains_key(*n)).copied().collect();
-    let mut removed: Vec<&str> = was.keys().filter(|n| !is.contains(*n)).copied().collect();
-    added.sort_unstable();
-    removed.sort_unstable();
-    let changed: Vec<String> = new
-        .certificates
-        .iter()
-        .filter(|c| everything || was.get(c.name.as_str()).is_some_and(|o| *o != *c))
-        .map(|c| c.name.clone())
-        .collect();
-    let (added, removed) = (added.join(", "), removed.join(", "));
-    drop((was, is));
-    match Agent::new(new) {
-        Ok(agent) => {
-            tracing::info!(
-                %added,
-                %removed,
-                changed = %changed.join(", "),
-                "configuration reloaded; changed certificates are tried again without waiting out their backoff; removed ones are no longer renewed, their files are left in place"
-            );
-            if let Ok(mut g) = shared.write() {
-                *g = Arc::new(agent);
-            }
-            Some(changed)
-        }
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "the new configuration cannot be used; the previous one stays in force");
-            None
-        }
-    }
-}
-
-/// Watches the configuration file and the password file (their directories, so that an editor's
-/// replace-by-rename is seen too).
-fn watch(path: &Path, config: &Config, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
-    let mut files: Vec<PathBuf> = vec![path.to_path_buf()];
-    if let Some(pf) = config.api.password_file.clone() {
-        files.push(pf);
-    }
-    let names: Vec<PathBuf> = files
-        .iter()
-        .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
-        .collect();
-    let watched = names.clone();
-    let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res
-            && !ev.kind.is_access()
-            && ev.paths.iter().any(|p| {
-                watched
-                    .iter()
-                    .any(|w| p.file_name() == w.file_name() && p.parent() == w.parent())
-            })
-        {
-            let _ = tx.try_send(());
-        }
-    }) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the configuration; send SIGHUP after editing it");
-            return None;
-        }
-    };
-    let dirs: std::collections::BTreeSet<PathBuf> =
-        names.iter().filter_map(|n| n.parent().map(Path::to_path_buf)).collect();
-    for d in dirs {
-        if let Err(e) = watcher.watch(&d, notify::RecursiveMode::NonRecursive) {
-            tracing::warn!(dir = %d.display(), error = %e, "cannot watch; send SIGHUP after editing the configuration");
-        }
-    }
-    Some(watcher)
-}
-
 async fn alarm(agent: Arc<Agent>, cert: CertConfig, event: &'static str, error: String, failures: u32) {
     crate::run::tell_on_failure(&agent, &cert, event, &error, failures).await;
-}
-
-/// The most metrics connections served at once; more wait for a free one.
-const METRICS_CONNECTIONS: usize = 32;
-
-/// Serves Prometheus metrics: each connection on its own task with a deadline of its own (30 idle
-/// connections used to delay a scrape by a minute), a bounded number at once. A failing accept
-/// (out of file descriptors, say) is retried after a pause, not in a spin.
-async fn serve_metrics(listener: tokio::net::TcpListener, shared: Shared, last_check: Arc<AtomicI64>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot accept a metrics connection");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        let shared = shared.clone();
-        let last_check = last_check.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer_metrics(stream, &shared, &last_check)).await;
-        });
-    }
-}
-
-async fn answer_metrics(mut stream: tokio::net::TcpStream, shared: &Shared, last_check: &AtomicI64) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = [0u8; 1024];
-    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
-    let body = metrics_text(&current(shared), last_check.load(Ordering::Relaxed));
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body.as_bytes()).await;
-}
-
-/// The metrics, with names modelled on cert-manager's.
-pub(crate) fn metrics_text(agent: &Agent, last_check: i64) -> String {
-    let t = now();
-    let mut out = String::new();
-    let mut metric = |name: &str, help: &str, values: &mut dyn Iterator<Item = (String, f64)>| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-        for (cert, v) in values {
-            out.push_str(&format!("{name}{{name=\"{cert}\"}} {v}\n"));
-        }
-    };
-    let states: Vec<(CertConfig, crate::store::CertState)> = agent
-        .config
-        .certificates
-        .iter()
-        .map(|c| (c.clone(), agent.store.load(&c.name).unwrap_or_default()))
-        .collect();
-    let pick = |f: &dyn Fn(&CertConfig, &crate::store::CertState) -> Option<f64>| -> Vec<(String, f64)> {
-        states
-            .iter()
-            .filter_map(|(c, s)| f(c, s).map(|v| (c.name.clone(), v)))
-            .collect()
-    };
-    metric(
-        "certkeeper_certificate_expiration_timestamp_seconds",
-        "The date after which the installed certificate expires, as a Unix timestamp.",
-        &mut pick(&|_, s| s.not_after.map(|v| v as f64)).into_iter(),
-    );
-    metric(
-        "certkeeper_certificate_renewal_timestamp_seconds",
-        "The date from which certkeeper will renew the certificate, as a Unix timestamp.",
-        &mut pick(&|c, s| Some(order::next(c, s, &agent.config.daemon, t).at as f64)).into_iter(),
-    );
-    metric(
-        "certkeeper_certificate_term_end_timestamp_seconds",
-        "The end of the paid order term, as a Unix timestamp.",
-        &mut pick(&|_, s| s.term_end.map(|v| v as f64)).into_iter(),
-    );
-    metric(
-        "certkeeper_certificate_ready_status",
-        "1 when a valid certificate is deployed, else 0.",
-        &mut pick(&|_, s| {
-            Some(if s.deployed && s.not_after.is_some_and(|na| na > t) {
-                1.0
-            } else {
-                0.0
-            })
-        })
-        .into_iter(),
-    );
-    metric(
-        "certkeeper_certificate_last_success_timestamp_seconds",
-        "When the certificate was last renewed and deployed, as a Unix timestamp.",
-        &mut pick(&|_, s| s.last_success.map(|v| v as f64)).into_iter(),
-    );
-    metric(
-        "certkeeper_certificate_failures",
-        "Consecutive failed attempts.",
-        &mut pick(&|_, s| Some(f64::from(s.failures))).into_iter(),
-    );
-    // Per served check address: whether it handed out what the check expected (after a deploy
-    // the new certificate, else the live one), and the expiry of what it handed out, so that a
-    // forgotten server shows before its certificate expires.
-    let served: Vec<(&str, &crate::store::Served)> = states
-        .iter()
-        .flat_map(|(c, s)| s.served.iter().map(move |v| (c.name.as_str(), v)))
-        .collect();
-    if !served.is_empty() {
-        out.push_str("# HELP certkeeper_certificate_served 1 when the address handed out the certificate the last served check expected, else 0.\n# TYPE certkeeper_certificate_served gauge\n");
-        for (name, v) in &served {
-            out.push_str(&format!(
-                "certkeeper_certificate_served{{name=\"{name}\",address=\"{}\"}} {}\n",
-                v.address,
-                u8::from(v.ok())
-            ));
-        }
-        out.push_str("# HELP certkeeper_certificate_served_expiration_timestamp_seconds The expiry of the certificate the address handed out at the last served check, as a Unix timestamp.\n# TYPE certkeeper_certificate_served_expiration_timestamp_seconds gauge\n");
-        for (name, v) in &served {
-            if let Some(na) = v.not_after {
-                out.push_str(&format!(
-                    "certkeeper_certificate_served_expiration_timestamp_seconds{{name=\"{name}\",address=\"{}\"}} {na}\n",
-                    v.address
-                ));
-            }
-        }
-    }
-    out.push_str(&format!(
-        "# HELP certkeeper_last_check_timestamp_seconds When the daemon last looked at its certificates; a stale value means a dead agent.\n# TYPE certkeeper_last_check_timestamp_seconds gauge\ncertkeeper_last_check_timestamp_seconds {last_check}\n"
-    ));
-    out
 }

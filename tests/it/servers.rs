@@ -511,6 +511,21 @@ async fn the_served_check_passes_a_real_reload_and_catches_a_hook_that_did_not_r
     assert_eq!(env.reissues("www.example.com"), 2, "the failed check bought nothing");
 }
 
+/// `nginx -s reload` for the nginx in `dir`, as an operator would.
+fn reload_by_hand(dir: &Path) {
+    let reloaded = Command::new("nginx")
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .args(["-s", "reload"])
+        .status()
+        .unwrap();
+    assert!(reloaded.success());
+}
+
 /// One metric line's value.
 fn metric(metrics: &str, line_start: &str) -> Option<String> {
     metrics
@@ -638,17 +653,7 @@ async fn the_daemon_reports_a_server_never_reloaded_and_one_that_reverted() {
 
     // B reverts to the old copy; the periodic check catches it.
     nginx_conf_from(&dir_b, port_b, &old, false);
-    let reverted = Command::new("nginx")
-        .arg("-c")
-        .arg(dir_b.join("nginx.conf"))
-        .arg("-p")
-        .arg(&dir_b)
-        .arg("-e")
-        .arg(dir_b.join("error.log"))
-        .args(["-s", "reload"])
-        .status()
-        .unwrap();
-    assert!(reverted.success());
+    reload_by_hand(&dir_b);
     let status_json = || {
         std::process::Command::new(BIN)
             .args(["status", "--json"])
@@ -676,17 +681,7 @@ async fn the_daemon_reports_a_server_never_reloaded_and_one_that_reverted() {
 
     // Fixed: seen served again.
     nginx_conf(&env, &dir_b, port_b, false);
-    let fixed = Command::new("nginx")
-        .arg("-c")
-        .arg(dir_b.join("nginx.conf"))
-        .arg("-p")
-        .arg(&dir_b)
-        .arg("-e")
-        .arg(dir_b.join("error.log"))
-        .args(["-s", "reload"])
-        .status()
-        .unwrap();
-    assert!(fixed.success());
+    reload_by_hand(&dir_b);
     wait_until(&daemon, 20, || status_json()["state"] == "deployed").await;
     let m = metrics(metrics_port).await;
     assert_eq!(metric(&m, &served(port_b)).as_deref(), Some("1"), "{m}");
