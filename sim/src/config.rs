@@ -37,10 +37,14 @@ pub struct Durations {
     pub cert_validity: Duration,
     /// How long a provisioned DNS record takes to become visible (default 0).
     pub propagation_delay: Duration,
-    /// The least time a job stays RUNNING (default 0); FILE and EMAIL jobs complete after it.
+    /// The least time a job stays RUNNING (default 0).
     pub job_delay: Duration,
-    /// How long a job waits for its DNS record before it fails (default 10 min).
+    /// How long a job waits for its DNS record, its file or its approval before it fails
+    /// (default 10 min).
     pub dcv_timeout: Duration,
+    /// After how long an EMAIL job (an approver's mail, an S/MIME order) counts as approved;
+    /// `None` (the default): only when approved through `POST /_sim/jobs/{id}`.
+    pub approval_delay: Option<Duration>,
     /// How often a waiting job queries DNS (default 200 ms).
     pub dcv_interval: Duration,
     /// How long a "hang" fault holds a request before dropping it (default 60 s).
@@ -55,6 +59,7 @@ impl Default for Durations {
             propagation_delay: Duration::ZERO,
             job_delay: Duration::ZERO,
             dcv_timeout: Duration::from_secs(600),
+            approval_delay: None,
             dcv_interval: Duration::from_millis(200),
             hang: Duration::from_secs(60),
         }
@@ -78,6 +83,9 @@ pub struct SimConfig {
     pub zones: Vec<String>,
     /// The nameserver domain control is checked against; `None` means the simulator's own.
     pub dcv_nameserver: Option<SocketAddr>,
+    /// Where a FILE validation's HTTP GET goes (with the name in the Host header); `None`: to
+    /// port 80 of the name's address in the simulator's DNS, as a CA would.
+    pub file_check_address: Option<SocketAddr>,
     pub durations: Durations,
     pub faults: crate::faults::Faults,
     /// Seed for every random choice (tokens, serials, faults), so that a run can be repeated.
@@ -96,6 +104,7 @@ impl Default for SimConfig {
             accounts: vec![Account::demo()],
             zones: vec!["example.com".into(), "example.net".into(), "example.org".into()],
             dcv_nameserver: None,
+            file_check_address: None,
             durations: Durations::default(),
             faults: crate::faults::Faults::default(),
             seed: 1,

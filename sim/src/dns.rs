@@ -49,6 +49,8 @@ pub struct ZoneStore {
 pub enum Value {
     Txt(String),
     Cname(String),
+    /// A name's address, where a FILE validation's HTTP GET goes.
+    A(std::net::Ipv4Addr),
 }
 
 impl ZoneStore {
@@ -91,6 +93,7 @@ impl ZoneStore {
         let rdata = match value {
             Value::Txt(v) => RData::TXT(TXT::new(vec![v])),
             Value::Cname(t) => RData::CNAME(CNAME(fqdn(&t)?)),
+            Value::A(ip) => RData::A(A(ip)),
         };
         let record = Record::from_rdata(name, ttl, rdata);
         self.insert(lname, record, Instant::now() + delay);
@@ -165,6 +168,7 @@ fn value_matches(data: &RData, value: &Value) -> bool {
     match (data, value) {
         (RData::TXT(t), Value::Txt(v)) => txt_string(t) == *v,
         (RData::CNAME(c), Value::Cname(v)) => fqdn(v).is_ok_and(|n| n.eq_case(&c.0) || n == c.0),
+        (RData::A(a), Value::A(ip)) => a.0 == *ip,
         _ => false,
     }
 }

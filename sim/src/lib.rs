@@ -83,6 +83,7 @@ impl Sim {
         tasks.push(tokio::spawn(jobs::run(
             shared.clone(),
             config.dcv_nameserver.unwrap_or(dns_addr),
+            config.file_check_address,
         )));
         let dns_task = tokio::spawn(async move {
             // Keep the server alive until this task is aborted.

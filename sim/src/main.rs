@@ -57,12 +57,20 @@ struct Args {
     /// Delay before a record the simulator provisions becomes visible in DNS.
     #[arg(long, env = "AUTODNS_SIM_PROPAGATION_DELAY", default_value = "0s", value_parser = parse_duration)]
     propagation_delay: Duration,
-    /// Least time a job stays RUNNING; FILE and EMAIL jobs complete after it.
+    /// Least time a job stays RUNNING.
     #[arg(long, env = "AUTODNS_SIM_JOB_DELAY", default_value = "0s", value_parser = parse_duration)]
     job_delay: Duration,
-    /// How long a job waits for its DNS record before it fails.
+    /// How long a job waits for its DNS record, its file or its approval before it fails.
     #[arg(long, env = "AUTODNS_SIM_DCV_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
     dcv_timeout: Duration,
+    /// EMAIL jobs (an approver's mail, S/MIME orders) count as approved after this long.
+    /// Default: only when approved through POST /_sim/jobs/{id} {"action": "approve"}.
+    #[arg(long, env = "AUTODNS_SIM_APPROVAL_DELAY", value_parser = parse_duration)]
+    approval_delay: Option<Duration>,
+    /// Where a FILE validation's HTTP GET goes, with the name in the Host header (e.g. an nginx
+    /// on 127.0.0.1:8080). Default: port 80 of the name's A record in the simulator's DNS.
+    #[arg(long, env = "AUTODNS_SIM_FILE_CHECK_ADDRESS")]
+    file_check_address: Option<SocketAddr>,
     /// How long the hang fault holds a request before dropping it.
     #[arg(long, env = "AUTODNS_SIM_HANG", default_value = "60s", value_parser = parse_duration)]
     hang: Duration,
@@ -232,12 +240,14 @@ fn config(args: Args) -> Result<SimConfig, String> {
         tls: !args.plain_http,
         accounts,
         dcv_nameserver: args.dcv_nameserver,
+        file_check_address: args.file_check_address,
         durations: Durations {
             month: args.month,
             cert_validity: args.cert_validity,
             propagation_delay: args.propagation_delay,
             job_delay: args.job_delay,
             dcv_timeout: args.dcv_timeout,
+            approval_delay: args.approval_delay,
             hang: args.hang,
             ..Durations::default()
         },

@@ -254,6 +254,8 @@ pub struct CertAuthenticationOut {
 pub struct CertAuthenticationIn {
     pub method: Option<String>,
     pub dns: Option<String>,
+    pub file_name: Option<String>,
+    pub file_content: Option<String>,
     pub provisioning: Option<bool>,
     pub approver_emails: Option<Vec<String>>,
 }

@@ -126,7 +126,8 @@ async fn dns_set(AxState(s): AxState<Arc<Shared>>, bytes: Bytes) -> Response {
     let kind = match change.kind.to_ascii_uppercase().as_str() {
         "TXT" => hickory_proto::rr::RecordType::TXT,
         "CNAME" => hickory_proto::rr::RecordType::CNAME,
-        other => return bad(format!("type {other} is not supported (use TXT or CNAME)")),
+        "A" => hickory_proto::rr::RecordType::A,
+        other => return bad(format!("type {other} is not supported (use TXT, CNAME or A)")),
     };
     if (change.action == "set" || change.action == "clear")
         && let Err(e) = s.zones.clear(&change.name, Some(kind))
@@ -137,10 +138,13 @@ async fn dns_set(AxState(s): AxState<Arc<Shared>>, bytes: Bytes) -> Response {
         let Some(value) = change.value else {
             return bad("value is required to set or add a record");
         };
-        let value = if kind == hickory_proto::rr::RecordType::TXT {
-            DnsValue::Txt(value)
-        } else {
-            DnsValue::Cname(value)
+        let value = match kind {
+            hickory_proto::rr::RecordType::TXT => DnsValue::Txt(value),
+            hickory_proto::rr::RecordType::A => match value.parse() {
+                Ok(ip) => DnsValue::A(ip),
+                Err(_) => return bad(format!("'{value}' is not an IPv4 address")),
+            },
+            _ => DnsValue::Cname(value),
         };
         let delay = std::time::Duration::try_from_secs_f64(change.delay.max(0.0)).unwrap_or_default();
         if let Err(e) = s.zones.add(&change.name, value, change.ttl, delay) {
@@ -155,7 +159,7 @@ async fn dns_set(AxState(s): AxState<Arc<Shared>>, bytes: Bytes) -> Response {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JobAction {
-    /// `complete`, `fail` or `stall`.
+    /// `complete`, `approve` (an EMAIL job's approval mail answered), `fail` or `stall`.
     action: String,
     #[serde(default)]
     reason: Option<String>,
@@ -184,7 +188,16 @@ async fn job_control(AxState(s): AxState<Arc<Shared>>, Path(id): Path<i64>, byte
         "stall" => {
             st.stall_job(id);
         }
-        other => return bad(format!("unknown action '{other}' (use complete, fail or stall)")),
+        "approve" => {
+            if !st.approve_job(id, &s.ca, &s.durations) {
+                return bad(format!("job {id} waits for no approval"));
+            }
+        }
+        other => {
+            return bad(format!(
+                "unknown action '{other}' (use complete, approve, fail or stall)"
+            ));
+        }
     }
     axum::Json(json!({"job": id, "action": action.action})).into_response()
 }

@@ -2,7 +2,7 @@
 //! contacts and software it must hold, and what the order will issue.
 
 use super::names::check_names;
-use super::prepare::token_of;
+use super::prepare::{FILE_PATH, approvers, token_of};
 use super::{ApiError, Auth, Pending, Result, State};
 use crate::config::Product;
 use crate::csr::{self, CsrInfo};
@@ -76,6 +76,7 @@ impl State {
                 Auth {
                     method: "EMAIL".into(),
                     token,
+                    approvers: approvers(product, &names[0]),
                     provisioning: false,
                     prefix: "",
                 },
@@ -122,14 +123,70 @@ impl State {
                     }
                     token
                 }
+                // A FILE order names the content prepareOrder gave, or the service makes a new
+                // one (which nobody has put on a web server yet).
+                _ if method == "FILE" => {
+                    if let Some(file) = auth_in.file_name.as_deref()
+                        && !names.iter().any(|n| file == format!("{n}/{FILE_PATH}"))
+                    {
+                        return Err(ApiError::field(
+                            task,
+                            "authentication.fileName",
+                            format!("'{file}' is not the validation file of {}", names.join(", ")),
+                        ));
+                    }
+                    match auth_in.file_content.as_deref() {
+                        Some(content) => match self.prepared.get(content) {
+                            Some(p) if names.iter().all(|n| p.names.contains(n)) => content.to_string(),
+                            Some(_) => {
+                                return Err(ApiError::field(
+                                    task,
+                                    "authentication.fileContent",
+                                    "the file content was prepared for other names",
+                                ));
+                            }
+                            None => {
+                                return Err(ApiError::field(
+                                    task,
+                                    "authentication.fileContent",
+                                    "the file content was not issued by prepareOrder",
+                                ));
+                            }
+                        },
+                        None => self.token(),
+                    }
+                }
                 _ => self.token(),
             };
+            let offered = approvers(product, &names[0]);
+            let approvers = auth_in.approver_emails.clone().unwrap_or_default();
+            if method == "EMAIL" {
+                if approvers.is_empty() {
+                    return Err(ApiError::field(
+                        task,
+                        "authentication.approverEmails",
+                        "approverEmails is required for EMAIL validation",
+                    ));
+                }
+                if let Some(bad) = approvers.iter().find(|a| !offered.contains(&a.to_ascii_lowercase())) {
+                    return Err(ApiError::field(
+                        task,
+                        "authentication.approverEmails",
+                        format!(
+                            "'{bad}' is not an approver address for {} (use one of {})",
+                            names[0],
+                            offered.join(", ")
+                        ),
+                    ));
+                }
+            }
             let provisioning = auth_in.provisioning.unwrap_or(false) || provisioning_key;
             (
                 info.map(|i| i.pem).unwrap_or_default(),
                 Auth {
                     method,
                     token,
+                    approvers,
                     provisioning,
                     prefix: product.dcv_prefix,
                 },

@@ -25,8 +25,11 @@ use crate::wire::{
 #[derive(Clone, Debug)]
 pub struct DcvCheck {
     pub job_id: i64,
-    /// `(record name, expected TXT value)` pairs; all must be served.
+    /// DNS: `(record name, expected TXT value)` pairs; FILE: `(name, expected file content)`,
+    /// fetched from `http://NAME/.well-known/pki-validation/fileauth.txt`. All must be served.
     pub records: Vec<(String, String)>,
+    /// A FILE validation (an HTTP GET per name) rather than a DNS one.
+    pub file: bool,
     pub timed_out: bool,
 }
 
@@ -277,6 +280,19 @@ impl State {
         }
     }
 
+    /// Approves an EMAIL job (its approver clicked the mail's link): it issues now. `false` for a
+    /// job that waits for no approval.
+    pub fn approve_job(&mut self, job_id: i64, ca: &TestCa, d: &Durations) -> bool {
+        let waits = self
+            .jobs
+            .get(&job_id)
+            .is_some_and(|j| j.active() && j.pending.as_ref().is_some_and(|p| p.auth.method == "EMAIL"));
+        if waits {
+            self.complete_job(job_id, ca, d);
+        }
+        waits
+    }
+
     /// Marks a job stuck (it stays RUNNING until completed or failed by hand).
     pub fn stall_job(&mut self, job_id: i64) -> bool {
         match self.jobs.get_mut(&job_id) {
@@ -311,6 +327,7 @@ impl State {
                 }
                 JobOutcome::Normal => {}
             }
+            let timed_out = elapsed >= d.dcv_timeout;
             match &j.pending {
                 Some(p) if p.auth.method == "DNS" => checks.push(DcvCheck {
                     job_id: j.id,
@@ -319,8 +336,27 @@ impl State {
                         .iter()
                         .map(|n| (format!("{}.", p.auth.record(n)), p.auth.token.clone()))
                         .collect(),
-                    timed_out: elapsed >= d.dcv_timeout,
+                    file: false,
+                    timed_out,
                 }),
+                Some(p) if p.auth.method == "FILE" => checks.push(DcvCheck {
+                    job_id: j.id,
+                    records: p.names.iter().map(|n| (n.clone(), p.auth.token.clone())).collect(),
+                    file: true,
+                    timed_out,
+                }),
+                // An approval mail is answered by a person: after `approval_delay` if set, else
+                // only through `POST /_sim/jobs/{id}` (`approve`); unanswered, the job fails.
+                Some(p) if p.auth.method == "EMAIL" => {
+                    if d.approval_delay.is_some_and(|a| elapsed >= a) {
+                        ready.push(j.id);
+                    } else if timed_out {
+                        fail.push((
+                            j.id,
+                            format!("the approval mail to {} was not answered", p.auth.approvers.join(", ")),
+                        ));
+                    }
+                }
                 _ => ready.push(j.id),
             }
         }

@@ -36,6 +36,7 @@ mod prepare;
 mod query;
 mod reply;
 
+pub(crate) use prepare::FILE_PATH;
 use reply::Result;
 pub use reply::{ApiError, Reply};
 
@@ -80,7 +81,10 @@ pub struct RequestEntry {
 #[derive(Clone, Debug)]
 struct Auth {
     method: String,
+    /// The DNS record's value, or the FILE validation's file content.
     token: String,
+    /// EMAIL: where the approval mail went.
+    approvers: Vec<String>,
     provisioning: bool,
     /// `""` or `"_dnsauth."`: the DNS record for a name sits at `prefix + name`.
     prefix: &'static str,

@@ -67,30 +67,30 @@ impl State {
                         });
                     }
                 }
+                // The 2020 JS SDK mock: one entry per name, with the file's name (the name, then
+                // its path, no scheme) and content. The 2018 help page: `{"method": "FILE"}`
+                // and nothing else, so a client cannot tell what to serve.
+                "FILE" if form.named() => {
+                    for n in &names {
+                        authentication.push(CertAuthenticationOut {
+                            name: Some(n.clone()),
+                            method: "FILE".into(),
+                            file_name: Some(format!("{n}/{FILE_PATH}")),
+                            file_content: Some(token.clone()),
+                            ..Default::default()
+                        });
+                    }
+                }
                 "FILE" => authentication.push(CertAuthenticationOut {
-                    name: named(&names[0]),
                     method: "FILE".into(),
-                    file_name: Some(format!("{}/.well-known/pki-validation/fileauth.txt", names[0])),
-                    file_content: Some(token.clone()),
                     ..Default::default()
                 }),
-                _ => {
-                    let base = if product.certificate_type == "MAIL" {
-                        vec![names[0].clone()]
-                    } else {
-                        let domain = base_domain(&names[0]);
-                        ["admin", "administrator", "hostmaster", "webmaster", "postmaster"]
-                            .iter()
-                            .map(|l| format!("{l}@{domain}"))
-                            .collect()
-                    };
-                    authentication.push(CertAuthenticationOut {
-                        name: named(&names[0]),
-                        method: "EMAIL".into(),
-                        approver_emails: base,
-                        ..Default::default()
-                    })
-                }
+                _ => authentication.push(CertAuthenticationOut {
+                    name: named(&names[0]),
+                    method: "EMAIL".into(),
+                    approver_emails: approvers(product, &names[0]),
+                    ..Default::default()
+                }),
             }
         }
         let out = CertificateDataOut {
@@ -144,6 +144,22 @@ pub(super) fn token_of(line: &str) -> Option<String> {
     let start = line.find('"')?;
     let end = line.rfind('"')?;
     (end > start + 1).then(|| line[start + 1..end].to_string())
+}
+
+/// Where a FILE validation's file is fetched, after `http://NAME/`.
+pub(crate) const FILE_PATH: &str = ".well-known/pki-validation/fileauth.txt";
+
+/// The addresses an approval mail may go to: the mailbox itself for S/MIME, else the five
+/// administrative mailboxes of the name's domain (the 2018 help page's list).
+pub(super) fn approvers(product: &crate::config::Product, name: &str) -> Vec<String> {
+    if product.certificate_type == "MAIL" {
+        return vec![name.to_string()];
+    }
+    let domain = base_domain(name.trim_start_matches("*."));
+    ["admin", "administrator", "hostmaster", "webmaster", "postmaster"]
+        .iter()
+        .map(|l| format!("{l}@{domain}"))
+        .collect()
 }
 
 fn base_domain(name: &str) -> String {

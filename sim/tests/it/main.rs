@@ -2,6 +2,9 @@
 
 mod support;
 
+/// FILE validation by an HTTP GET of the file, EMAIL validation waiting for its approval.
+mod validation;
+
 /// The DNS server: provisioning, delay, RFC 2136 updates.
 mod dns;
 /// The request examples from InterNetX's help pages, and sim/README.md's curl walk-through.

@@ -83,7 +83,7 @@ async fn a_whole_order_follows_the_documented_flow_and_every_answer_matches_the_
             .iter()
             .map(|a| a["method"].as_str().unwrap())
             .collect();
-        assert_eq!(methods, ["EMAIL", "DNS", "DNS", "FILE"]);
+        assert_eq!(methods, ["EMAIL", "DNS", "DNS", "FILE", "FILE"]);
         assert!(
             d["plain"].as_str().unwrap().contains("\n"),
             "the CSR comes back as PEM with line breaks"
@@ -454,7 +454,20 @@ async fn an_smime_order_issues_for_the_mailbox_without_dns() {
         "{}",
         a.body
     );
-    let m = api.wait_poll(a.body["data"][0]["id"].as_i64().unwrap()).await;
+    // The approval mail waits for its reader: the job stays RUNNING (WF_EMAIL_AUTH), nothing issued.
+    let job = a.body["data"][0]["id"].as_i64().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let waiting = api.job(job).await;
+    assert_eq!(
+        (&waiting["job"]["status"], &waiting["job"]["subStatus"]),
+        (&json!("RUNNING"), &json!("WF_EMAIL_AUTH")),
+        "{waiting}"
+    );
+    let (status, _) = api
+        .sim_post(&format!("/jobs/{job}"), json!({"action": "approve"}))
+        .await;
+    assert_eq!(status, 200);
+    let m = api.wait_poll(job).await;
     let id = m["object"]["data"]["id"].as_i64().unwrap();
     let c = api.call(Method::GET, &format!("/certificate/{id}"), None).await;
     assert_eq!(
