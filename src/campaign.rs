@@ -419,6 +419,9 @@ async fn tell(agent: &Agent, cert: &CertConfig, result: &anyhow::Result<Outcome>
         Ok(Outcome::Waiting { newly: true, message }) => {
             crate::run::tell_on_failure(agent, cert, "consent_needed", message, 0).await
         }
+        Ok(Outcome::AwaitingApproval { newly: true, message }) => {
+            crate::run::tell_on_failure(agent, cert, "awaiting_approval", message, 0).await
+        }
         Err(e) => crate::run::tell_on_failure(agent, cert, "failed", &format!("{e:#}"), 0).await,
         _ => {}
     }

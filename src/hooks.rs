@@ -1,7 +1,7 @@
 //! Running hooks: argv without a shell, a scrubbed environment plus our variables, a process
 //! group of their own, one deadline for the hook and its output, and the output written to the
 //! log. The variables each hook is given (the contract the README documents) are built here and
-//! only here: [`ReloadEnv`], [`DnsRecordEnv`], [`FailureEnv`].
+//! only here: [`ReloadEnv`], [`DnsRecordEnv`], [`FileEnv`], [`FailureEnv`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,6 +34,10 @@ pub(crate) mod vars {
     pub(crate) const RECORD_VALUE: &str = "CERTKEEPER_RECORD_VALUE";
     pub(crate) const RECORD_TTL: &str = "CERTKEEPER_RECORD_TTL";
     pub(crate) const RECORD_ZONE_LINE: &str = "CERTKEEPER_RECORD_ZONE_LINE";
+    /// File hook: one validation file, its host, its path (from `/`) and its content.
+    pub(crate) const FILE_HOST: &str = "CERTKEEPER_FILE_HOST";
+    pub(crate) const FILE_PATH: &str = "CERTKEEPER_FILE_PATH";
+    pub(crate) const FILE_CONTENT: &str = "CERTKEEPER_FILE_CONTENT";
     /// Reload hook: the `serve_check` addresses that must hand out the new certificate next,
     /// space separated (empty without `serve_check`).
     pub(crate) const SERVE_CHECK: &str = "CERTKEEPER_SERVE_CHECK";
@@ -102,6 +106,24 @@ impl DnsRecordEnv<'_> {
             (vars::RECORD_VALUE, r.value.clone()),
             (vars::RECORD_TTL, r.ttl.to_string()),
             (vars::RECORD_ZONE_LINE, r.canonical_line()),
+        ])
+    }
+}
+
+/// What the file hook is told about one validation file (`present` or `cleanup`): serve
+/// `CERTKEEPER_FILE_CONTENT` at `http://CERTKEEPER_FILE_HOST` + `CERTKEEPER_FILE_PATH`.
+pub(crate) struct FileEnv<'a> {
+    pub name: &'a str,
+    pub file: &'a crate::webroot::FileRecord,
+}
+
+impl FileEnv<'_> {
+    pub(crate) fn vars(&self) -> Env {
+        env([
+            (vars::NAME, self.name.to_string()),
+            (vars::FILE_HOST, self.file.name.clone()),
+            (vars::FILE_PATH, self.file.url_path()),
+            (vars::FILE_CONTENT, self.file.content.clone()),
         ])
     }
 }

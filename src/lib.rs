@@ -29,4 +29,5 @@ pub(crate) mod status;
 pub mod store;
 pub(crate) mod text;
 pub mod trust;
+pub mod webroot;
 pub mod x509;

@@ -192,6 +192,7 @@ pub(crate) fn outcome_line(name: &str, result: &anyhow::Result<Outcome>) -> (Exi
         ),
         Ok(Outcome::Unsettled { message, .. }) => (Exit::Unsettled, format!("{name}: NOT SETTLED: {message}")),
         Ok(Outcome::Waiting { message, .. }) => (Exit::Waiting, format!("{name}: WAITING: {message}")),
+        Ok(Outcome::AwaitingApproval { message, .. }) => (Exit::Waiting, format!("{name}: WAITING: {message}")),
         Err(e) => (Exit::OrderFailed, format!("{name}: FAILED: {e:#}")),
     }
 }
@@ -355,6 +356,9 @@ pub(crate) async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exi
                 Ok(Outcome::Waiting { newly: true, message }) => {
                     tell_on_failure(&agent, &cert, "consent_needed", message, 0).await
                 }
+                Ok(Outcome::AwaitingApproval { newly: true, message }) => {
+                    tell_on_failure(&agent, &cert, "awaiting_approval", message, 0).await
+                }
                 Err(e) => tell_on_failure(&agent, &cert, "failed", &format!("{e:#}"), 0).await,
                 Ok(_) => {}
             }
@@ -380,6 +384,9 @@ pub(crate) async fn run_all(agent: &Arc<Agent>, renew: Option<&[String]>) -> Exi
             Err(e) => tracing::error!(cert = %name, error = %format!("{e:#}"), "order failed"),
             Ok(Outcome::Waiting { message, .. }) => {
                 tracing::warn!(cert = %name, %message, "waiting for the operator; nothing was bought")
+            }
+            Ok(Outcome::AwaitingApproval { message, .. }) => {
+                tracing::warn!(cert = %name, %message, "the order waits for its approval")
             }
             Ok(_) => {}
         }

@@ -13,6 +13,9 @@ pub(crate) enum State {
     /// An order under way failed at this step (a wrong password, a DNS hook that failed, ...);
     /// it goes on from there after its backoff. What is live stays live.
     Retrying(crate::store::OrderKind, crate::store::Step),
+    /// The order was made and its job waits for a person to answer the CA's approval mail
+    /// (`validation = "email"`).
+    AwaitingApproval,
     /// The request was sent and its answer is awaited, or was lost and certkeeper looks for it.
     Reconciling(crate::store::OrderKind),
     /// The answer to a paid request was lost and the grace has passed without the evidence
@@ -47,6 +50,7 @@ impl State {
             match j.step {
                 crate::store::Step::Sending if j.unresolved_since.is_some() => Self::PaymentUnresolved(j.kind),
                 crate::store::Step::Sending => Self::Reconciling(j.kind),
+                crate::store::Step::Accepted if j.approver.is_some() => Self::AwaitingApproval,
                 _ if st.failures > 0 && st.last_failure.is_some_and(|f| f >= j.started_at) => {
                     Self::Retrying(j.kind, j.step)
                 }
@@ -84,6 +88,7 @@ impl State {
             Self::Ordering(..) => "ordering",
             Self::Retrying(..) => "retrying",
             Self::Reconciling(_) => "reconciling",
+            Self::AwaitingApproval => "awaiting_approval",
             Self::PaymentUnresolved(_) => "payment_unresolved",
             Self::IssuedNotDeployed => "issued_not_deployed",
             Self::IssuedNotServed => "issued_not_served",
@@ -107,6 +112,11 @@ impl State {
             Self::Reconciling(_) => format!(
                 "the next run looks for the request again ({at}); nothing is sent again until it is found or counts as never made"
             ),
+            Self::AwaitingApproval => {
+                format!(
+                    "issued once the approval mail is answered; the job is looked at again at {at}, or at the next run"
+                )
+            }
             Self::PaymentUnresolved(_) => {
                 format!("nothing is sent until `certkeeper resolve {name}` settles it (the next run still looks)")
             }
@@ -152,6 +162,7 @@ impl std::fmt::Display for State {
                 "payment unresolved (the {} request's answer was lost; see certkeeper resolve)",
                 kind.name()
             ),
+            Self::AwaitingApproval => f.write_str("waiting for approval"),
             Self::IssuedNotDeployed => f.write_str("issued, not deployed"),
             Self::IssuedNotServed => f.write_str("issued, not served"),
             Self::NotServed => f.write_str("deployed, not served"),
@@ -168,7 +179,7 @@ impl std::fmt::Display for State {
 
 /// The version of `status --json`'s layout: raised when a field changes meaning or goes away,
 /// or a state is added.
-pub(crate) const SCHEMA_VERSION: u32 = 3;
+pub(crate) const SCHEMA_VERSION: u32 = 4;
 
 /// `status --json`: the schema version and one row per configured certificate.
 #[derive(Debug, serde::Serialize)]
@@ -315,6 +326,11 @@ pub(crate) fn rows(config: &Config) -> Vec<StatusRow> {
                     // An ended term says what waits for the operator: its next term.
                     Some(consent) if state == State::TermEnded => {
                         format!("{state}: {} waits for consent", consent.what)
+                    }
+                    // Who is to answer the approval mail.
+                    _ if state == State::AwaitingApproval => {
+                        let approver = st.order.as_ref().and_then(|j| j.approver.as_deref()).unwrap_or("-");
+                        format!("{state} by {approver}")
                     }
                     _ => match &st.not_served {
                         Some(what) if matches!(state, State::IssuedNotServed | State::NotServed) => {

@@ -190,6 +190,10 @@ pub struct Faults {
     /// `{token}` replaced by the name and the real token (a client must refuse what is not one
     /// TXT or CNAME record for its own names).
     pub dcv_line: Option<String>,
+    /// A hostile API: prepareOrder's FILE entries name this `fileName` instead of their own,
+    /// with `{name}` replaced by the name (a client must refuse what could leave the web root or
+    /// names another host).
+    pub file_name: Option<String>,
     /// Jobs carry the spec's `events[{jobId, ctid, object, type, subtype}]`, with the ctid of
     /// the request that started them. No real sample has them (default false).
     pub job_event_ctid: bool,
@@ -235,6 +239,7 @@ impl Default for Faults {
             foreign_poll_hold: Duration::from_secs(600),
             mutation: None,
             dcv_line: None,
+            file_name: None,
             job_event_ctid: false,
             finished_jobs_stay: false,
             notify_deferred: false,

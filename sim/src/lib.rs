@@ -182,6 +182,13 @@ impl Control {
         self.shared.lock().ledger.clone()
     }
 
+    /// Answers the approval mail of EMAIL job `job_id` (as `POST /_sim/jobs/{id}` `approve`):
+    /// it issues now. `false` for a job that waits for no approval.
+    pub fn approve(&self, job_id: i64) -> bool {
+        let s = &self.shared;
+        s.lock().approve_job(job_id, &s.ca, &s.durations)
+    }
+
     /// Every API request so far.
     pub fn requests(&self) -> Vec<RequestEntry> {
         self.shared.lock().requests.clone()

@@ -82,7 +82,7 @@ struct Args {
     ca_file: Option<PathBuf>,
     /// Fault settings as JSON, the same as POST /_sim/faults takes (see sim/README.md): rate,
     /// routes, kinds, rate_limit, rate_limit_answer, job_outcome, duplicate_poll, foreign_poll,
-    /// foreign_poll_hold, mutation, dcv_line, job_event_ctid, finished_jobs_stay,
+    /// foreign_poll_hold, mutation, dcv_line, file_name, job_event_ctid, finished_jobs_stay,
     /// notify_deferred, job_search_data, search_brief, created_precision, ca_list, payable, dcv_form. The flags
     /// below override it.
     #[arg(long, env = "AUTODNS_SIM_FAULTS")]

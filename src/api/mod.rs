@@ -42,10 +42,14 @@ impl Default for RetryPolicy {
     }
 }
 
-/// What prepareOrder found: the names and, for DNS validation, one zone-file line per name.
+/// What prepareOrder found: for DNS validation one zone-file line per name, for FILE the
+/// entries as given (read strictly later, `order::file`), for EMAIL the approver addresses.
 #[derive(Clone, Debug)]
 pub struct Prepared {
     pub dns_lines: Vec<(String, String)>,
+    /// `(entry name, fileName, fileContent)` of each FILE entry.
+    pub files: Vec<(Option<String>, Option<String>, Option<String>)>,
+    pub approvers: Vec<String>,
 }
 
 /// What one `GET /poll` found.
@@ -374,7 +378,22 @@ impl Client {
                 Some((name, a.dns.clone()?))
             })
             .collect();
-        Ok(Prepared { dns_lines })
+        let method = |m: &'static str| {
+            data.authentication
+                .iter()
+                .filter(move |a| a.method.as_deref() == Some(m))
+        };
+        let files = method("FILE")
+            .map(|a| (a.name.clone(), a.file_name.clone(), a.file_content.clone()))
+            .collect();
+        let approvers = method("EMAIL")
+            .flat_map(|a| a.approver_emails.iter().cloned())
+            .collect();
+        Ok(Prepared {
+            dns_lines,
+            files,
+            approvers,
+        })
     }
 
     /// `POST /certificate`: orders (pays). Returns the job id.

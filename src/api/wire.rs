@@ -65,6 +65,14 @@ pub struct CertAuthentication {
     pub method: Option<String>,
     #[serde(default)]
     pub dns: Option<String>,
+    /// FILE: `NAME/.well-known/pki-validation/FILE` (no scheme, as the 2020 SDK mock shows).
+    #[serde(default)]
+    pub file_name: Option<String>,
+    #[serde(default)]
+    pub file_content: Option<String>,
+    /// EMAIL: the addresses an approval mail may go to.
+    #[serde(default)]
+    pub approver_emails: Vec<String>,
 }
 
 /// `CertificateData`: prepareOrder's answer.
@@ -303,12 +311,52 @@ pub struct TimePeriod {
 }
 
 /// The `authentication` of an order.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OrderAuthentication {
     pub method: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<String>,
-    pub provisioning: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approver_emails: Vec<String>,
+}
+
+impl OrderAuthentication {
+    /// DNS validation with prepareOrder's line, provisioned by AutoDNS or not (the help page's
+    /// create request).
+    pub fn dns(dns: Option<String>, provisioning: bool) -> Self {
+        Self {
+            method: "DNS",
+            dns,
+            provisioning: Some(provisioning),
+            ..Self::default()
+        }
+    }
+
+    /// FILE validation with prepareOrder's file name and content, sent back as a DNS line is.
+    pub fn file(file_name: String, file_content: String) -> Self {
+        Self {
+            method: "FILE",
+            file_name: Some(file_name),
+            file_content: Some(file_content),
+            ..Self::default()
+        }
+    }
+
+    /// EMAIL validation by `approver` (the 2019 reissue help page's form).
+    pub fn email(approver: String) -> Self {
+        Self {
+            method: "EMAIL",
+            approver_emails: vec![approver],
+            ..Self::default()
+        }
+    }
 }
 
 /// The body of create, reissue and renew.
@@ -329,8 +377,8 @@ pub struct OrderRequest {
 
 impl OrderRequest {
     /// A create (no `id`), reissue or renew (`id`: the order) for a term of `months`, validated
-    /// by DNS with prepareOrder's line, provisioned by AutoDNS or not.
-    pub fn dns(id: Option<i64>, what: OrderFor, dns_line: Option<String>, provisioning: bool) -> Self {
+    /// as `authentication` says.
+    pub fn new(id: Option<i64>, what: OrderFor, authentication: OrderAuthentication) -> Self {
         Self {
             id,
             name: what.name,
@@ -345,11 +393,7 @@ impl OrderRequest {
             technical_contact: ContactRef {
                 id: what.technical_contact,
             },
-            authentication: OrderAuthentication {
-                method: "DNS",
-                dns: dns_line,
-                provisioning,
-            },
+            authentication,
         }
     }
 }

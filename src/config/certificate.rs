@@ -9,10 +9,10 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::defaults;
-use super::file::RawSettings;
+use super::file::{RawSettings, Webroot};
 use super::validate::Validator;
 use super::values::{KNOWN_PRODUCTS, KNOWN_SOFTWARE, MAX_NAME, is_hostname, parse_renew_before};
-use super::{CertConfig, CertSettings, ContactSpec, DnsMode, KeyKind, WarningKind};
+use super::{CertConfig, CertSettings, ContactSpec, DnsMode, FileValidation, KeyKind, Validation, WarningKind};
 
 impl Validator<'_> {
     pub(super) fn certificate(
@@ -202,6 +202,7 @@ impl Validator<'_> {
         if dns == DnsMode::Hook && dns_hook.is_empty() {
             self.err(span.clone(), &f("dns_hook"), "dns = \"hook\" needs a dns_hook command");
         }
+        let validation = self.validation(&c, d, &f, &span, &name, &alt_names, base);
         // `reload = []` says "no reload" as leaving it out does (e.g. to override a default).
         let reload = match pick!(reload) {
             Some((h, _)) if h.get_ref().is_empty() => Default::default(),
@@ -333,6 +334,7 @@ impl Validator<'_> {
             technical_contact: technical_contact?,
             dns,
             dns_hook,
+            validation,
             reload,
             renew_before,
             renew_term,
@@ -362,6 +364,175 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    /// `validation` and the keys of its modes: `webroot`, `file_hook` and `file_check_address`
+    /// for `file`, `approver_email` for `email`. A key of another mode set in the certificate's
+    /// own table is refused (it would silently do nothing).
+    #[allow(clippy::too_many_arguments)]
+    fn validation(
+        &mut self,
+        c: &RawSettings,
+        d: &RawSettings,
+        f: &dyn Fn(&str) -> String,
+        span: &Range<usize>,
+        name: &str,
+        alt_names: &[String],
+        base: &Path,
+    ) -> Validation {
+        macro_rules! pick {
+            ($field:ident) => {
+                c.$field.clone().map(|v| (v, f(stringify!($field)))).or_else(|| {
+                    d.$field
+                        .clone()
+                        .map(|v| (v, format!("defaults.{}", stringify!($field))))
+                })
+            };
+        }
+        let mode: &str = match pick!(validation) {
+            Some((v, field)) => match v.get_ref().as_str() {
+                "dns" => "dns",
+                "file" => "file",
+                "email" => "email",
+                other => {
+                    self.err(
+                        v.span(),
+                        &field,
+                        &format!("'{other}' is not a validation; use \"dns\", \"file\" or \"email\""),
+                    );
+                    "dns"
+                }
+            },
+            None => "dns",
+        };
+        // Keys of another mode, set in this table itself, do nothing: said, not passed over.
+        let own = [
+            ("webroot", c.webroot.as_ref().map(Spanned::span), "file"),
+            ("file_hook", c.file_hook.as_ref().map(Spanned::span), "file"),
+            (
+                "file_check_address",
+                c.file_check_address.as_ref().map(Spanned::span),
+                "file",
+            ),
+            ("approver_email", c.approver_email.as_ref().map(Spanned::span), "email"),
+        ];
+        for (key, at, wants) in own {
+            if let Some(at) = at
+                && wants != mode
+            {
+                self.err(
+                    at,
+                    &f(key),
+                    &format!("is only used with validation = \"{wants}\" (this certificate has \"{mode}\")"),
+                );
+            }
+        }
+        let mut names = vec![name.to_string()];
+        names.extend(alt_names.iter().cloned());
+        match mode {
+            "file" => {
+                let hook = match pick!(file_hook) {
+                    Some((h, field)) => self.command(h, &field, base),
+                    None => Default::default(),
+                };
+                let mut webroots = Vec::new();
+                match pick!(webroot) {
+                    Some(_) if !hook.is_empty() => self.err(
+                        span.clone(),
+                        &f("webroot"),
+                        "set webroot or file_hook, not both: the file goes to one of them",
+                    ),
+                    Some((w, field)) => {
+                        let at = w.span();
+                        let mut put = |this: &mut Self, n: &str, p: &Path| {
+                            if p.is_absolute() {
+                                webroots.push((n.to_string(), p.to_path_buf()));
+                            } else {
+                                this.err(
+                                    at.clone(),
+                                    &field,
+                                    &format!("'{}' is not an absolute path such as /var/www/example", p.display()),
+                                );
+                            }
+                        };
+                        match w.get_ref() {
+                            Webroot::One(p) => {
+                                for n in &names {
+                                    put(self, n, p);
+                                }
+                            }
+                            Webroot::PerName(table) => {
+                                for (n, p) in table {
+                                    let n = n.to_ascii_lowercase();
+                                    if names.contains(&n) {
+                                        put(self, &n, p);
+                                    } else {
+                                        self.err(
+                                            at.clone(),
+                                            &field,
+                                            &format!("'{n}' is not one of the certificate's names ({})", names.join(", ")),
+                                        );
+                                    }
+                                }
+                                let missing: Vec<&String> = names
+                                    .iter()
+                                    .filter(|n| !table.keys().any(|k| k.eq_ignore_ascii_case(n)))
+                                    .collect();
+                                if !missing.is_empty() {
+                                    let missing: Vec<&str> = missing.iter().map(|n| n.as_str()).collect();
+                                    self.err(at.clone(), &field, &format!("has no web root for {}", missing.join(", ")));
+                                }
+                            }
+                        }
+                    }
+                    None if hook.is_empty() => self.err(
+                        span.clone(),
+                        &f("webroot"),
+                        "validation = \"file\" needs a webroot (the directory the web server serves for the name) or a file_hook",
+                    ),
+                    None => {}
+                }
+                let check_address = match pick!(file_check_address) {
+                    Some((a, field)) => {
+                        if let Err(e) = check_http_address(a.get_ref()) {
+                            self.err(a.span(), &field, &e);
+                        }
+                        Some(a.into_inner())
+                    }
+                    None => None,
+                };
+                Validation::File(FileValidation {
+                    webroots,
+                    hook,
+                    check_address,
+                })
+            }
+            "email" => match pick!(approver_email) {
+                Some((a, field)) => {
+                    let addr = a.get_ref().to_ascii_lowercase();
+                    let ok = addr
+                        .split_once('@')
+                        .is_some_and(|(local, domain)| is_mailbox_local(local) && is_hostname(domain));
+                    if !ok {
+                        self.err(
+                            a.span(),
+                            &field,
+                            &format!("'{}' is not an e-mail address such as admin@example.com", a.get_ref()),
+                        );
+                    }
+                    Validation::Email { approver: addr }
+                }
+                None => {
+                    self.err(
+                        span.clone(),
+                        &f("approver_email"),
+                        "validation = \"email\" needs an approver_email (one of the addresses the CA offers for the name, e.g. admin@example.com; `certkeeper plan` lists them)",
+                    );
+                    Validation::Dns
+                }
+            },
+            _ => Validation::Dns,
+        }
+    }
+
     /// The uid (or, for `group`, the gid) a key owner names, looked up once per name.
     fn id_of(&mut self, group: bool, given: &str) -> Result<u32, String> {
         let key = (group, given.to_string());
@@ -407,4 +578,18 @@ fn check_address(a: &str) -> Result<(), String> {
         Ok(p) if p > 0 && is_hostname(host) && !host.starts_with("*.") => Ok(()),
         _ => Err(bad()),
     }
+}
+
+/// Whether `a` is where a file check may connect: `host:port`, `IPv4:port` or `[IPv6]:port`.
+fn check_http_address(a: &str) -> Result<(), String> {
+    check_address(a).map_err(|_| format!("'{a}' is not an address such as 127.0.0.1:80 or web1.example.com:80"))
+}
+
+/// The part of an approver address before the `@`: the characters a mailbox name is written in.
+fn is_mailbox_local(local: &str) -> bool {
+    !local.is_empty()
+        && local.len() <= 64
+        && local.chars().all(|c| c.is_ascii_alphanumeric() || ".-_+".contains(c))
+        && !local.starts_with('.')
+        && !local.ends_with('.')
 }

@@ -208,6 +208,18 @@ pub(super) struct RawSettings {
     pub(super) dns: Option<Spanned<String>>,
     /// The command (argv, no shell) that publishes and removes the record when `dns = "hook"`.
     pub(super) dns_hook: Option<Spanned<Vec<String>>>,
+    /// How control of the names is proven: `dns` (default), `file` or `email`.
+    pub(super) validation: Option<Spanned<String>>,
+    /// `validation = "file"`: the web root the file goes under, or a table of one per name.
+    pub(super) webroot: Option<Spanned<Webroot>>,
+    /// `validation = "file"`: the command (argv, no shell) that places and removes the file
+    /// (instead of a web root).
+    pub(super) file_hook: Option<Spanned<Vec<String>>>,
+    /// `validation = "file"`: where the file is fetched to check it (`host:port`, with the
+    /// name as Host), instead of the name itself.
+    pub(super) file_check_address: Option<Spanned<String>>,
+    /// `validation = "email"`: who approves the order, one of prepareOrder's addresses.
+    pub(super) approver_email: Option<Spanned<String>>,
     /// The command (argv, no shell) run after a new certificate is in place.
     pub(super) reload: Option<Spanned<Vec<String>>>,
     /// When to reissue: a share of the validity left (`33%`) or a duration before expiry (`30d`).
@@ -236,6 +248,14 @@ pub(super) struct RawSettings {
     pub(super) serve_check_interval: Option<Spanned<String>>,
 }
 
+/// `webroot`: one directory for every name, or a table of one per name.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub(super) enum Webroot {
+    One(PathBuf),
+    PerName(std::collections::BTreeMap<String, PathBuf>),
+}
+
 /// Moves a value's span by `by`.
 fn shift<T>(field: &mut Option<Spanned<T>>, by: usize) {
     if let Some(v) = field.take() {
@@ -259,6 +279,11 @@ macro_rules! each_setting {
             technical_contact,
             dns,
             dns_hook,
+            validation,
+            webroot,
+            file_hook,
+            file_check_address,
+            approver_email,
             reload,
             renew_before,
             renew_term,
@@ -312,6 +337,26 @@ macro_rules! each_setting {
             },
             {
                 let $field = dns_hook;
+                $apply
+            },
+            {
+                let $field = validation;
+                $apply
+            },
+            {
+                let $field = webroot;
+                $apply
+            },
+            {
+                let $field = file_hook;
+                $apply
+            },
+            {
+                let $field = file_check_address;
+                $apply
+            },
+            {
+                let $field = approver_email;
                 $apply
             },
             {

@@ -171,6 +171,35 @@ pub enum DnsMode {
     Hook,
 }
 
+/// How control of a certificate's names is proven (`validation`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Validation {
+    /// A DNS record; `dns` says who publishes it.
+    Dns,
+    /// A file served over HTTP at `http://NAME/.well-known/pki-validation/FILE`.
+    File(FileValidation),
+    /// An approval mail to this address, answered by a person.
+    Email { approver: String },
+}
+
+/// `validation = "file"`: where the file goes and where it is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileValidation {
+    /// Each name's web root (`webroot`); empty when a `file_hook` places the files.
+    pub webroots: Vec<(String, PathBuf)>,
+    /// The command that places (`present`) and removes (`cleanup`) the file.
+    pub hook: std::sync::Arc<[String]>,
+    /// Where the check's HTTP GET goes (`host:port`, the name as Host); `None`: to the name.
+    pub check_address: Option<String>,
+}
+
+impl FileValidation {
+    /// The web root of `name`.
+    pub fn webroot(&self, name: &str) -> Option<&std::path::Path> {
+        self.webroots.iter().find(|(n, _)| n == name).map(|(_, p)| p.as_path())
+    }
+}
+
 /// A contact: an existing id, or details to create it once.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
@@ -262,6 +291,7 @@ pub struct CertSettings {
     pub technical_contact: ContactSpec,
     pub dns: DnsMode,
     pub dns_hook: std::sync::Arc<[String]>,
+    pub validation: Validation,
     pub reload: std::sync::Arc<[String]>,
     pub renew_before: RenewBefore,
     pub renew_term: bool,
@@ -276,6 +306,19 @@ pub struct CertSettings {
     pub serve_check: std::sync::Arc<[String]>,
     pub serve_check_timeout: Duration,
     pub serve_check_interval: Duration,
+}
+
+impl CertSettings {
+    /// Who publishes what proves control, as the order's journal sees it: `Hook` when
+    /// certkeeper does (a DNS hook, a validation file: journaled before and removed after),
+    /// `Autodns` when nothing of ours is published (AutoDNS's record, an approval mail).
+    pub fn publish_mode(&self) -> DnsMode {
+        match self.validation {
+            Validation::Dns => self.dns,
+            Validation::File(_) => DnsMode::Hook,
+            Validation::Email { .. } => DnsMode::Autodns,
+        }
+    }
 }
 
 impl CertConfig {

@@ -334,7 +334,20 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                         let (exit, line) = crate::run::outcome_line(&cert.name, &result);
                         forced.ended(&cert.name, exit, line);
                     }
-                    if let Some((event, state, error)) = report(&cert, &result) {
+                    if let Ok(Outcome::AwaitingApproval { message, .. }) = &result {
+                        // Not a setback: the job is waited for again at once (a minute a look),
+                        // so that the certificate comes as soon as the mail is answered; told
+                        // once.
+                        if setbacks.told(&cert.name, format!("awaiting_approval {message}")) {
+                            background.spawn(alarm(
+                                agent.clone(),
+                                cert.clone(),
+                                "awaiting_approval",
+                                message.clone(),
+                                0,
+                            ));
+                        }
+                    } else if let Some((event, state, error)) = report(&cert, &result) {
                         let st = agent.store.load(&cert.name).unwrap_or_default();
                         if setbacks.record(&cert.name, &st, now(), state) {
                             let failures = setbacks.count(&cert.name);
@@ -475,6 +488,10 @@ fn report(cert: &CertConfig, result: &anyhow::Result<Outcome>) -> Option<(&'stat
         Ok(Outcome::Waiting { message, .. }) => {
             tracing::warn!(cert = %cert.name, %message, "waiting for the operator; nothing was bought");
             Some(("consent_needed", format!("consent_needed {message}"), message.clone()))
+        }
+        Ok(Outcome::AwaitingApproval { message, .. }) => {
+            tracing::warn!(cert = %cert.name, %message, "the order waits for its approval");
+            None
         }
         Ok(Outcome::NotDeployed {
             serial,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
+use anyhow::{Context as _, anyhow, bail};
 
 use super::poll::{Event, Outcome, Wanted};
 use super::{Agent, Ending};
@@ -14,14 +14,35 @@ use crate::config::{CertConfig, DnsMode};
 use crate::dns::{self, DcvRecord};
 use crate::store::{CertState, Step};
 
+/// How long one run waits for a job whose approval mail is not answered yet, before it says
+/// so and goes on (the next run, or the daemon's next look, waits again).
+pub(crate) const APPROVAL_LOOK: Duration = Duration::from_secs(60);
+
+/// The first wait for a job that needs an approval, in the run that ordered it: short, so that
+/// the operator hears of the approval mail at once.
+pub(crate) const APPROVAL_FIRST_LOOK: Duration = Duration::from_secs(5);
+
+/// What an order waiting for its approval says, in `status` and to `on_failure`.
+pub(crate) fn approval_message(approver: &str, job_id: i64) -> String {
+    format!("waiting for approval by {approver} (job {job_id}): the CA's approval mail must be answered")
+}
+
 impl Agent {
-    /// `accepted`: waits for the job's end, within `order.job_timeout`.
-    pub(super) async fn wait_for_job(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<()> {
+    /// `accepted`: waits for the job's end, within `order.job_timeout`; a job that waits for
+    /// its approval mail, within [`APPROVAL_FIRST_LOOK`] (then [`APPROVAL_LOOK`]), and then
+    /// `Some(AwaitingApproval)`.
+    pub(super) async fn wait_for_job(
+        &self,
+        cert: &CertConfig,
+        st: &mut CertState,
+    ) -> anyhow::Result<Option<super::Outcome>> {
         let known = st.certificate_id;
         let j = Self::journal(st)?;
         let Some(job_id) = j.job_id else {
-            return self.wait_for_certificate(cert, st).await;
+            return self.wait_for_certificate(cert, st).await.map(|()| None);
         };
+        let approver = j.approver.clone();
+        let told = j.awaiting_approval_since;
         let records = j.records.clone();
         let wanted = Wanted {
             job_id,
@@ -33,15 +54,35 @@ impl Agent {
         // leftover of ours.
         self.poll
             .remember_ours(st.jobs.iter().copied().filter(|id| *id != job_id));
-        let deadline = tokio::time::Instant::now() + self.config.order.job_timeout;
+        // An approval is told at once: the first look is short, the later ones a minute.
+        let wait = match (&approver, told) {
+            (Some(_), None) => self.config.order.job_timeout.min(APPROVAL_FIRST_LOOK),
+            (Some(_), Some(_)) => self.config.order.job_timeout.min(APPROVAL_LOOK),
+            (None, _) => self.config.order.job_timeout,
+        };
+        let deadline = tokio::time::Instant::now() + wait;
         let mut waiting = self.poll.wait(wanted);
         loop {
             match waiting.next(deadline).await {
-                Event::Done(outcome) => return self.job_ended(cert, st, job_id, outcome).await,
+                Event::Done(outcome) => return self.job_ended(cert, st, job_id, outcome).await.map(|()| None),
                 Event::Round(n) => {
                     if cert.dns == DnsMode::Autodns && (n == 3 || n.is_multiple_of(20)) {
                         self.log_dns_view(&cert.name, &records).await;
                     }
+                }
+                Event::TimedOut if let Some(approver) = &approver => {
+                    let jm = Self::journal(st)?;
+                    let newly = jm.awaiting_approval_since.is_none();
+                    if newly {
+                        jm.awaiting_approval_since = Some(time::OffsetDateTime::now_utc().unix_timestamp());
+                        self.store
+                            .save(st)
+                            .with_context(|| format!("writing the state of {}", cert.name))?;
+                    }
+                    return Ok(Some(super::Outcome::AwaitingApproval {
+                        newly,
+                        message: approval_message(approver, job_id),
+                    }));
                 }
                 Event::TimedOut => bail!(
                     "job {job_id} for {} is still running after {}; the next run picks it up",

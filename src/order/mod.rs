@@ -74,6 +74,9 @@ pub enum Outcome {
     /// Something the configuration does not allow waits for the operator (see
     /// [`NeedsConsent`]); nothing was bought. `newly`: it began to wait in this run.
     Waiting { newly: bool, message: String },
+    /// The order was made and its job waits for a person to answer the CA's approval mail
+    /// (`validation = "email"`): the next run looks again. `newly`: it began to wait in this run.
+    AwaitingApproval { newly: bool, message: String },
 }
 
 /// Shared by every certificate of one run.
@@ -261,7 +264,11 @@ impl Agent {
                         return Ok(outcome);
                     }
                 }
-                Step::Accepted => self.wait_for_job(cert, st).await?,
+                Step::Accepted => {
+                    if let Some(outcome) = self.wait_for_job(cert, st).await? {
+                        return Ok(outcome);
+                    }
+                }
                 Step::JobDone => self.download(cert, st).await?,
                 Step::Downloaded => self.verify_and_write(cert, st).await?,
                 Step::Installed => return self.install(cert, st).await,
@@ -283,6 +290,9 @@ impl Agent {
             key: None,
             csr: None,
             records: Vec::new(),
+            files: Vec::new(),
+            approver: None,
+            awaiting_approval_since: None,
             ctid: None,
             sent_at: None,
             job_id: None,
@@ -315,7 +325,7 @@ impl Agent {
             );
         }
         j.step = step;
-        self.settle(st, step, plan::writes(from, step, cert.dns))
+        self.settle(st, step, plan::writes(from, step, cert.publish_mode()))
     }
 
     /// Writes the journal durably when `write`, then honours the crash-test pause.
@@ -334,8 +344,9 @@ impl Agent {
     /// ending leaves that to its caller.
     async fn end(&self, cert: &CertConfig, st: &mut CertState, ending: Ending) -> anyhow::Result<()> {
         let Some(j) = st.order.take() else { return Ok(()) };
-        if plan::dns_cleanup(ending, j.step, cert.dns) {
+        if plan::dns_cleanup(ending, j.step, cert.publish_mode()) {
             self.clean_dns(cert, &j.records).await;
+            self.clean_files(cert, &j.files).await;
         }
         if ending.writes() {
             self.store.save(st)?;

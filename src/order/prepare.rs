@@ -7,7 +7,7 @@ use anyhow::{Context as _, anyhow, bail};
 use sha2::{Digest, Sha256};
 
 use super::{Agent, hex};
-use crate::config::CertConfig;
+use crate::config::{CertConfig, Validation};
 use crate::dns;
 use crate::keys::PrivateKey;
 use crate::store::{CertState, KeyPem, OrderKind, Step};
@@ -53,9 +53,37 @@ impl Agent {
             r => r.context("prepareOrder")?,
         };
         Self::journal(st)?.csr = Some(csr);
+        let names = cert.all_names();
+        match &cert.validation {
+            Validation::Dns => {}
+            // Checked before anything is written or paid: the file's name becomes a path.
+            Validation::File(_) => {
+                let files = crate::webroot::read_entries(&prepared.files, &names)
+                    .map_err(|e| anyhow!("FILE validation of {}: {e}", cert.name))?;
+                Self::journal(st)?.files = files;
+                return self.advance(cert, st, Step::Prepared);
+            }
+            // The approver must be one the CA offers, or nothing is ordered.
+            Validation::Email { approver } => {
+                if !prepared.approvers.iter().any(|a| a.eq_ignore_ascii_case(approver)) {
+                    let offered: Vec<String> = prepared.approvers.iter().map(|a| crate::text::printable(a)).collect();
+                    bail!(
+                        "approver_email {approver} is not offered for {} {} (prepareOrder offers: {}); nothing was ordered",
+                        cert.product,
+                        cert.name,
+                        if offered.is_empty() {
+                            "none".to_string()
+                        } else {
+                            offered.join(", ")
+                        }
+                    );
+                }
+                Self::journal(st)?.approver = Some(approver.clone());
+                return self.advance(cert, st, Step::Prepared);
+            }
+        }
         // Checked before any hook runs or anything is paid: the line comes from the network and
         // its parts reach the DNS hook.
-        let names = cert.all_names();
         let records = prepared
             .dns_lines
             .iter()

@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 
 use super::{ANSWERED, Agent, Ending, Outcome, hex, pause_for_tests, plan, random_hex};
 use crate::api;
-use crate::api::wire::{OrderFor, OrderRequest};
-use crate::config::{CertConfig, ContactSpec, DnsMode};
+use crate::api::wire::{OrderAuthentication, OrderFor, OrderRequest};
+use crate::config::{CertConfig, ContactSpec, DnsMode, Validation};
 use crate::store::{BootTime, CertState, OrderKind, PaidRequest, PaidStatus, Step};
 
 impl Agent {
@@ -119,7 +119,20 @@ impl Agent {
             admin_contact: self.contact_id(&cert.admin_contact).await?,
             technical_contact: self.contact_id(&cert.technical_contact).await?,
         };
-        Ok(OrderRequest::dns(id, what, dns_line, cert.dns == DnsMode::Autodns))
+        let authentication = match &cert.validation {
+            Validation::Dns => OrderAuthentication::dns(dns_line, cert.dns == DnsMode::Autodns),
+            Validation::File(_) => {
+                let f = j
+                    .files
+                    .iter()
+                    .find(|f| f.name == cert.name)
+                    .or(j.files.first())
+                    .ok_or_else(|| anyhow!("the journal lost the validation file"))?;
+                OrderAuthentication::file(f.file_name(), f.content.clone())
+            }
+            Validation::Email { approver } => OrderAuthentication::email(approver.clone()),
+        };
+        Ok(OrderRequest::new(id, what, authentication))
     }
 
     /// A contact's id: given, or created once from details and remembered in the state directory.

@@ -1,19 +1,43 @@
 //! Proving control of the names: the DNS hook publishes the validation records (`prepared`),
 //! certkeeper waits until every authoritative nameserver serves them (`dns_published`), and the
 //! hook removes them when the order ends. In `autodns` mode the API provisions them itself.
+//! With `validation = "file"` the same steps place the validation files (under the web roots or
+//! through the `file_hook`), fetch them over HTTP as the CA will, and remove them at the end;
+//! with `validation = "email"` nothing is published: a person answers the approval mail.
 
-use anyhow::Context as _;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
 
 use super::Agent;
-use crate::config::{CertConfig, DnsMode};
+use crate::config::{CertConfig, DnsMode, FileValidation, Validation};
 use crate::dns::{self, DcvRecord};
 use crate::hooks;
 use crate::store::{CertState, Step};
+use crate::webroot::{FileRecord, Served};
 
 impl Agent {
     /// `prepared`: runs the DNS hook's `present` for each record (hook mode).
     pub(super) async fn publish(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<()> {
-        if cert.dns == DnsMode::Hook {
+        if let Validation::File(fv) = &cert.validation {
+            let files = Self::journal(st)?.files.clone();
+            let names = cert.all_names();
+            for rec in &files {
+                rec.check(&names)
+                    .map_err(|e| anyhow!("refused the journal's validation file for {}: {e}", cert.name))?;
+                match fv.webroot(&rec.name) {
+                    Some(root) if fv.hook.is_empty() => crate::webroot::place(root, rec)
+                        .map_err(|e| anyhow!("placing the validation file for {}: {e}", rec.name))?,
+                    _ => hooks::run(&file_hook_argv(fv, "present"), &file_env(cert, rec), cert.hook_timeout)
+                        .await
+                        .with_context(|| {
+                            format!("the file hook could not place the validation file for {}", rec.name)
+                        })?,
+                }
+            }
+            return self.advance(cert, st, Step::DnsPublished);
+        }
+        if cert.publish_mode() == DnsMode::Hook {
             let records = Self::journal(st)?.records.clone();
             let names = cert.all_names();
             for rec in &records {
@@ -33,7 +57,17 @@ impl Agent {
 
     /// `dns_published`: waits until every authoritative nameserver serves the records (hook mode).
     pub(super) async fn wait_for_dns(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<()> {
-        if cert.dns == DnsMode::Hook {
+        if let Validation::File(fv) = &cert.validation {
+            let files = Self::journal(st)?.files.clone();
+            if let Err(e) = self.wait_until_fetched(fv, &files).await {
+                // As for DNS records: back to `prepared` first, then the files are removed.
+                self.advance(cert, st, Step::Prepared)?;
+                self.clean_files(cert, &files).await;
+                return Err(e);
+            }
+            return self.advance(cert, st, Step::DnsVerified);
+        }
+        if cert.publish_mode() == DnsMode::Hook {
             let records = Self::journal(st)?.records.clone();
             if let Err(e) =
                 dns::wait_until_served(&records, &self.config.dns, self.config.dns.propagation_timeout).await
@@ -70,6 +104,80 @@ impl Agent {
             }
         }
     }
+}
+
+impl Agent {
+    /// Fetches every validation file over HTTP until each is served with its content, within
+    /// `dns.propagation_timeout`, looking once a second.
+    async fn wait_until_fetched(&self, fv: &FileValidation, files: &[FileRecord]) -> anyhow::Result<()> {
+        let client = crate::webroot::client().context("setting up the HTTP client of the file check")?;
+        let timeout = self.config.dns.propagation_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let address = fv.check_address.as_deref();
+        let mut last = String::new();
+        loop {
+            let mut missing = None;
+            for rec in files {
+                if let Served::No(why) = crate::webroot::fetch(&client, rec, address).await {
+                    missing = Some(why);
+                    break;
+                }
+            }
+            let Some(why) = missing else { return Ok(()) };
+            if why != last {
+                tracing::info!(file = %why, "waiting for the validation file to be served");
+                last = why.clone();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "the validation file is not served after {}: {why}",
+                    crate::text::duration(timeout)
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(1).min(timeout)).await;
+        }
+    }
+
+    /// Removes each validation file (from its web root if it still holds our content, or
+    /// through the file hook's `cleanup`) that still passes its check. A failure is logged: the
+    /// order's ending goes on.
+    pub(super) async fn clean_files(&self, cert: &CertConfig, files: &[FileRecord]) {
+        let Validation::File(fv) = &cert.validation else {
+            return;
+        };
+        let names = cert.all_names();
+        for rec in files {
+            if let Err(e) = rec.check(&names) {
+                tracing::warn!(cert = %cert.name, error = %e, "no cleanup for a validation file that fails its check");
+                continue;
+            }
+            let done = match fv.webroot(&rec.name) {
+                Some(root) if fv.hook.is_empty() => crate::webroot::remove(root, rec)
+                    .map(|_| ())
+                    .map_err(anyhow::Error::msg),
+                _ => hooks::run(&file_hook_argv(fv, "cleanup"), &file_env(cert, rec), cert.hook_timeout)
+                    .await
+                    .map_err(anyhow::Error::from),
+            };
+            if let Err(e) = done {
+                tracing::warn!(cert = %cert.name, file = %rec.file_name(), error = %format!("{e:#}"), "removing the validation file failed");
+            }
+        }
+    }
+}
+
+fn file_hook_argv(fv: &FileValidation, action: &str) -> Vec<String> {
+    let mut argv = fv.hook.to_vec();
+    argv.push(action.to_string());
+    argv
+}
+
+fn file_env(cert: &CertConfig, rec: &FileRecord) -> hooks::Env {
+    hooks::FileEnv {
+        name: &cert.name,
+        file: rec,
+    }
+    .vars()
 }
 
 fn dns_hook_argv(cert: &CertConfig, action: &str) -> Vec<String> {

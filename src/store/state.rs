@@ -110,6 +110,16 @@ pub struct OrderJournal {
     pub csr: Option<String>,
     #[serde(default)]
     pub records: Vec<DcvRecord>,
+    /// `validation = "file"`: the files prepareOrder named, one per name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::webroot::FileRecord>,
+    /// `validation = "email"`: the address the approval mail goes to, as ordered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+    /// Since when (unix time) the order's job waits for its approval mail to be answered: the
+    /// operator was told then, once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_approval_since: Option<i64>,
     #[serde(default)]
     pub ctid: Option<String>,
     #[serde(default)]

@@ -35,7 +35,11 @@ async fn buy_by_hand(env: &TestEnv, client: &Client, names: &[&str], months: u32
     let ctid = format!("by-hand-{}-{}", names.join("-"), env.sim.control().ledger().len());
     let turn = client.turn().await;
     client
-        .create(&OrderRequest::dns(None, what, None, true), &ctid, turn)
+        .create(
+            &OrderRequest::new(None, what, certkeeper::api::wire::OrderAuthentication::dns(None, true)),
+            &ctid,
+            turn,
+        )
         .await
         .unwrap();
     let id = env

@@ -45,3 +45,5 @@ mod refuse;
 mod revoke;
 /// Real servers: BIND9 with the RFC 2136 hook, nginx and Apache with the reload hooks.
 mod servers;
+/// FILE and EMAIL validation: hostile FILE answers refused, approvals waited for and told.
+mod validation;

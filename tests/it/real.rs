@@ -267,7 +267,7 @@ fn order() -> certkeeper::api::wire::OrderRequest {
         admin_contact: 1,
         technical_contact: 1,
     };
-    OrderRequest::dns(None, what, None, true)
+    OrderRequest::new(None, what, certkeeper::api::wire::OrderAuthentication::dns(None, true))
 }
 
 /// Where real answers disagree with each other or with the spec, autodns-sim offers each form

@@ -734,3 +734,146 @@ async fn a_revoke_is_sent_only_once_nginx_serves_the_new_certificate() {
     assert_eq!(env.reissues("www.example.com"), 1);
     assert_eq!(served_serial(&env, port), env.serial("www.example.com"));
 }
+
+/// An nginx serving plain HTTP on `port` from one web root per server name: what a CA fetches a
+/// FILE validation from.
+async fn start_nginx_http(dir: &Path, port: u16, roots: &[(&str, &Path)]) -> Daemon {
+    std::fs::create_dir_all(dir).unwrap();
+    let d = dir.display();
+    let servers: String = roots
+        .iter()
+        .map(|(name, root)| {
+            format!(
+                "  server {{\n    listen 127.0.0.1:{port};\n    server_name {name};\n    root {};\n  }}\n",
+                root.display()
+            )
+        })
+        .collect();
+    let conf = format!(
+        "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nworker_processes 1;\nevents {{ worker_connections 64; }}\nhttp {{\n  log_format ua '$host $request_uri $status \"$http_user_agent\"';\n  access_log {d}/access.log ua;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n{servers}}}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .args(["-g", "daemon off;"]);
+    let daemon = Daemon::start("nginx", &mut cmd, &dir.join("stdout.log"));
+    wait_for_port(port, "nginx", &dir.join("error.log")).await;
+    daemon
+}
+
+/// FILE validation with a real nginx: the files go under each name's web root (or through a
+/// file hook), certkeeper and the simulator both fetch them through nginx, the certificates are
+/// issued, and the files are gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_validation_is_fetched_through_nginx_and_the_files_are_removed_after() {
+    if !require("file_validation_through_nginx", &["nginx"]) {
+        return;
+    }
+    let port = free_port();
+    let web: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let env = TestEnv::start_sim(
+        "file-nginx",
+        SimConfig {
+            file_check_address: Some(web),
+            faults: Faults {
+                rate_limit: 0.0,
+                ..Faults::default()
+            },
+            ..SimConfig::default()
+        },
+    )
+    .await;
+    let (www, apex, shop) = (env.dir.join("www"), env.dir.join("apex"), env.dir.join("shop"));
+    for d in [&www, &apex, &shop] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let nginx_dir = env.dir.join("nginx-http");
+    let _nginx = start_nginx_http(
+        &nginx_dir,
+        port,
+        &[
+            ("www.example.com", &www),
+            ("example.com", &apex),
+            ("shop.example.net", &shop),
+        ],
+    )
+    .await;
+    // The file hook writes where the third server's root is: the data comes in its environment.
+    let calls = env.dir.join("file-hook.calls");
+    let hook = env.script(
+        "file-hook",
+        &format!(
+            "echo \"$1 $CERTKEEPER_FILE_HOST $CERTKEEPER_FILE_PATH\" >> {calls}\ncase \"$1\" in\n  present) mkdir -p \"{root}$(dirname \"$CERTKEEPER_FILE_PATH\")\" && printf '%s\\n' \"$CERTKEEPER_FILE_CONTENT\" > \"{root}$CERTKEEPER_FILE_PATH\" ;;\n  cleanup) rm -f \"{root}$CERTKEEPER_FILE_PATH\" ;;\nesac",
+            calls = calls.display(),
+            root = shop.display()
+        ),
+    );
+    env.write_config(&[], "");
+    env.append_config(&format!(
+        r#"
+[[certificate]]
+name = "www.example.com"
+alt_names = ["example.com"]
+validation = "file"
+file_check_address = "{web}"
+webroot = {{ "www.example.com" = "{www}", "example.com" = "{apex}" }}
+
+[[certificate]]
+name = "shop.example.net"
+validation = "file"
+file_check_address = "{web}"
+file_hook = ["{hook}"]
+"#,
+        www = www.display(),
+        apex = apex.display(),
+        hook = hook.display(),
+    ));
+    env.run_ok(&["run", "--once"]).await;
+    for name in ["www.example.com", "shop.example.net"] {
+        env.assert_installed(name);
+        assert_eq!(env.paid(name), 1, "{name}");
+    }
+    // The SAN holds both names, checked by openssl.
+    let text = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(env.live("www.example.com").join("cert.pem"))
+        .output()
+        .unwrap();
+    let san = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        san.contains("DNS:www.example.com") && san.contains("DNS:example.com"),
+        "{san}"
+    );
+    // nginx served each file to both certkeeper's check and the simulator's, under its Host.
+    let log = std::fs::read_to_string(nginx_dir.join("access.log")).unwrap();
+    for host in ["www.example.com", "example.com", "shop.example.net"] {
+        for agent in ["certkeeper/", "autodns-sim-dcv"] {
+            assert!(
+                log.lines().any(
+                    |l| l.starts_with(&format!("{host} /.well-known/pki-validation/fileauth.txt 200"))
+                        && l.contains(agent)
+                ),
+                "no 200 for {host} to {agent}:\n{log}"
+            );
+        }
+    }
+    // Gone afterwards: from the web roots, and through the hook's cleanup.
+    for root in [&www, &apex, &shop] {
+        let file = root.join(".well-known/pki-validation/fileauth.txt");
+        assert!(!file.exists(), "{} is left", file.display());
+    }
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(
+        calls.lines().collect::<Vec<_>>(),
+        [
+            "present shop.example.net /.well-known/pki-validation/fileauth.txt",
+            "cleanup shop.example.net /.well-known/pki-validation/fileauth.txt"
+        ],
+        "{calls}"
+    );
+}

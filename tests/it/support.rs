@@ -460,7 +460,7 @@ pub fn status_rows(out: &std::process::Output) -> serde_json::Value {
             String::from_utf8_lossy(&out.stdout)
         )
     });
-    assert_eq!(report["schema_version"], 3, "{report}");
+    assert_eq!(report["schema_version"], 4, "{report}");
     report["certificates"].clone()
 }
 

@@ -75,7 +75,10 @@ impl State {
                         authentication.push(CertAuthenticationOut {
                             name: Some(n.clone()),
                             method: "FILE".into(),
-                            file_name: Some(format!("{n}/{FILE_PATH}")),
+                            file_name: Some(match &self.faults.file_name {
+                                Some(t) => t.replace("{name}", n),
+                                None => format!("{n}/{FILE_PATH}"),
+                            }),
                             file_content: Some(token.clone()),
                             ..Default::default()
                         });

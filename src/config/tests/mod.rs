@@ -517,6 +517,9 @@ fn durations_and_shares_parse_as_an_operator_writes_them() {
 /// Certificate tables: their names, hooks and key access.
 mod certificate;
 
+/// `validation`: FILE and EMAIL, and their keys.
+mod validation;
+
 #[test]
 fn a_file_of_the_usual_layout_is_read_one_table_at_a_time() {
     assert!(file::read_in_pieces(GOOD).is_some());

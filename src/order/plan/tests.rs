@@ -34,6 +34,7 @@ fn cert(renew_term: bool) -> CertConfig {
             technical_contact: ContactSpec::Id(1),
             dns: DnsMode::Autodns,
             dns_hook: Default::default(),
+            validation: crate::config::Validation::Dns,
             reload: Default::default(),
             renew_before: RenewBefore::Share(1.0 / 3.0),
             renew_term,
