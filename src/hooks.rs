@@ -24,6 +24,8 @@ pub(crate) mod vars {
     pub(crate) const KEY: &str = "CERTKEEPER_KEY";
     pub(crate) const CHAIN: &str = "CERTKEEPER_CHAIN";
     pub(crate) const FULLCHAIN: &str = "CERTKEEPER_FULLCHAIN";
+    /// Reload hook, S/MIME certificates: `live/NAME/bundle.p12`.
+    pub(crate) const P12: &str = "CERTKEEPER_P12";
     /// Reload hook: the new serial, hex.
     pub(crate) const SERIAL: &str = "CERTKEEPER_SERIAL";
     /// Reload hook: the expiry, RFC 3339; `on_failure`: the expiry, unix time.
@@ -67,6 +69,8 @@ pub(crate) struct ReloadEnv<'a> {
     /// Unix time.
     pub not_after: Option<i64>,
     pub serve_check: &'a [String],
+    /// An S/MIME certificate: `live/NAME/bundle.p12` is there too.
+    pub p12: bool,
 }
 
 impl ReloadEnv<'_> {
@@ -77,7 +81,7 @@ impl ReloadEnv<'_> {
             .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
             .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
             .unwrap_or_default();
-        env([
+        let mut out = env([
             (vars::NAME, self.name.to_string()),
             (vars::CERT, p(files::CERT)),
             (vars::KEY, p(files::KEY)),
@@ -86,7 +90,11 @@ impl ReloadEnv<'_> {
             (vars::SERIAL, self.serial.unwrap_or_default().to_string()),
             (vars::NOT_AFTER, not_after),
             (vars::SERVE_CHECK, self.serve_check.join(" ")),
-        ])
+        ]);
+        if self.p12 {
+            out.insert(vars::P12.to_string(), p(files::P12));
+        }
+        out
     }
 }
 
@@ -142,7 +150,7 @@ pub(crate) struct FailureEnv<'a> {
 
 impl FailureEnv<'_> {
     pub(crate) fn vars(&self) -> Env {
-        let mut vars = env([
+        let mut out = env([
             (vars::NAME, self.name.to_string()),
             (vars::EVENT, self.event.to_string()),
             (vars::ERROR, self.error.to_string()),
@@ -153,9 +161,9 @@ impl FailureEnv<'_> {
             ),
         ]);
         if let Some(what) = self.not_served.filter(|_| self.event == "not_served") {
-            vars.insert(vars::NOT_SERVED.to_string(), what.to_string());
+            out.insert(vars::NOT_SERVED.to_string(), what.to_string());
         }
-        vars
+        out
     }
 }
 

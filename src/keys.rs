@@ -51,8 +51,19 @@ impl PrivateKey {
     }
 
     /// Builds a CSR with `names[0]` as CN and every name as a SAN.
+    /// A CSR for `names` (DNS names; for an S/MIME certificate, the one mailbox, as an
+    /// rfc822Name), the first as the common name.
     pub fn csr(&self, names: &[String]) -> Result<Csr, rcgen::Error> {
-        let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+        let mut params = if names.first().is_some_and(|n| n.contains('@')) {
+            let mut p = rcgen::CertificateParams::default();
+            p.subject_alt_names = names
+                .iter()
+                .map(|n| Ok(rcgen::SanType::Rfc822Name(n.as_str().try_into()?)))
+                .collect::<Result<_, rcgen::Error>>()?;
+            p
+        } else {
+            rcgen::CertificateParams::new(names.to_vec())?
+        };
         params.distinguished_name = rcgen::DistinguishedName::new();
         if let Some(cn) = names.first() {
             params.distinguished_name.push(rcgen::DnType::CommonName, cn.as_str());

@@ -20,6 +20,7 @@ pub(crate) mod host;
 pub mod keys;
 pub(crate) mod online;
 pub mod order;
+pub(crate) mod p12;
 pub(crate) mod plan;
 pub mod revoke;
 pub(crate) mod run;

@@ -16,7 +16,8 @@ pub struct CertInfo {
     pub serial: String,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
-    /// DNS names from the subjectAltName extension.
+    /// DNS names (and an S/MIME certificate's e-mail addresses) from the subjectAltName
+    /// extension.
     pub names: Vec<String>,
 }
 
@@ -77,6 +78,8 @@ fn cert_info(cert: &X509Certificate<'_>) -> CertInfo {
                 .iter()
                 .filter_map(|g| match g {
                     GeneralName::DNSName(n) => Some(n.to_ascii_lowercase()),
+                    // An S/MIME certificate's mailbox.
+                    GeneralName::RFC822Name(n) => Some(n.to_ascii_lowercase()),
                     _ => None,
                 })
                 .collect()
@@ -209,8 +212,21 @@ pub fn verify(
     if is_ca(&leaf_cert) {
         return Err(VerifyError::Usage("the certificate is itself a CA".into()));
     }
+    // A mailbox among the names makes it an S/MIME certificate: for e-mail, not TLS servers.
+    let mail = names.iter().any(|n| n.contains('@'));
     match leaf_cert.extended_key_usage() {
-        Ok(Some(eku)) if eku.value.server_auth || eku.value.any => {}
+        Ok(Some(eku))
+            if eku.value.any
+                || if mail {
+                    eku.value.email_protection
+                } else {
+                    eku.value.server_auth
+                } => {}
+        Ok(_) if mail => {
+            return Err(VerifyError::Usage(
+                "the certificate is not for e-mail (no emailProtection in extendedKeyUsage)".into(),
+            ));
+        }
         Ok(_) => {
             return Err(VerifyError::Usage(
                 "the certificate is not for TLS servers (no serverAuth in extendedKeyUsage)".into(),
@@ -246,7 +262,7 @@ pub fn verify(
                 parent.subject()
             ))
         })?;
-        check_issuer(parent, i)?;
+        check_issuer(parent, i, mail)?;
         if parent.subject() != parent.issuer() {
             intermediates.push(to_pem(&ders[i]));
         }
@@ -281,8 +297,9 @@ fn is_ca(cert: &X509Certificate<'_>) -> bool {
 }
 
 /// The `depth`th issuer above the leaf (0: the leaf's own) must be a CA that may sign certificates
-/// that deep below it, and, if it limits its extended key usage, for TLS servers.
-fn check_issuer(ca: &X509Certificate<'_>, depth: usize) -> Result<(), VerifyError> {
+/// that deep below it, and, if it limits its extended key usage, for TLS servers (for e-mail
+/// with `mail`).
+fn check_issuer(ca: &X509Certificate<'_>, depth: usize, mail: bool) -> Result<(), VerifyError> {
     let refuse = |why: String| Err(VerifyError::Usage(format!("{}: {why}", ca.subject())));
     let Some(bc) = ca.basic_constraints().ok().flatten().filter(|b| b.value.ca) else {
         return refuse("it is not a CA (basicConstraints), yet it issued a certificate of the chain".into());
@@ -300,9 +317,17 @@ fn check_issuer(ca: &X509Certificate<'_>, depth: usize) -> Result<(), VerifyErro
         return refuse("its key usage does not allow signing certificates".into());
     }
     if let Ok(Some(eku)) = ca.extended_key_usage()
-        && !(eku.value.server_auth || eku.value.any)
+        && !(eku.value.any
+            || if mail {
+                eku.value.email_protection
+            } else {
+                eku.value.server_auth
+            })
     {
-        return refuse("its extended key usage does not cover TLS servers".into());
+        return refuse(format!(
+            "its extended key usage does not cover {}",
+            if mail { "e-mail" } else { "TLS servers" }
+        ));
     }
     Ok(())
 }

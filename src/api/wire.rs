@@ -360,7 +360,7 @@ impl OrderAuthentication {
 }
 
 /// The body of create, reissue and renew.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -373,6 +373,31 @@ pub struct OrderRequest {
     pub admin_contact: ContactRef,
     pub technical_contact: ContactRef,
     pub authentication: OrderAuthentication,
+    /// S/MIME: `MAIL`, with the person, the CA's download password, and `hasCsr` (our own key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub has_csr: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firstname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lastname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization_unit_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for OrderRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The CA's download password never shows.
+        f.debug_struct("OrderRequest")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("product", &self.product)
+            .field("certificate_type", &self.certificate_type)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OrderRequest {
@@ -394,6 +419,12 @@ impl OrderRequest {
                 id: what.technical_contact,
             },
             authentication,
+            certificate_type: None,
+            has_csr: None,
+            firstname: None,
+            lastname: None,
+            organization_unit_name: None,
+            password: None,
         }
     }
 }

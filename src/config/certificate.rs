@@ -11,8 +11,10 @@ use toml::Spanned;
 use super::defaults;
 use super::file::{RawSettings, Webroot};
 use super::validate::Validator;
-use super::values::{KNOWN_PRODUCTS, KNOWN_SOFTWARE, MAX_NAME, is_hostname, parse_renew_before};
-use super::{CertConfig, CertSettings, ContactSpec, DnsMode, FileValidation, KeyKind, Validation, WarningKind};
+use super::values::{
+    KNOWN_PRODUCTS, KNOWN_SOFTWARE, MAX_NAME, SMIME_PRODUCTS, is_hostname, is_mailbox, parse_renew_before,
+};
+use super::{CertConfig, CertSettings, ContactSpec, DnsMode, FileValidation, KeyKind, Smime, Validation, WarningKind};
 
 impl Validator<'_> {
     pub(super) fn certificate(
@@ -31,11 +33,12 @@ impl Validator<'_> {
         };
         let name_span = name.span();
         let name = name.into_inner().to_ascii_lowercase();
-        if !is_hostname(&name) {
+        let mailbox = is_mailbox(&name);
+        if !is_hostname(&name) && !mailbox {
             self.err(
                 name_span.clone(),
                 &f("name"),
-                &format!("'{name}' is not a host name such as www.example.com"),
+                &format!("'{name}' is not a host name such as www.example.com (nor, for an S/MIME product, an e-mail address)"),
             );
         } else if name.len() > MAX_NAME {
             self.err(
@@ -90,6 +93,32 @@ impl Validator<'_> {
             }
             None => defaults::PRODUCT,
         };
+        let smime_product = SMIME_PRODUCTS.contains(&product);
+        if mailbox && !smime_product {
+            self.err(
+                name_span.clone(),
+                &f("name"),
+                &format!(
+                    "'{name}' is an e-mail address: it needs an S/MIME product (product = \"{}\"), not {product}",
+                    SMIME_PRODUCTS[0]
+                ),
+            );
+        } else if smime_product && !mailbox {
+            self.err(
+                name_span.clone(),
+                &f("name"),
+                &format!("{product} is an S/MIME product: the name must be the e-mail address the certificate is for"),
+            );
+        }
+        if smime_product && !alt_names.is_empty() {
+            let at = c.alt_names.as_ref().map(Spanned::span).unwrap_or(name_span.clone());
+            self.err(
+                at,
+                &f("alt_names"),
+                "an S/MIME certificate is for one mailbox: no alt_names",
+            );
+        }
+        let smime = self.smime(&c, d, &f, &span, smime_product, base);
         let names = 1 + alt_names.len();
         if let Some(max) = super::values::max_names(product)
             && names > max
@@ -202,7 +231,7 @@ impl Validator<'_> {
         if dns == DnsMode::Hook && dns_hook.is_empty() {
             self.err(span.clone(), &f("dns_hook"), "dns = \"hook\" needs a dns_hook command");
         }
-        let validation = self.validation(&c, d, &f, &span, &name, &alt_names, base);
+        let validation = self.validation(&c, d, &f, &span, &name, &alt_names, smime_product, base);
         // `reload = []` says "no reload" as leaving it out does (e.g. to override a default).
         let reload = match pick!(reload) {
             Some((h, _)) if h.get_ref().is_empty() => Default::default(),
@@ -335,6 +364,7 @@ impl Validator<'_> {
             dns,
             dns_hook,
             validation,
+            smime,
             reload,
             renew_before,
             renew_term,
@@ -376,8 +406,31 @@ impl Validator<'_> {
         span: &Range<usize>,
         name: &str,
         alt_names: &[String],
+        smime: bool,
         base: &Path,
     ) -> Validation {
+        // An S/MIME certificate's mailbox approves it: nothing to choose.
+        if smime {
+            let own = [
+                ("validation", c.validation.as_ref().map(Spanned::span)),
+                ("webroot", c.webroot.as_ref().map(Spanned::span)),
+                ("file_hook", c.file_hook.as_ref().map(Spanned::span)),
+                ("file_check_address", c.file_check_address.as_ref().map(Spanned::span)),
+                ("approver_email", c.approver_email.as_ref().map(Spanned::span)),
+            ];
+            for (key, at) in own {
+                if let Some(at) = at {
+                    self.err(
+                        at,
+                        &f(key),
+                        "an S/MIME certificate is approved by its own mailbox: remove this key",
+                    );
+                }
+            }
+            return Validation::Email {
+                approver: name.to_string(),
+            };
+        }
         macro_rules! pick {
             ($field:ident) => {
                 c.$field.clone().map(|v| (v, f(stringify!($field)))).or_else(|| {
@@ -531,6 +584,78 @@ impl Validator<'_> {
             },
             _ => Validation::Dns,
         }
+    }
+
+    /// `smime = { first_name, last_name, organization_unit, password_file, p12_password_file }`:
+    /// required for an S/MIME product, refused in the table of any other; the password files
+    /// are read as the API's is (a regular file, 0600, no link).
+    fn smime(
+        &mut self,
+        c: &RawSettings,
+        d: &RawSettings,
+        f: &dyn Fn(&str) -> String,
+        span: &Range<usize>,
+        smime_product: bool,
+        base: &Path,
+    ) -> Option<std::sync::Arc<Smime>> {
+        if !smime_product {
+            if let Some(t) = &c.smime {
+                self.err(
+                    t.span(),
+                    &f("smime"),
+                    "is only used with an S/MIME product (GLOBALSIGN_PERSONALSIGN_1)",
+                );
+            }
+            return None;
+        }
+        let (t, field) = match (&c.smime, &d.smime) {
+            (Some(t), _) => (t.clone(), f("smime")),
+            (None, Some(t)) => (t.clone(), "defaults.smime".to_string()),
+            (None, None) => {
+                self.err(
+                    span.clone(),
+                    &f("smime"),
+                    "an S/MIME certificate needs smime = { first_name, last_name, password_file, p12_password_file } (organization_unit is optional)",
+                );
+                return None;
+            }
+        };
+        let at = t.span();
+        let raw = t.into_inner();
+        let text = |this: &mut Self, key: &str, v: &str, required: bool| {
+            let ok = (!required || !v.trim().is_empty()) && v.len() <= 64 && !v.chars().any(char::is_control);
+            if !ok {
+                this.err(
+                    at.clone(),
+                    &format!("{field}.{key}"),
+                    "must be 1 to 64 printable characters",
+                );
+            }
+        };
+        text(self, "first_name", &raw.first_name, true);
+        text(self, "last_name", &raw.last_name, true);
+        if let Some(ou) = &raw.organization_unit {
+            text(self, "organization_unit", ou, true);
+        }
+        let secret = |this: &mut Self, key: &str, p: &Path| {
+            let path = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+            match super::validate::read_password_file(&path) {
+                Ok(s) => Some(super::Secret::new(s)),
+                Err(e) => {
+                    this.err(at.clone(), &format!("{field}.{key}"), &e);
+                    None
+                }
+            }
+        };
+        let password = secret(self, "password_file", &raw.password_file);
+        let p12_password = secret(self, "p12_password_file", &raw.p12_password_file);
+        Some(std::sync::Arc::new(Smime {
+            first_name: raw.first_name,
+            last_name: raw.last_name,
+            organization_unit: raw.organization_unit,
+            password: password?,
+            p12_password: p12_password?,
+        }))
     }
 
     /// The uid (or, for `group`, the gid) a key owner names, looked up once per name.

@@ -220,6 +220,8 @@ pub(super) struct RawSettings {
     pub(super) file_check_address: Option<Spanned<String>>,
     /// `validation = "email"`: who approves the order, one of prepareOrder's addresses.
     pub(super) approver_email: Option<Spanned<String>>,
+    /// An S/MIME certificate's person and passwords.
+    pub(super) smime: Option<Spanned<RawSmime>>,
     /// The command (argv, no shell) run after a new certificate is in place.
     pub(super) reload: Option<Spanned<Vec<String>>>,
     /// When to reissue: a share of the validity left (`33%`) or a duration before expiry (`30d`).
@@ -246,6 +248,20 @@ pub(super) struct RawSettings {
     pub(super) serve_check_timeout: Option<Spanned<String>>,
     /// How often the daemon checks again what the servers hand out.
     pub(super) serve_check_interval: Option<Spanned<String>>,
+}
+
+/// `smime = { ... }`: the person an S/MIME certificate is for, and its two passwords' files.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSmime {
+    pub(super) first_name: String,
+    pub(super) last_name: String,
+    #[serde(default)]
+    pub(super) organization_unit: Option<String>,
+    /// The CA's download password (the order's `password`), 0600.
+    pub(super) password_file: PathBuf,
+    /// The password `bundle.p12` is encrypted with, 0600.
+    pub(super) p12_password_file: PathBuf,
 }
 
 /// `webroot`: one directory for every name, or a table of one per name.
@@ -284,6 +300,7 @@ macro_rules! each_setting {
             file_hook,
             file_check_address,
             approver_email,
+            smime,
             reload,
             renew_before,
             renew_term,
@@ -357,6 +374,10 @@ macro_rules! each_setting {
             },
             {
                 let $field = approver_email;
+                $apply
+            },
+            {
+                let $field = smime;
                 $apply
             },
             {

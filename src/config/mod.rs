@@ -200,6 +200,18 @@ impl FileValidation {
     }
 }
 
+/// An S/MIME certificate's person and passwords (`smime = { ... }`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Smime {
+    pub first_name: String,
+    pub last_name: String,
+    pub organization_unit: Option<String>,
+    /// The CA's download password, sent with the order.
+    pub password: Secret,
+    /// What `bundle.p12` is encrypted with.
+    pub p12_password: Secret,
+}
+
 /// A contact: an existing id, or details to create it once.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
@@ -292,6 +304,8 @@ pub struct CertSettings {
     pub dns: DnsMode,
     pub dns_hook: std::sync::Arc<[String]>,
     pub validation: Validation,
+    /// An S/MIME certificate (the name is a mailbox): its person and passwords.
+    pub smime: Option<std::sync::Arc<Smime>>,
     pub reload: std::sync::Arc<[String]>,
     pub renew_before: RenewBefore,
     pub renew_term: bool,

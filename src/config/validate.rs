@@ -431,7 +431,7 @@ fn program_problem(program: &str, search_path: &str) -> Option<String> {
 }
 
 /// Reads the password file, refusing one that others can read.
-fn read_password_file(path: &Path) -> Result<String, String> {
+pub(super) fn read_password_file(path: &Path) -> Result<String, String> {
     // A regular file, no link, owned by root or certkeeper's user, 0600: checked on the opened
     // descriptor, and a FIFO is refused instead of hanging `check`.
     let text = crate::host::read_secret(path).map_err(|e| e.to_string())?;

@@ -45,7 +45,25 @@ pub(super) const KNOWN_PRODUCTS: &[&str] = &[
     "BASIC_SSL",
     "SSLWEB",
     "DEMOSSL",
+    "GLOBALSIGN_PERSONALSIGN_1",
 ];
+
+/// The S/MIME products: the name is a mailbox, ordered as `certificateType: MAIL`.
+pub(super) const SMIME_PRODUCTS: &[&str] = &["GLOBALSIGN_PERSONALSIGN_1"];
+
+/// Whether `n` is a mailbox an S/MIME certificate can be for, and safe as a file name: a local
+/// part of letters, digits and `._+-` (not starting or ending with `.`), `@`, a host name.
+pub(super) fn is_mailbox(n: &str) -> bool {
+    let Some((local, domain)) = n.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local.len() <= 64
+        && local.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && is_hostname(domain)
+}
 /// How many names (the common name included) a product takes, where that is known: QuickSSL
 /// Premium covers at most 5. For the others the CA's prepareOrder is the judge.
 pub(super) fn max_names(product: &str) -> Option<usize> {

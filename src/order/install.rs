@@ -75,9 +75,26 @@ impl Agent {
             }) => {
                 // Exactly what was verified, re-encoded: chain.pem holds the intermediates; the
                 // root is left out, as servers expect.
+                let p12 = match &cert.smime {
+                    Some(smime) => Some(crate::p12::bundle(
+                        key.pem(),
+                        &leaf_pem,
+                        &intermediates_pem,
+                        name,
+                        smime.p12_password.expose(),
+                    )?),
+                    None => None,
+                };
                 let generation = self
                     .store
-                    .write_generation(name, key.pem(), &leaf_pem, &intermediates_pem, cert.key_access)
+                    .write_generation_with(
+                        name,
+                        key.pem(),
+                        &leaf_pem,
+                        &intermediates_pem,
+                        cert.key_access,
+                        p12.as_deref(),
+                    )
                     .context("writing the new generation")?;
                 tracing::info!(cert = %name, serial = %info.serial, not_after = %crate::text::time(info.not_after.unix_timestamp()), generation = generation.number, "certificate verified and written");
                 st.serial = Some(info.serial);
@@ -256,6 +273,7 @@ impl Agent {
             serial: live.serial.as_deref(),
             not_after: live.not_after,
             serve_check: &cert.serve_check,
+            p12: cert.smime.is_some(),
         }
         .vars()
     }

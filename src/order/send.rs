@@ -132,7 +132,17 @@ impl Agent {
             }
             Validation::Email { approver } => OrderAuthentication::email(approver.clone()),
         };
-        Ok(OrderRequest::new(id, what, authentication))
+        let mut body = OrderRequest::new(id, what, authentication);
+        // S/MIME, as the help page's order: MAIL, our own CSR, the person, the download password.
+        if let Some(smime) = &cert.smime {
+            body.certificate_type = Some("MAIL");
+            body.has_csr = Some(true);
+            body.firstname = Some(smime.first_name.clone());
+            body.lastname = Some(smime.last_name.clone());
+            body.organization_unit_name = smime.organization_unit.clone();
+            body.password = Some(smime.password.expose().to_string());
+        }
+        Ok(body)
     }
 
     /// A contact's id: given, or created once from details and remembered in the state directory.

@@ -22,6 +22,9 @@ pub mod files {
     pub const KEY: &str = "privkey.pem";
     /// All four.
     pub const ALL: [&str; 4] = [CERT, CHAIN, FULLCHAIN, KEY];
+    /// An S/MIME certificate's key, certificate and chain as one PKCS#12 file for mail
+    /// clients, encrypted with `smime.p12_password_file`'s password; 0600 like the key.
+    pub const P12: &str = "bundle.p12";
 }
 
 /// Who may read an installed private key: its owner and group (`None`: certkeeper's own) and
@@ -109,6 +112,20 @@ impl Store {
         chain: &[String],
         access: KeyAccess,
     ) -> io::Result<Generation> {
+        self.write_generation_with(name, key_pem, leaf, chain, access, None)
+    }
+
+    /// [`Self::write_generation`], with an S/MIME certificate's PKCS#12 bundle ([`files::P12`]),
+    /// which holds the key and is written as the key is.
+    pub fn write_generation_with(
+        &self,
+        name: &str,
+        key_pem: &str,
+        leaf: &str,
+        chain: &[String],
+        access: KeyAccess,
+        p12: Option<&[u8]>,
+    ) -> io::Result<Generation> {
         let parent = self.generations_dir(name);
         host::ensure_dir(&parent, 0o755)?;
         // What an interrupted write of an earlier generation left (the lock is held).
@@ -120,6 +137,9 @@ impl Store {
         let leaf = ensure_newline(leaf);
         let chain_pem: String = chain.iter().map(|c| ensure_newline(c)).collect();
         write_key(&tmp.join(files::KEY), key_pem.as_bytes(), access)?;
+        if let Some(bundle) = p12 {
+            write_key(&tmp.join(files::P12), bundle, access)?;
+        }
         write_new(&tmp.join(files::CERT), leaf.as_bytes(), 0o644)?;
         write_new(&tmp.join(files::CHAIN), chain_pem.as_bytes(), 0o644)?;
         write_new(

@@ -45,5 +45,7 @@ mod refuse;
 mod revoke;
 /// Real servers: BIND9 with the RFC 2136 hook, nginx and Apache with the reload hooks.
 mod servers;
+/// S/MIME: ordered as MAIL, approved, installed with its PKCS#12 bundle, reissued.
+mod smime;
 /// FILE and EMAIL validation: hostile FILE answers refused, approvals waited for and told.
 mod validation;

@@ -137,3 +137,102 @@ fn an_email_validation_needs_an_address_and_keys_of_another_mode_are_refused() {
     );
     assert_eq!(parse_text(&text).unwrap().certificates[0].validation, Validation::Dns);
 }
+
+/// An S/MIME certificate: its name a mailbox, its product an S/MIME one, its person and
+/// password files given; each mismatch refused by name.
+#[test]
+fn an_smime_certificate_needs_a_mailbox_an_smime_product_and_its_person() {
+    let dir = std::env::temp_dir().join(format!("certkeeper-smime-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for (f, mode) in [("pass", 0o600), ("p12", 0o600), ("open", 0o644)] {
+        std::fs::write(dir.join(f), "pw\n").unwrap();
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let d = dir.display();
+    let smime = format!(
+        "smime = {{ first_name = \"Jane\", last_name = \"Doe\", password_file = \"{d}/pass\", p12_password_file = \"{d}/p12\" }}"
+    );
+    let mail = |extra: &str| {
+        GOOD.replacen(
+            "name = \"www.example.com\"\nalt_names = [\"example.com\"]",
+            &format!("name = \"Jane.Doe@example.com\"\nproduct = \"GLOBALSIGN_PERSONALSIGN_1\"\n{extra}"),
+            1,
+        )
+    };
+    let c = parse_text(&mail(&smime)).unwrap();
+    let cert = &c.certificates[0];
+    assert_eq!(cert.name, "jane.doe@example.com");
+    assert_eq!(
+        cert.validation,
+        Validation::Email {
+            approver: "jane.doe@example.com".into()
+        }
+    );
+    let s = cert.smime.as_ref().unwrap();
+    assert_eq!(
+        (s.first_name.as_str(), s.password.expose(), s.p12_password.expose()),
+        ("Jane", "pw", "pw")
+    );
+    assert!(!format!("{c:?}").contains("\"pw\""), "no password in Debug output");
+
+    // A mailbox without an S/MIME product, and the reverse.
+    check_error(
+        &replace("name = \"www.example.com\"", "name = \"jane@example.com\""),
+        "certificate[0].name",
+        18,
+        "needs an S/MIME product",
+    );
+    check_error(
+        &GOOD.replacen(
+            "alt_names = [\"example.com\"]",
+            "product = \"GLOBALSIGN_PERSONALSIGN_1\"",
+            1,
+        ),
+        "certificate[0].name",
+        18,
+        "must be the e-mail address",
+    );
+    check_error(&mail(""), "certificate[0].smime", 17, "needs smime = {");
+    check_error(
+        &mail(&format!("{smime}\nalt_names = [\"www.example.com\"]")),
+        "certificate[0].alt_names",
+        21,
+        "one mailbox",
+    );
+    check_error(
+        &mail(&format!("{smime}\nvalidation = \"dns\"")),
+        "certificate[0].validation",
+        21,
+        "approved by its own mailbox",
+    );
+    check_error(
+        &with(&smime),
+        "certificate[0].smime",
+        20,
+        "only used with an S/MIME product",
+    );
+    check_error(
+        &mail(&smime.replace("/p12\"", "/open\"")),
+        "certificate[0].smime.p12_password_file",
+        20,
+        "chmod 600",
+    );
+    check_error(
+        &mail(&smime.replace("\"Jane\"", "\"Ja\\nne\"")),
+        "certificate[0].smime.first_name",
+        20,
+        "printable",
+    );
+    for bad in [
+        "jane@",
+        "@example.com",
+        "ja ne@example.com",
+        "../x@example.com",
+        ".jane@example.com",
+    ] {
+        let text = mail(&smime).replace("Jane.Doe@example.com", bad);
+        assert!(parse_text(&text).is_err(), "{bad} was taken");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

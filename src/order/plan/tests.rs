@@ -35,6 +35,7 @@ fn cert(renew_term: bool) -> CertConfig {
             dns: DnsMode::Autodns,
             dns_hook: Default::default(),
             validation: crate::config::Validation::Dns,
+            smime: None,
             reload: Default::default(),
             renew_before: RenewBefore::Share(1.0 / 3.0),
             renew_term,
