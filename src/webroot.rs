@@ -104,7 +104,17 @@ pub fn read_entries(
             );
         };
         let shown = crate::text::printable(&file_name.chars().take(200).collect::<String>());
-        let (host, rest) = file_name
+        // The XML help page writes it as a URL, the JSON SDK mock without a scheme.
+        let bare = ["http://", "https://"]
+            .iter()
+            .find_map(|scheme| {
+                file_name
+                    .get(..scheme.len())
+                    .filter(|p| p.eq_ignore_ascii_case(scheme))
+                    .map(|_| &file_name[scheme.len()..])
+            })
+            .unwrap_or(file_name);
+        let (host, rest) = bare
             .split_once('/')
             .ok_or_else(|| format!("prepareOrder's fileName '{shown}' is not NAME/.well-known/pki-validation/FILE"))?;
         let host = host.to_ascii_lowercase();
@@ -330,6 +340,27 @@ mod tests {
             "www.example.com/.well-known/pki-validation/fileauth.txt"
         );
         assert_eq!(got[0].url_path(), "/.well-known/pki-validation/fileauth.txt");
+        // As the XML help page writes it: a URL.
+        let url = read_entries(
+            &[
+                entry(
+                    None,
+                    "http://example.com/.well-known/pki-validation/fileauth.txt",
+                    "abc123",
+                ),
+                entry(
+                    None,
+                    "HTTPS://www.example.com/.well-known/pki-validation/fileauth.txt",
+                    "abc123",
+                ),
+            ],
+            &names(),
+        )
+        .unwrap();
+        assert_eq!(
+            url[0].file_name(),
+            "example.com/.well-known/pki-validation/fileauth.txt"
+        );
     }
 
     #[test]
@@ -340,7 +371,9 @@ mod tests {
             "example.com/.well-known/pki-validation/..",
             "example.com/.well-known/pki-validation/.htaccess",
             "/etc/passwd",
-            "http://example.com/.well-known/pki-validation/fileauth.txt",
+            "ftp://example.com/.well-known/pki-validation/fileauth.txt",
+            "http://evil.org/.well-known/pki-validation/fileauth.txt",
+            "http:/example.com/.well-known/pki-validation/fileauth.txt",
             "example.com/../pki-validation/fileauth.txt",
             "example.com/.well-known/other/fileauth.txt",
             "evil.org/.well-known/pki-validation/fileauth.txt",

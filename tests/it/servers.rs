@@ -867,13 +867,29 @@ file_hook = ["{hook}"]
         let file = root.join(".well-known/pki-validation/fileauth.txt");
         assert!(!file.exists(), "{} is left", file.display());
     }
-    let calls = std::fs::read_to_string(&calls).unwrap();
+    let lines = std::fs::read_to_string(&calls).unwrap();
     assert_eq!(
-        calls.lines().collect::<Vec<_>>(),
+        lines.lines().collect::<Vec<_>>(),
         [
             "present shop.example.net /.well-known/pki-validation/fileauth.txt",
             "cleanup shop.example.net /.well-known/pki-validation/fileauth.txt"
         ],
-        "{calls}"
+        "{lines}"
     );
+    // A reissue validates again; here prepareOrder names the file as a URL, as the XML help
+    // page writes it.
+    let before = env.serial("www.example.com");
+    env.set_faults(Faults {
+        file_name: Some("http://{name}/.well-known/pki-validation/fileauth.txt".into()),
+        ..Faults::default()
+    });
+    env.run_ok(&["--renew-now"]).await;
+    for name in ["www.example.com", "shop.example.net"] {
+        env.assert_installed(name);
+        assert_eq!((env.paid(name), env.reissues(name)), (1, 1), "{name}");
+    }
+    assert_ne!(env.serial("www.example.com"), before);
+    for root in [&www, &apex, &shop] {
+        assert!(!root.join(".well-known/pki-validation/fileauth.txt").exists());
+    }
 }

@@ -127,7 +127,10 @@ impl State {
                 // one (which nobody has put on a web server yet).
                 _ if method == "FILE" => {
                     if let Some(file) = auth_in.file_name.as_deref()
-                        && !names.iter().any(|n| file == format!("{n}/{FILE_PATH}"))
+                        && !names.iter().any(|n| {
+                            let bare = format!("{n}/{FILE_PATH}");
+                            file == bare || file == format!("http://{bare}")
+                        })
                     {
                         return Err(ApiError::field(
                             task,
