@@ -175,7 +175,8 @@ pub const PRODUCTS: &[Product] = &[
         name: "GLOBALSIGN_PERSONALSIGN_1",
         certificate_type: "MAIL",
         methods: &["EMAIL"],
-        lifetimes: &[12, 24],
+        // The S/MIME help page orders 36 months.
+        lifetimes: &[12, 24, 36],
         max_names: 1,
         wildcard: false,
         dcv_prefix: "",

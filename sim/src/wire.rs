@@ -349,6 +349,10 @@ pub struct CertificateOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lastname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization_unit_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     pub certificate_transparency_privacy: String,
     pub domain: String,

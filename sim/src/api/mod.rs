@@ -14,6 +14,7 @@ use axum::Router;
 use crate::shared::Shared;
 
 mod envelope;
+pub mod gateway;
 mod manage;
 mod pipeline;
 mod routes;
@@ -25,6 +26,7 @@ pub use routes::ROUTE_KEYS;
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(manage::routes())
+        .route("/gateway", axum::routing::post(gateway::handle))
         .fallback(pipeline::api)
         .with_state(shared)
 }

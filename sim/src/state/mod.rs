@@ -117,6 +117,9 @@ struct Cert {
     order_id: String,
     firstname: Option<String>,
     lastname: Option<String>,
+    /// S/MIME: the organizational unit and the download password, as the order gave them.
+    organization_unit_name: Option<String>,
+    password: Option<String>,
     comment: Option<String>,
     created: OffsetDateTime,
     updated: OffsetDateTime,

@@ -103,6 +103,8 @@ impl State {
             order_id: format!("{}", 2_700_000 + id),
             firstname: body.firstname.clone(),
             lastname: body.lastname.clone(),
+            organization_unit_name: body.organization_unit_name.clone().filter(|_| pending.mail),
+            password: body.password.clone().filter(|_| pending.mail),
             comment: body.comment.clone(),
             created: t,
             updated: t,
@@ -411,7 +413,8 @@ impl State {
                 unit: Some("MONTH".into()),
                 period: Some(c.months),
             },
-            software: c.software.clone(),
+            // An order that named none shows NOT_SET (the S/MIME help page's info answer).
+            software: Some(c.software.clone().unwrap_or_else(|| "NOT_SET".into())),
             csr: c.csr.clone(),
             server: c.issued.as_ref().map(|i| i.leaf_pem.clone()),
             serial_number: c
@@ -449,6 +452,9 @@ impl State {
             histories: c.histories.clone(),
             firstname: c.firstname.clone(),
             lastname: c.lastname.clone(),
+            // The S/MIME help page's info answer shows these (the download password too).
+            organization_unit_name: c.organization_unit_name.clone(),
+            password: c.password.clone(),
             comment: c.comment.clone(),
             certificate_transparency_privacy: "PUBLIC".into(),
             domain: c.name.clone(),

@@ -13,6 +13,8 @@ mod docs;
 mod errors;
 /// Every fault knob.
 mod faults;
+/// The XML gateway: the help pages' XML examples replayed, the S/MIME flow.
+mod gateway;
 /// The defaults the real samples dictate, and the knob behind each other form.
 mod knobs;
 /// Malformed requests always get the error envelope.
