@@ -179,7 +179,8 @@ pub(crate) async fn work(agent: &Agent, cert: &CertConfig, started: Option<i64>)
     let result = Box::pin(agent.ensure(cert, force)).await;
     let (exit, line) = crate::run::outcome_line(name, &result);
     let ended = match (&result, exit) {
-        (Ok(Outcome::Unsettled { .. }), _) => None,
+        // Under way: a lost answer being reconciled, an order waiting for its approval mail.
+        (Ok(Outcome::Unsettled { .. } | Outcome::AwaitingApproval { .. }), _) => None,
         (_, Exit::Ok) => Some(Ok(line)),
         _ => Some(Err(line)),
     };

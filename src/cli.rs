@@ -3,7 +3,8 @@
 //!
 //! Exit codes: 0 success or nothing due; 1 other error; 2 configuration error; 3 an order
 //! failed; 4 a certificate was issued but not deployed (the reload hook failed); 5 another
-//! certkeeper holds the state directory; 6 a paid request's outcome is not settled yet.
+//! certkeeper holds the state directory; 6 a paid request's outcome is not settled yet; 7 `plan`
+//! would buy; 8 waiting for consent, nothing bought; 9 an order waits for its approval mail.
 
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
@@ -26,7 +27,8 @@ use crate::run::Exit;
 /// answer to a paid request was lost and is not settled yet (nothing was sent again; the next
 /// run looks again, `status` says more), 7 (`plan` only) the next run would buy something,
 /// 8 something to buy (or a choice of order) waits for the operator's consent and nothing was
-/// bought (`status` says what, and the setting that allows it).
+/// bought (`status` says what, and the setting that allows it), 9 an order was made and waits
+/// for a person to answer the CA's approval mail (e-mail validation, S/MIME).
 #[derive(Debug, Parser)]
 #[command(name = "certkeeper", version)]
 pub struct Cli {

@@ -32,6 +32,9 @@ pub(crate) enum Exit {
     /// `new_orders = "deny"`, the next term without `renew_term`, a paid request over
     /// `max_paid_orders`, a choice between the account's orders); nothing was bought.
     Waiting,
+    /// 9: an order was made (and may be paid) and its job waits for a person to answer the
+    /// CA's approval mail (`validation = "email"`, S/MIME); the next run looks again.
+    AwaitingApproval,
 }
 
 impl Exit {
@@ -47,6 +50,7 @@ impl Exit {
             Exit::Unsettled => 6,
             Exit::WouldPay => 7,
             Exit::Waiting => 8,
+            Exit::AwaitingApproval => 9,
         }
     }
 
@@ -56,7 +60,7 @@ impl Exit {
     }
 
     /// Every exit status, in the order of their numbers.
-    pub(crate) const ALL: [Exit; 9] = [
+    pub(crate) const ALL: [Exit; 10] = [
         Exit::Ok,
         Exit::Error,
         Exit::Config,
@@ -66,6 +70,7 @@ impl Exit {
         Exit::Unsettled,
         Exit::WouldPay,
         Exit::Waiting,
+        Exit::AwaitingApproval,
     ];
 
     /// How serious, for a run over many certificates: what a run reports is its most serious
@@ -73,17 +78,19 @@ impl Exit {
     /// ordered is further from being served than one that waits for its reload), and a paid
     /// request of unknown outcome outranks both (money may be at stake). A certificate waiting
     /// for the operator's consent is between the two failures: nothing went wrong, but nothing
-    /// will happen until the operator acts.
+    /// will happen until the operator acts. An order waiting for its approval mail is the least
+    /// of them: it is under way.
     fn rank(self) -> u8 {
         match self {
             Exit::Ok | Exit::WouldPay => 0,
-            Exit::NotDeployed => 1,
-            Exit::Waiting => 2,
-            Exit::OrderFailed => 3,
-            Exit::Unsettled => 4,
-            Exit::Error => 5,
-            Exit::Config => 6,
-            Exit::Locked => 7,
+            Exit::AwaitingApproval => 1,
+            Exit::NotDeployed => 2,
+            Exit::Waiting => 3,
+            Exit::OrderFailed => 4,
+            Exit::Unsettled => 5,
+            Exit::Error => 6,
+            Exit::Config => 7,
+            Exit::Locked => 8,
         }
     }
 
@@ -192,7 +199,10 @@ pub(crate) fn outcome_line(name: &str, result: &anyhow::Result<Outcome>) -> (Exi
         ),
         Ok(Outcome::Unsettled { message, .. }) => (Exit::Unsettled, format!("{name}: NOT SETTLED: {message}")),
         Ok(Outcome::Waiting { message, .. }) => (Exit::Waiting, format!("{name}: WAITING: {message}")),
-        Ok(Outcome::AwaitingApproval { message, .. }) => (Exit::Waiting, format!("{name}: WAITING: {message}")),
+        Ok(Outcome::AwaitingApproval { message, .. }) => (
+            Exit::AwaitingApproval,
+            format!("{name}: WAITING FOR APPROVAL: {message}"),
+        ),
         Err(e) => (Exit::OrderFailed, format!("{name}: FAILED: {e:#}")),
     }
 }
@@ -416,8 +426,11 @@ mod tests {
         assert_eq!(Exit::Unsettled.worst(Exit::Error), Exit::Error);
         assert_eq!(Exit::Waiting.worst(Exit::NotDeployed), Exit::Waiting);
         assert_eq!(Exit::Waiting.worst(Exit::OrderFailed), Exit::OrderFailed);
+        // An order waiting for its approval mail is under way: any trouble outranks it.
+        assert_eq!(Exit::AwaitingApproval.worst(Exit::NotDeployed), Exit::NotDeployed);
+        assert_eq!(Exit::Ok.worst(Exit::AwaitingApproval), Exit::AwaitingApproval);
         let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
-        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8], "the documented exit codes");
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "the documented exit codes");
         assert!(
             codes
                 .iter()

@@ -28,6 +28,10 @@ pub struct FileRecord {
     /// The file's name in `.well-known/pki-validation/`, one path component.
     pub file: String,
     pub content: String,
+    /// The web root it was placed under (`None`: by the file hook, or not placed yet): it is
+    /// removed from there, whatever the configuration says by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<std::path::PathBuf>,
 }
 
 impl FileRecord {
@@ -134,11 +138,19 @@ pub fn read_entries(
             name: host,
             file: file.to_string(),
             content: content.trim().to_string(),
+            root: None,
         };
         record
             .check(names)
             .map_err(|e| format!("refused prepareOrder's fileName '{shown}': {e}"))?;
-        if !records.iter().any(|r| r.name == record.name) {
+        if let Some(other) = records.iter().find(|r| r.name == record.name) {
+            if other.file == record.file && other.content != record.content {
+                return Err(format!(
+                    "prepareOrder gave {} two different contents for one file, '{shown}'",
+                    record.name
+                ));
+            }
+        } else {
             records.push(record);
         }
     }
@@ -154,6 +166,7 @@ pub fn read_entries(
 /// planted in the web root is replaced, never written through.
 pub fn place(webroot: &Path, rec: &FileRecord) -> Result<(), String> {
     let dir = open_dir(webroot, true)?;
+    sweep_temps(&dir, &rec.file);
     let temp = format!(".{}.certkeeper-{}", rec.file, crate::order::random_hex(6));
     let shown = || webroot.join(DIR[0]).join(DIR[1]).join(&rec.file).display().to_string();
     let fd = rustix::fs::openat(
@@ -177,6 +190,19 @@ pub fn place(webroot: &Path, rec: &FileRecord) -> Result<(), String> {
         return Err(format!("writing {}: {e}", shown()));
     }
     Ok(())
+}
+
+/// Removes what a run killed while it wrote `file` left: `.FILE.certkeeper-*` (regular files
+/// only, never followed).
+fn sweep_temps(dir: &OwnedFd, file: &str) {
+    let prefix = format!(".{file}.certkeeper-");
+    let Ok(d) = rustix::fs::Dir::read_from(dir) else { return };
+    for entry in d.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && entry.file_type() == rustix::fs::FileType::RegularFile {
+            let _ = rustix::fs::unlinkat(dir, name.as_str(), AtFlags::empty());
+        }
+    }
 }
 
 /// Removes the record's file from under `webroot` if it is still a file holding our content
@@ -220,9 +246,11 @@ fn open_dir(webroot: &Path, make: bool) -> Result<OwnedFd, String> {
     let mut path = webroot.to_path_buf();
     for part in DIR {
         path.push(part);
+        let mut made = false;
         if make {
             match rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o755)) {
-                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Ok(()) => made = true,
+                Err(rustix::io::Errno::EXIST) => {}
                 Err(e) => return Err(format!("making {}: {e}", path.display())),
             }
         }
@@ -236,6 +264,10 @@ fn open_dir(webroot: &Path, make: bool) -> Result<OwnedFd, String> {
                 format!("opening {}: {e}", path.display())
             }
         })?;
+        // 0755 whatever the umask (the shipped units set 0077): the web server must read it.
+        if made {
+            rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o755)).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
     }
     Ok(dir)
 }
@@ -454,6 +486,7 @@ mod tests {
             name: "example.com".into(),
             file: "fileauth.txt".into(),
             content: "abc123".into(),
+            root: None,
         }
     }
 
@@ -467,6 +500,17 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
         let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(left.len(), 1, "no temporary file is left");
+        // Made 0755 whatever the umask, for the web server.
+        for d in [".well-known", ".well-known/pki-validation"] {
+            assert_eq!(
+                std::fs::metadata(root.path().join(d)).unwrap().permissions().mode() & 0o777,
+                0o755
+            );
+        }
+        // What a run killed while writing left is swept.
+        std::fs::write(path.parent().unwrap().join(".fileauth.txt.certkeeper-dead01"), "x").unwrap();
+        place(root.path(), &record()).unwrap();
+        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
         std::fs::write(&path, "someone else's\n").unwrap();
         assert!(
             !remove(root.path(), &record()).unwrap(),

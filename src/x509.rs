@@ -16,8 +16,7 @@ pub struct CertInfo {
     pub serial: String,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
-    /// DNS names (and an S/MIME certificate's e-mail addresses) from the subjectAltName
-    /// extension.
+    /// DNS names from the subjectAltName extension.
     pub names: Vec<String>,
 }
 
@@ -67,6 +66,24 @@ pub fn certifies_key(pem_text: &str, spki_sha256: &str) -> bool {
     hex.eq_ignore_ascii_case(spki_sha256)
 }
 
+/// The e-mail addresses (rfc822Name) of the subjectAltName extension: an S/MIME certificate's.
+fn rfc822_names(cert: &X509Certificate<'_>) -> Vec<String> {
+    cert.subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|g| match g {
+                    GeneralName::RFC822Name(n) => Some(n.to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn cert_info(cert: &X509Certificate<'_>) -> CertInfo {
     let names = cert
         .subject_alternative_name()
@@ -78,8 +95,6 @@ fn cert_info(cert: &X509Certificate<'_>) -> CertInfo {
                 .iter()
                 .filter_map(|g| match g {
                     GeneralName::DNSName(n) => Some(n.to_ascii_lowercase()),
-                    // An S/MIME certificate's mailbox.
-                    GeneralName::RFC822Name(n) => Some(n.to_ascii_lowercase()),
                     _ => None,
                 })
                 .collect()
@@ -198,8 +213,11 @@ pub fn verify(
         return Err(VerifyError::WrongKey);
     }
     let info = cert_info(&leaf_cert);
+    let mailboxes = rfc822_names(&leaf_cert);
     for n in names {
-        if !info.names.iter().any(|m| m.eq_ignore_ascii_case(n)) {
+        // A mailbox is matched only by an rfc822Name, a host name only by a DNS name.
+        let among = if n.contains('@') { &mailboxes } else { &info.names };
+        if !among.iter().any(|m| m.eq_ignore_ascii_case(n)) {
             return Err(VerifyError::MissingName(n.clone()));
         }
     }

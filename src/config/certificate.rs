@@ -577,7 +577,7 @@ impl Validator<'_> {
                     self.err(
                         span.clone(),
                         &f("approver_email"),
-                        "validation = \"email\" needs an approver_email (one of the addresses the CA offers for the name, e.g. admin@example.com; `certkeeper plan` lists them)",
+                        "validation = \"email\" needs an approver_email (one of the addresses the CA offers for the name: admin@, administrator@, hostmaster@, webmaster@ or postmaster@ of its domain; an address not offered is refused with the list before anything is ordered)",
                     );
                     Validation::Dns
                 }

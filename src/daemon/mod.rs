@@ -334,11 +334,12 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                         let (exit, line) = crate::run::outcome_line(&cert.name, &result);
                         forced.ended(&cert.name, exit, line);
                     }
-                    if let Ok(Outcome::AwaitingApproval { message, .. }) = &result {
+                    if let Ok(Outcome::AwaitingApproval { message, newly }) = &result {
                         // Not a setback: the job is waited for again at once (a minute a look),
                         // so that the certificate comes as soon as the mail is answered; told
-                        // once.
-                        if setbacks.told(&cert.name, format!("awaiting_approval {message}")) {
+                        // once, when the order's journal first noted the wait (so not again
+                        // after a restart, nor after a one-shot run told it).
+                        if *newly {
                             background.spawn(alarm(
                                 agent.clone(),
                                 cert.clone(),

@@ -58,12 +58,6 @@ impl Setbacks {
         self.reported.insert(name.to_string(), state.clone()).as_ref() != Some(&state)
     }
 
-    /// Notes that `name` is in `state`, which is no failure (an order waiting for its
-    /// approval): whether it is new, to be told.
-    pub(super) fn told(&mut self, name: &str, state: String) -> bool {
-        self.reported.insert(name.to_string(), state.clone()).as_ref() != Some(&state)
-    }
-
     /// The failures in a row remembered for `name` (at least the state file's).
     pub(super) fn count(&self, name: &str) -> u32 {
         self.failures.get(name).map_or(0, |(c, _)| *c)

@@ -71,6 +71,28 @@ impl Agent {
                     }
                 }
                 Event::TimedOut if let Some(approver) = &approver => {
+                    // Only a job the API shows still pending waits for its approval: an API that
+                    // cannot be asked (a changed password, an outage) is a failure, with its
+                    // backoff and its alarm, not a wait.
+                    match self.client.job(job_id).await {
+                        Ok(seen) if !seen.job.status.as_ref().is_some_and(JobStatus::is_final) => {}
+                        Ok(seen) => bail!(
+                            "job {job_id} for {} has ended ({}), but its notification has not come yet; the next run picks it up",
+                            cert.name,
+                            seen.job.status.as_ref().map_or("?", JobStatus::as_str)
+                        ),
+                        // An ended job leaves `GET /job/{id}` for the history.
+                        Err(e) if e.is_job_unknown() => bail!(
+                            "job {job_id} for {} has ended, but its notification has not come yet; the next run picks it up",
+                            cert.name
+                        ),
+                        Err(e) => {
+                            return Err(anyhow!(e).context(format!(
+                                "asking the API whether job {job_id} for {} still waits for its approval",
+                                cert.name
+                            )));
+                        }
+                    }
                     let jm = Self::journal(st)?;
                     let newly = jm.awaiting_approval_since.is_none();
                     if newly {

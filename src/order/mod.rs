@@ -89,6 +89,9 @@ pub struct Agent {
     contacts: tokio::sync::Mutex<()>,
     /// The roots a delivered chain may end at, parsed at the first delivery of the process.
     anchors: std::sync::OnceLock<crate::x509::TrustAnchors>,
+    /// The validation files placed under web roots, by path, with the certificate whose order
+    /// holds each: one order at a time per path.
+    file_paths: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, String>>,
 }
 
 impl Agent {
@@ -111,6 +114,7 @@ impl Agent {
             poll,
             contacts: tokio::sync::Mutex::new(()),
             anchors: std::sync::OnceLock::new(),
+            file_paths: Default::default(),
         })
     }
 
@@ -248,6 +252,14 @@ impl Agent {
 
     /// Runs the order in flight from its step to its end, one function per step.
     async fn drive(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<Outcome> {
+        // An order resumed with its validation files in place holds their paths again.
+        if let (crate::config::Validation::File(fv), Some(j)) = (&cert.validation, &st.order)
+            && !j.files.is_empty()
+            && j.step > Step::Prepared
+            && let Err(e) = self.claim_files(cert, fv, &j.files)
+        {
+            tracing::warn!(cert = %cert.name, error = %format!("{e:#}"), "a validation file of this order is claimed by another");
+        }
         for _ in 0..32 {
             match Self::journal(st)?.step {
                 Step::Planned => self.make_key(cert, st)?,
@@ -346,6 +358,9 @@ impl Agent {
         let Some(j) = st.order.take() else { return Ok(()) };
         if plan::dns_cleanup(ending, j.step, cert.publish_mode()) {
             self.clean_dns(cert, &j.records).await;
+        }
+        // Validation files go whatever the configuration says now (it may have changed since).
+        if !j.files.is_empty() && plan::dns_cleanup(ending, j.step, crate::config::DnsMode::Hook) {
             self.clean_files(cert, &j.files).await;
         }
         if ending.writes() {

@@ -20,14 +20,22 @@ impl Agent {
     /// `prepared`: runs the DNS hook's `present` for each record (hook mode).
     pub(super) async fn publish(&self, cert: &CertConfig, st: &mut CertState) -> anyhow::Result<()> {
         if let Validation::File(fv) = &cert.validation {
-            let files = Self::journal(st)?.files.clone();
+            let mut files = Self::journal(st)?.files.clone();
             let names = cert.all_names();
             for rec in &files {
                 rec.check(&names)
                     .map_err(|e| anyhow!("refused the journal's validation file for {}: {e}", cert.name))?;
+            }
+            // One file path serves one order at a time: two certificates sharing a web root
+            // would replace each other's file while the CA looks.
+            self.claim_files(cert, fv, &files)?;
+            for rec in &mut files {
                 match fv.webroot(&rec.name) {
-                    Some(root) if fv.hook.is_empty() => crate::webroot::place(root, rec)
-                        .map_err(|e| anyhow!("placing the validation file for {}: {e}", rec.name))?,
+                    Some(root) if fv.hook.is_empty() => {
+                        crate::webroot::place(root, rec)
+                            .map_err(|e| anyhow!("placing the validation file for {}: {e}", rec.name))?;
+                        rec.root = Some(root.to_path_buf());
+                    }
                     _ => hooks::run(&file_hook_argv(fv, "present"), &file_env(cert, rec), cert.hook_timeout)
                         .await
                         .with_context(|| {
@@ -35,6 +43,7 @@ impl Agent {
                         })?,
                 }
             }
+            Self::journal(st)?.files = files;
             return self.advance(cert, st, Step::DnsPublished);
         }
         if cert.publish_mode() == DnsMode::Hook {
@@ -142,27 +151,77 @@ impl Agent {
     /// through the file hook's `cleanup`) that still passes its check. A failure is logged: the
     /// order's ending goes on.
     pub(super) async fn clean_files(&self, cert: &CertConfig, files: &[FileRecord]) {
-        let Validation::File(fv) = &cert.validation else {
-            return;
-        };
+        self.release_files(&cert.name);
         let names = cert.all_names();
         for rec in files {
             if let Err(e) = rec.check(&names) {
                 tracing::warn!(cert = %cert.name, error = %e, "no cleanup for a validation file that fails its check");
                 continue;
             }
-            let done = match fv.webroot(&rec.name) {
-                Some(root) if fv.hook.is_empty() => crate::webroot::remove(root, rec)
+            // From where it was placed, whatever the configuration says now.
+            let done = match (&rec.root, &cert.validation) {
+                (Some(root), _) => crate::webroot::remove(root, rec)
                     .map(|_| ())
                     .map_err(anyhow::Error::msg),
-                _ => hooks::run(&file_hook_argv(fv, "cleanup"), &file_env(cert, rec), cert.hook_timeout)
-                    .await
-                    .map_err(anyhow::Error::from),
+                (None, Validation::File(fv)) if !fv.hook.is_empty() => {
+                    hooks::run(&file_hook_argv(fv, "cleanup"), &file_env(cert, rec), cert.hook_timeout)
+                        .await
+                        .map_err(anyhow::Error::from)
+                }
+                (None, _) => Err(anyhow!(
+                    "it was placed by a file hook that is no longer configured: remove http://{}{} by hand",
+                    rec.name,
+                    rec.url_path()
+                )),
             };
             if let Err(e) = done {
                 tracing::warn!(cert = %cert.name, file = %rec.file_name(), error = %format!("{e:#}"), "removing the validation file failed");
             }
         }
+    }
+
+    /// Claims the web-root paths of `files` for `cert`'s order, or refuses (nothing written)
+    /// when another certificate's order holds one: tried again after that order has ended.
+    pub(super) fn claim_files(
+        &self,
+        cert: &CertConfig,
+        fv: &FileValidation,
+        files: &[FileRecord],
+    ) -> anyhow::Result<()> {
+        let paths: Vec<std::path::PathBuf> = files
+            .iter()
+            .filter_map(|r| {
+                let root = fv.webroot(&r.name).filter(|_| fv.hook.is_empty())?;
+                Some(
+                    root.join(crate::webroot::DIR[0])
+                        .join(crate::webroot::DIR[1])
+                        .join(&r.file),
+                )
+            })
+            .collect();
+        let mut held = self.file_paths.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((path, other)) = paths
+            .iter()
+            .find_map(|p| held.get(p).filter(|o| **o != cert.name).map(|o| (p, o.clone())))
+        {
+            bail!(
+                "the validation file {} is in use by the order of {other}; {} is validated after it",
+                path.display(),
+                cert.name
+            );
+        }
+        for p in paths {
+            held.insert(p, cert.name.clone());
+        }
+        Ok(())
+    }
+
+    /// Gives up the web-root paths `name`'s order held.
+    fn release_files(&self, name: &str) {
+        self.file_paths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, holder| holder != name);
     }
 }
 

@@ -168,7 +168,14 @@ impl Store {
             return Ok(false);
         }
         match self.live_generation(name) {
-            Some(number) => set_key_access(&self.generation(name, number).dir.join(files::KEY), access),
+            Some(number) => {
+                let dir = self.generation(name, number).dir;
+                // An S/MIME bundle holds the key too: the same owner, group and mode.
+                if fs::symlink_metadata(dir.join(files::P12)).is_ok() {
+                    set_key_access(&dir.join(files::P12), access)?;
+                }
+                set_key_access(&dir.join(files::KEY), access)
+            }
             None => Ok(false),
         }
     }

@@ -45,7 +45,7 @@ async fn an_smime_certificate_is_ordered_as_mail_approved_and_installed_with_its
         on_failure.display()
     ));
     let out = env.run(&["run", "--once"], &[]).await;
-    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
     assert!(
         !stderr(&out).contains("download-S3cret"),
         "the password is never logged"

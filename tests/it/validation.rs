@@ -130,7 +130,7 @@ async fn an_email_order_waits_for_its_approval_told_once_and_is_installed_once_a
     env.append_config(&format!("[daemon]\non_failure = [\"{}\"]\n", on_failure.display()));
     let started = std::time::Instant::now();
     let out = env.run(&["run", "--once"], &[]).await;
-    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "told at once, not after the job timeout: {:?}",
@@ -189,4 +189,33 @@ async fn an_email_order_waits_for_its_approval_told_once_and_is_installed_once_a
     assert_eq!(calls.matches("CERTKEEPER_EVENT=").count(), 1, "told once: {calls}");
     let rows = status_rows(&env.run_ok(&["status", "--json"]).await);
     assert_eq!(rows[0]["state"], "deployed", "{rows}");
+}
+
+/// Two certificates with one web root: one file path, so one order at a time; the other is
+/// refused before it writes anything, and nothing is left in the web root afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_sharing_a_web_root_never_replace_each_others_file() {
+    let env = TestEnv::start("file-shared").await;
+    let root = env.dir.join("webroot");
+    std::fs::create_dir_all(&root).unwrap();
+    env.write_config(&[], "");
+    // Nothing serves the files (port 9): the first order waits for its file until the test
+    // config's propagation timeout, holding the path; the second is refused meanwhile.
+    for name in ["a.example.com", "b.example.com"] {
+        env.append_config(&format!(
+            "[[certificate]]\nname = \"{name}\"\nvalidation = \"file\"\nfile_check_address = \"127.0.0.1:9\"\nwebroot = \"{}\"\n",
+            root.display()
+        ));
+    }
+    let out = env.run(&["run", "--once"], &[]).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(err.matches("is in use by the order of").count(), 1, "{err}");
+    assert!(err.contains("is not served after"), "{err}");
+    assert!(env.sim.control().ledger().is_empty());
+    assert!(
+        files_under(&root.join(".well-known/pki-validation")).is_empty(),
+        "{:?}",
+        files_under(&root)
+    );
 }
