@@ -42,15 +42,7 @@ impl Default for RetryPolicy {
     }
 }
 
-/// What prepareOrder found: for DNS validation one zone-file line per name, for FILE the
-/// entries as given (read strictly later, `order::file`), for EMAIL the approver addresses.
-#[derive(Clone, Debug)]
-pub struct Prepared {
-    pub dns_lines: Vec<(String, String)>,
-    /// `(entry name, fileName, fileContent)` of each FILE entry.
-    pub files: Vec<(Option<String>, Option<String>, Option<String>)>,
-    pub approvers: Vec<String>,
-}
+pub use wire::Prepared;
 
 /// What one `GET /poll` found.
 #[derive(Clone, Debug)]
@@ -368,32 +360,7 @@ impl Client {
             .safe(Method::POST, "/certificate/_prepareOrder", Some(&body))
             .await?;
         let data: CertificateData = Self::first(&env, "CertificateData")?;
-        let dns_lines = data
-            .authentication
-            .iter()
-            .filter(|a| a.method.as_deref() == Some("DNS"))
-            // Real answers may leave the entry's `name` out; the line names its record itself.
-            .filter_map(|a| {
-                let name = a.name.clone().or_else(|| data.name.clone()).unwrap_or_default();
-                Some((name, a.dns.clone()?))
-            })
-            .collect();
-        let method = |m: &'static str| {
-            data.authentication
-                .iter()
-                .filter(move |a| a.method.as_deref() == Some(m))
-        };
-        let files = method("FILE")
-            .map(|a| (a.name.clone(), a.file_name.clone(), a.file_content.clone()))
-            .collect();
-        let approvers = method("EMAIL")
-            .flat_map(|a| a.approver_emails.iter().cloned())
-            .collect();
-        Ok(Prepared {
-            dns_lines,
-            files,
-            approvers,
-        })
+        Ok(data.prepared())
     }
 
     /// `POST /certificate`: orders (pays). Returns the job id.

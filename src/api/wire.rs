@@ -85,6 +85,48 @@ pub struct CertificateData {
     pub authentication: Vec<CertAuthentication>,
 }
 
+/// What prepareOrder found: for DNS validation one zone-file line per name, for FILE the
+/// entries as given (read strictly later, `webroot`), for EMAIL the approver addresses.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub dns_lines: Vec<(String, String)>,
+    /// `(entry name, fileName, fileContent)` of each FILE entry.
+    pub files: Vec<(Option<String>, Option<String>, Option<String>)>,
+    pub approvers: Vec<String>,
+}
+
+impl CertificateData {
+    /// What prepareOrder's answer offers, for each validation method.
+    pub fn prepared(&self) -> Prepared {
+        let dns_lines = self
+            .authentication
+            .iter()
+            .filter(|a| a.method.as_deref() == Some("DNS"))
+            // Real answers may leave the entry's `name` out; the line names its record itself.
+            .filter_map(|a| {
+                let name = a.name.clone().or_else(|| self.name.clone()).unwrap_or_default();
+                Some((name, a.dns.clone()?))
+            })
+            .collect();
+        let method = |m: &'static str| {
+            self.authentication
+                .iter()
+                .filter(move |a| a.method.as_deref() == Some(m))
+        };
+        let files = method("FILE")
+            .map(|a| (a.name.clone(), a.file_name.clone(), a.file_content.clone()))
+            .collect();
+        let approvers = method("EMAIL")
+            .flat_map(|a| a.approver_emails.iter().cloned())
+            .collect();
+        Prepared {
+            dns_lines,
+            files,
+            approvers,
+        }
+    }
+}
+
 /// `CaCertificate`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]

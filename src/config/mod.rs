@@ -16,11 +16,24 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+/// A `[[certificate]]` setting: the table's own value with its field name, else the default
+/// with `defaults.FIELD`.
+macro_rules! pick_setting {
+    ($c:expr, $d:expr, $f:expr, $field:ident) => {
+        $c.$field.clone().map(|v| (v, $f(stringify!($field)))).or_else(|| {
+            $d.$field
+                .clone()
+                .map(|v| (v, format!("defaults.{}", stringify!($field))))
+        })
+    };
+}
+
 mod certificate;
 mod defaults;
 mod error;
 mod file;
 mod validate;
+mod validation;
 mod values;
 
 pub use crate::schedule::RenewBefore;

@@ -62,14 +62,7 @@ async fn an_smime_certificate_is_ordered_as_mail_approved_and_installed_with_its
             .contains("CERTKEEPER_EVENT=awaiting_approval")
     );
     // Ordered as the help page orders: MAIL, our own CSR, the person and the password.
-    let sent = env
-        .sim
-        .control()
-        .requests()
-        .into_iter()
-        .find(|r| r.method == "POST" && r.path.ends_with("/certificate"))
-        .unwrap();
-    let body = sent.body.unwrap();
+    let body = env.sent_order();
     for (field, want) in [
         ("certificateType", serde_json::json!("MAIL")),
         ("product", serde_json::json!("GLOBALSIGN_PERSONALSIGN_1")),

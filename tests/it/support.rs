@@ -302,6 +302,17 @@ technical_contact = {{ fname = "Jo", lname = "Doe", email = "jo@example.com", ph
             .unwrap();
     }
 
+    /// The body of the first order (`POST /certificate`) the simulator received.
+    pub fn sent_order(&self) -> serde_json::Value {
+        self.sim
+            .control()
+            .requests()
+            .into_iter()
+            .find(|r| r.method == "POST" && r.path.ends_with("/certificate"))
+            .and_then(|r| r.body)
+            .expect("an order was sent")
+    }
+
     pub fn paid(&self, name: &str) -> usize {
         self.sim
             .control()

@@ -140,15 +140,8 @@ async fn an_email_order_waits_for_its_approval_told_once_and_is_installed_once_a
     assert!(said.contains("waiting for approval by webmaster@example.com"), "{said}");
     let ledger = env.sim.control().ledger();
     assert_eq!((ledger.len(), ledger[0].charged), (1, true), "{ledger:?}");
-    let sent = env
-        .sim
-        .control()
-        .requests()
-        .into_iter()
-        .find(|r| r.method == "POST" && r.path.ends_with("/certificate"))
-        .unwrap();
     assert_eq!(
-        sent.body.as_ref().unwrap()["authentication"],
+        env.sent_order()["authentication"],
         serde_json::json!({"method": "EMAIL", "approverEmails": ["webmaster@example.com"]})
     );
     let rows = status_rows(&env.run_ok(&["status", "--json"]).await);

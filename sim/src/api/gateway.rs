@@ -13,109 +13,16 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State as AxState};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use quick_xml::events::Event;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
+use super::xml::{Element, parse};
 use crate::shared::Shared;
 use crate::state::{ApiError, Reply, RequestEntry};
 use crate::wire::{BasicUser, Query};
 
 /// The largest request accepted, as for the JSON API.
 const MAX_BODY: usize = super::pipeline::MAX_BODY;
-
-/// How deep a request's elements may nest.
-const MAX_DEPTH: usize = 32;
-
-/// One element of a request: its name, its text (CDATA included, trimmed) and its children.
-#[derive(Debug, Default)]
-pub struct Element {
-    pub name: String,
-    pub text: String,
-    pub children: Vec<Element>,
-}
-
-impl Element {
-    pub fn child(&self, name: &str) -> Option<&Element> {
-        self.children.iter().find(|c| c.name == name)
-    }
-
-    fn text_of(&self, name: &str) -> Option<&str> {
-        self.child(name).map(|c| c.text.as_str())
-    }
-}
-
-/// Parses an XML document into its root element: comments, declarations and processing
-/// instructions skipped, entity and character references resolved, nesting bounded.
-pub fn parse(xml: &str) -> Result<Element, String> {
-    let mut reader = quick_xml::Reader::from_str(xml);
-    let mut stack: Vec<Element> = Vec::new();
-    let mut root = None;
-    loop {
-        let event = reader.read_event().map_err(|e| format!("not well-formed XML: {e}"))?;
-        match event {
-            Event::Start(e) => {
-                if stack.len() >= MAX_DEPTH {
-                    return Err(format!("the request nests deeper than {MAX_DEPTH} elements"));
-                }
-                stack.push(Element {
-                    name: String::from_utf8_lossy(e.name().as_ref()).into_owned(),
-                    ..Element::default()
-                });
-            }
-            Event::Empty(e) => {
-                let el = Element {
-                    name: String::from_utf8_lossy(e.name().as_ref()).into_owned(),
-                    ..Element::default()
-                };
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(el),
-                    None => root = Some(el),
-                }
-            }
-            Event::End(_) => {
-                let mut el = stack.pop().ok_or("an end tag without its start")?;
-                el.text = el.text.trim().to_string();
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(el),
-                    None => root = Some(el),
-                }
-            }
-            Event::Text(t) => {
-                if let Some(el) = stack.last_mut() {
-                    el.text.push_str(&t.decode().map_err(|e| e.to_string())?);
-                }
-            }
-            Event::CData(t) => {
-                if let Some(el) = stack.last_mut() {
-                    el.text.push_str(&String::from_utf8_lossy(&t));
-                }
-            }
-            Event::GeneralRef(r) => {
-                if let Some(el) = stack.last_mut() {
-                    let c = match r.resolve_char_ref().map_err(|e| e.to_string())? {
-                        Some(c) => c,
-                        None => match r.decode().map_err(|e| e.to_string())?.as_ref() {
-                            "amp" => '&',
-                            "lt" => '<',
-                            "gt" => '>',
-                            "quot" => '"',
-                            "apos" => '\'',
-                            other => return Err(format!("unknown entity &{other};")),
-                        },
-                    };
-                    el.text.push(c);
-                }
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    if !stack.is_empty() {
-        return Err("the document ends inside an element".into());
-    }
-    root.ok_or_else(|| "the document has no element".into())
-}
 
 /// `POST /gateway`: one XML request, answered in XML (HTTP 200, errors as `<msg>` entries, as
 /// the XML gateway answers them), and logged like a JSON request (passwords redacted).
@@ -648,18 +555,6 @@ fn esc(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_request_is_read_with_cdata_entities_and_comments() {
-        let r = parse("<?xml version=\"1.0\"?><request><task><code>0905</code><!-- c --><x><![CDATA[a<b]]> &amp; &#65;</x><e/></task></request>").unwrap();
-        let t = r.child("task").unwrap();
-        assert_eq!(t.text_of("code"), Some("0905"));
-        assert_eq!(t.text_of("x"), Some("a<b & A"));
-        assert!(t.child("e").is_some());
-        assert!(parse("<request><task>").is_err());
-        assert!(parse(&"<a>".repeat(40)).is_err());
-        assert!(parse("<a>&unknown;</a>").is_err());
-    }
 
     #[test]
     fn json_keys_become_the_xml_apis_names_and_back() {

@@ -14,10 +14,11 @@ use axum::Router;
 use crate::shared::Shared;
 
 mod envelope;
-pub mod gateway;
+mod gateway;
 mod manage;
 mod pipeline;
 mod routes;
+mod xml;
 
 pub use envelope::DropConnection;
 pub use routes::ROUTE_KEYS;

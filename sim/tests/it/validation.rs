@@ -26,6 +26,11 @@ impl Drop for WebRoot {
 }
 
 async fn web_root() -> WebRoot {
+    web_root_at("127.0.0.1:0").await.unwrap()
+}
+
+/// [`web_root`] listening on `addr`.
+async fn web_root_at(addr: &str) -> std::io::Result<WebRoot> {
     use axum::extract::State;
     use axum::http::{HeaderMap, StatusCode};
     type Shared = (Arc<Mutex<Option<String>>>, Arc<Mutex<Vec<String>>>);
@@ -46,17 +51,17 @@ async fn web_root() -> WebRoot {
     let app = axum::Router::new()
         .route("/.well-known/pki-validation/fileauth.txt", axum::routing::get(file))
         .with_state((content.clone(), hosts.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    WebRoot {
+    Ok(WebRoot {
         addr,
         content,
         hosts,
         task,
-    }
+    })
 }
 
 async fn start_checking(file_check_address: Option<SocketAddr>, durations: Durations) -> Api {
@@ -173,8 +178,8 @@ async fn a_file_order_whose_file_is_never_served_fails_after_the_dcv_timeout() {
 #[tokio::test]
 async fn without_an_address_the_file_is_fetched_from_the_names_a_record_in_the_simulators_dns() {
     // Port 80 of 127.0.0.1, where a CA would ask; needs the right to listen there.
-    let listener = match tokio::net::TcpListener::bind("127.0.0.1:80").await {
-        Ok(l) => l,
+    let web = match web_root_at("127.0.0.1:80").await {
+        Ok(w) => w,
         Err(e) => {
             assert!(
                 std::env::var_os("CERTKEEPER_REQUIRE_SERVERS").is_none(),
@@ -182,38 +187,6 @@ async fn without_an_address_the_file_is_fetched_from_the_names_a_record_in_the_s
             );
             eprintln!("skipped: cannot listen on 127.0.0.1:80 ({e}); CI runs it as root");
             return;
-        }
-    };
-    drop(listener);
-    let web = {
-        let content = Arc::new(Mutex::new(None));
-        let hosts = Arc::new(Mutex::new(Vec::new()));
-        let (c, h) = (content.clone(), hosts.clone());
-        let app = axum::Router::new().route(
-            "/.well-known/pki-validation/fileauth.txt",
-            axum::routing::get(move |headers: axum::http::HeaderMap| {
-                let (c, h) = (c.clone(), h.clone());
-                async move {
-                    let host = headers
-                        .get("host")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
-                    h.lock().unwrap().push(host);
-                    c.lock().unwrap().clone().unwrap_or_default()
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:80").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        WebRoot {
-            addr,
-            content,
-            hosts,
-            task,
         }
     };
     let api = start_checking(None, Durations::default()).await;
