@@ -85,6 +85,10 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// In a fleet (`[cluster]`): per certificate, the serial the leader issued and which
+        /// members serve it, read from etcd.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Validate the configuration and report every error with its file, line and field, in the
     /// order of the file; hook programs must exist and be executable. Nothing is sent to the
@@ -232,6 +236,9 @@ fn init_logging(format: &str) {
 }
 
 async fn dispatch(cli: Cli, config_given: bool) -> Exit {
+    // Only the demo refuses --config.
+    #[cfg(not(feature = "demo"))]
+    let _ = config_given;
     // --renew-now is accepted in one place (a global flag) and means one thing.
     if cli.renew_now.is_some() {
         let clash = match &cli.command {
@@ -322,7 +329,11 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
             },
             Err(code) => code,
         },
-        Some(Command::Status { json }) => match load(&cli.config) {
+        Some(Command::Status { json, cluster: true }) => match load(&cli.config) {
+            Ok(config) => cluster_status(&config, json).await,
+            Err(code) => code,
+        },
+        Some(Command::Status { json, .. }) => match load(&cli.config) {
             Ok(config) => status(&config, json),
             Err(code) => code,
         },
@@ -359,6 +370,33 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
             }
             (_, Err(code)) => code,
         },
+    }
+}
+
+/// `status --cluster`: the fleet's view, from etcd.
+async fn cluster_status(config: &Config, json: bool) -> Exit {
+    #[cfg(feature = "cluster")]
+    {
+        match crate::cluster::status::read(config).await {
+            Ok(view) => {
+                if json {
+                    println_out(&serde_json::to_string_pretty(&view).unwrap_or_default());
+                } else {
+                    println_out(crate::cluster::status::table(&view).trim_end());
+                }
+                Exit::Ok
+            }
+            Err(e) => {
+                eprintln!("certkeeper: {e}");
+                Exit::Error
+            }
+        }
+    }
+    #[cfg(not(feature = "cluster"))]
+    {
+        let _ = (config, json);
+        eprintln!("certkeeper: this certkeeper was built without fleet mode (the cargo feature \"cluster\")");
+        Exit::Config
     }
 }
 

@@ -9,6 +9,8 @@ pub(crate) mod adopt;
 pub mod api;
 pub(crate) mod campaign;
 pub mod cli;
+#[cfg(feature = "cluster")]
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod control;
 pub(crate) mod daemon;

@@ -233,6 +233,20 @@ pub(crate) async fn resolve(
 /// Builds the agent, creates its directories and takes the state directory's lock; on failure
 /// says why, with the exit status.
 pub(crate) fn start(config: Config) -> Result<(Arc<Agent>, crate::store::Lock), Refusal> {
+    if config.cluster.is_some() {
+        return Err(Refusal::new(
+            Exit::Config,
+            format!(
+                "{} has a [cluster] table: in a fleet only the elected member's daemon (`certkeeper run`) talks to the API; this command would order or change orders on this host alone",
+                config.path.display()
+            ),
+        ));
+    }
+    start_member(config)
+}
+
+/// [`start`] for a fleet's member (`crate::cluster::run`).
+pub(crate) fn start_member(config: Config) -> Result<(Arc<Agent>, crate::store::Lock), Refusal> {
     let agent = Agent::new(config)
         .map(Arc::new)
         .map_err(|e| Refusal::new(Exit::Error, format!("{e:#}")))?;

@@ -27,6 +27,9 @@ pub(super) struct RawConfig {
     /// `[daemon]`: retries, warnings, jitter, metrics and the failure hook.
     #[serde(default)]
     pub(super) daemon: Option<Spanned<RawDaemon>>,
+    /// `[cluster]`: fleet mode, one order for many web servers through etcd.
+    #[serde(default)]
+    pub(super) cluster: Option<Spanned<RawCluster>>,
     /// `[defaults]`: settings every certificate takes unless it sets its own.
     #[serde(default)]
     pub(super) defaults: Option<Spanned<RawSettings>>,
@@ -182,6 +185,32 @@ pub(super) struct RawDaemon {
     pub(super) metrics_listen: Option<Spanned<String>>,
     /// The command (argv, no shell) run when a certificate fails or gets close to expiry.
     pub(super) on_failure: Option<Spanned<Vec<String>>>,
+}
+
+/// `[cluster]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    /// The store the members share: `"etcd"`.
+    pub(super) backend: Spanned<String>,
+    /// The etcd members' client URLs, e.g. `["https://10.0.0.1:2379"]`.
+    pub(super) endpoints: Spanned<Vec<String>>,
+    /// The CA that signed the etcd members' certificates (PEM).
+    pub(super) ca_file: Option<Spanned<PathBuf>>,
+    /// This member's client certificate and key (PEM), for etcd's client authentication.
+    pub(super) cert_file: Option<Spanned<PathBuf>>,
+    pub(super) key_file: Option<Spanned<PathBuf>>,
+    /// An etcd user, with its password in `password_file` (0600).
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<PathBuf>>,
+    /// Where certkeeper's keys live in etcd (default `/certkeeper/`).
+    pub(super) prefix: Option<Spanned<String>>,
+    /// This member's name (default: the host name).
+    pub(super) member: Option<Spanned<String>>,
+    /// The file (0600) with the fleet key that seals the private keys and journals in etcd.
+    pub(super) fleet_key_file: Spanned<PathBuf>,
+    /// How long the leader's lease lasts without a keep-alive (default `10s`).
+    pub(super) lease_ttl: Option<Spanned<String>>,
 }
 
 /// `[defaults]` and each `[[certificate]]`: the same keys, `name` and `alt_names` only in the latter.
@@ -451,7 +480,15 @@ impl RawSettings {
 }
 
 /// The sections a file read in pieces may have before its first `[[certificate]]`.
-const SECTIONS: [&str; 6] = ["[api]", "[store]", "[dns]", "[order]", "[daemon]", "[defaults]"];
+const SECTIONS: [&str; 7] = [
+    "[api]",
+    "[store]",
+    "[dns]",
+    "[order]",
+    "[daemon]",
+    "[cluster]",
+    "[defaults]",
+];
 
 /// One `[[certificate]]` table read by itself.
 #[derive(Deserialize)]

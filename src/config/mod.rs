@@ -29,6 +29,7 @@ macro_rules! pick_setting {
 }
 
 mod certificate;
+pub mod cluster;
 mod defaults;
 mod error;
 mod file;
@@ -38,7 +39,9 @@ mod values;
 
 pub use crate::schedule::RenewBefore;
 pub use error::{ConfigError, ConfigErrors};
-pub use values::{KeyKind, MAX_DURATION, MAX_NAME, check_api_url, is_hostname, parse_duration, parse_renew_before};
+pub use values::{
+    KeyKind, MAX_DURATION, MAX_NAME, check_api_url, is_hostname, is_mailbox, parse_duration, parse_renew_before,
+};
 
 use error::field_from_toml_error;
 use file::RawConfig;
@@ -56,6 +59,8 @@ pub struct Config {
     pub dns: DnsConfig,
     pub order: OrderConfig,
     pub daemon: DaemonConfig,
+    /// `[cluster]`: fleet mode on etcd; `None` for a single host.
+    pub cluster: Option<ClusterConfig>,
     pub certificates: Vec<CertConfig>,
     /// What is valid but will not work as written: `check` shows these, `run` logs them.
     pub warnings: Vec<Warning>,
@@ -140,6 +145,26 @@ pub struct ApiConfig {
     pub timeout: Duration,
     /// Requests per second at most, for all certificates together.
     pub rate_limit: f64,
+}
+
+/// `[cluster]`: the members of a fleet share one order per certificate through etcd.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterConfig {
+    /// The etcd members' client URLs.
+    pub endpoints: Vec<String>,
+    /// The etcd CA (PEM), and this member's client certificate and key (PEM).
+    pub ca_pem: Option<String>,
+    pub identity: Option<(String, Secret)>,
+    /// An etcd user and its password.
+    pub user: Option<(String, Secret)>,
+    /// Where certkeeper's keys live, ending in `/`.
+    pub prefix: String,
+    /// This member's name.
+    pub member: String,
+    /// The fleet key: seals private keys and journals before they go to etcd.
+    pub fleet_key: Secret,
+    /// The leader's lease: how long a leader that stopped answering stays leader.
+    pub lease_ttl: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -478,6 +503,7 @@ fn check(
     let dns = v.dns(raw.dns.map(Spanned::into_inner).unwrap_or_default());
     let order = v.order(raw.order.map(Spanned::into_inner).unwrap_or_default());
     let daemon = v.daemon(raw.daemon.map(Spanned::into_inner).unwrap_or_default(), &base);
+    let cluster = raw.cluster.and_then(|c| v.cluster(c, &base));
     let defaults = raw.defaults.map(|d| {
         let d = d.into_inner();
         if let Some(n) = &d.name {
@@ -528,6 +554,7 @@ fn check(
             dns,
             order,
             daemon,
+            cluster,
             certificates,
             warnings: {
                 let mut w = v.warnings;

@@ -102,7 +102,7 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn path(&mut self, p: &Spanned<PathBuf>, base: &Path) -> PathBuf {
+    pub(super) fn config_path(&mut self, p: &Spanned<PathBuf>, base: &Path) -> PathBuf {
         let p = p.get_ref();
         if p.is_absolute() { p.clone() } else { base.join(p) }
     }
@@ -121,7 +121,7 @@ impl<'a> Validator<'a> {
         }
         let password = match (&raw.password_file, env(PASSWORD_ENV)) {
             (Some(pf), _) => {
-                let path = self.path(pf, base);
+                let path = self.config_path(pf, base);
                 match read_password_file(&path) {
                     Ok(p) => Some(p),
                     Err(e) => {
@@ -143,7 +143,7 @@ impl<'a> Validator<'a> {
         let ca_pem = match &raw.ca_file {
             None => None,
             Some(f) => {
-                let path = self.path(f, base);
+                let path = self.config_path(f, base);
                 match crate::host::read_settings(&path) {
                     Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(pem),
                     Ok(_) => {
@@ -191,7 +191,7 @@ impl<'a> Validator<'a> {
             user: raw.user.into_inner(),
             context,
             password: Secret(password?),
-            password_file: raw.password_file.as_ref().map(|pf| self.path(pf, base)),
+            password_file: raw.password_file.as_ref().map(|pf| self.config_path(pf, base)),
             roots,
             ca_pem,
             timeout,
@@ -201,8 +201,8 @@ impl<'a> Validator<'a> {
 
     pub(super) fn store(&mut self, raw: Spanned<RawStore>, base: &Path) -> Option<StoreConfig> {
         let raw = raw.into_inner();
-        let state_dir = self.path(&raw.state_dir, base);
-        let live_dir = self.path(&raw.live_dir, base);
+        let state_dir = self.config_path(&raw.state_dir, base);
+        let live_dir = self.config_path(&raw.live_dir, base);
         if state_dir == live_dir {
             self.err(
                 raw.live_dir.span(),

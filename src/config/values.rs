@@ -53,7 +53,7 @@ pub(super) const SMIME_PRODUCTS: &[&str] = &["GLOBALSIGN_PERSONALSIGN_1"];
 
 /// Whether `n` is a mailbox an S/MIME certificate can be for, and safe as a file name: a local
 /// part of letters, digits and `._+-` (not starting or ending with `.`), `@`, a host name.
-pub(super) fn is_mailbox(n: &str) -> bool {
+pub fn is_mailbox(n: &str) -> bool {
     let Some((local, domain)) = n.split_once('@') else {
         return false;
     };

@@ -47,9 +47,25 @@ fn current(shared: &Shared) -> Arc<Agent> {
         .unwrap_or_else(|p| p.into_inner().clone())
 }
 
-/// Runs until SIGTERM or SIGINT; returns the exit code.
+/// Runs until SIGTERM or SIGINT; returns the exit code. With `[cluster]`, as a member of the
+/// fleet (`crate::cluster`).
 pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::run::Refusal> {
+    #[cfg(feature = "cluster")]
+    if config.cluster.is_some() {
+        return crate::cluster::run(path, config).await;
+    }
     let (agent, _lock) = crate::run::start(config)?;
+    Ok(serve(path, agent, None).await.unwrap_or(Exit::Ok))
+}
+
+/// The daemon's loop over `agent`, whose state directory the caller has locked. With `leading`
+/// (a fleet's leader), it also ends when that says the leadership is lost: then `None`, with
+/// every task stopped as SIGTERM stops them.
+pub(crate) async fn serve(
+    path: PathBuf,
+    agent: Arc<Agent>,
+    mut leading: Option<tokio::sync::watch::Receiver<bool>>,
+) -> Option<Exit> {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -57,7 +73,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
         signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot watch signals (SIGTERM, SIGINT, SIGHUP)");
-        return Ok(Exit::Error);
+        return Some(Exit::Error);
     };
     let shared: Shared = Arc::new(RwLock::new(agent.clone()));
     let (tx, mut changes) = mpsc::channel::<()>(16);
@@ -97,6 +113,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
     let mut drifted: HashSet<String> = HashSet::new();
     // A mass reissue recorded in the state directory (`--renew-now --all`), and how its tasks end.
     let mut campaign = campaign::InDaemon::load(&agent);
+    let mut deposed_now = false;
     let (campaign_tx, mut campaign_rx) = mpsc::unbounded_channel::<(String, crate::campaign::Ended)>();
     loop {
         let agent = current(&shared);
@@ -267,6 +284,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
             Some(()) = changes.recv() => Event::ConfigChanged,
             Some(request) = control_rx.recv() => Event::Control(request),
             _ = hup.recv() => Event::Hangup,
+            _ = deposed(&mut leading) => Event::Deposed,
             _ = term.recv() => Event::Stop,
             _ = int.recv() => Event::Stop,
             Some(_) = background.join_next(), if !background.is_empty() => Event::BackgroundDone,
@@ -418,6 +436,10 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
                 }
             }
             Event::Stop => break,
+            Event::Deposed => {
+                deposed_now = true;
+                break;
+            }
             Event::BackgroundDone | Event::Due => {}
         }
     }
@@ -430,11 +452,23 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     background.abort_all();
-    Ok(Exit::Ok)
+    (!deposed_now).then_some(Exit::Ok)
+}
+
+/// Resolves when `leading` says the leadership is lost (never without one).
+async fn deposed(leading: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match leading {
+        Some(rx) => {
+            let _ = rx.wait_for(|leader| !leader).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// What wakes the daemon up; each turn of its loop plans what is due, then waits for one.
 enum Event {
+    /// This member is no longer the fleet's leader.
+    Deposed,
     /// An order task ended (a task that panicked ends with an error).
     TaskDone(tokio::task::Id, anyhow::Result<Outcome>),
     /// The configuration or the password file changed on disk.

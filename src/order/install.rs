@@ -123,7 +123,7 @@ impl Agent {
 
     /// Switches the live symlink to `generation` and runs the reload hook; on failure switches
     /// back and runs the hook again, so the server keeps a working pair.
-    pub(super) async fn deploy(
+    pub(crate) async fn deploy(
         &self,
         cert: &CertConfig,
         st: &mut CertState,

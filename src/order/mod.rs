@@ -134,6 +134,11 @@ impl Agent {
     /// [`Self::ensure`]; with `forgiven`, the certificate's past failures no longer hold it back
     /// (its configuration changed since): the backoff starts anew from this attempt.
     pub async fn ensure_with(&self, cert: &CertConfig, force: bool, forgiven: bool) -> anyhow::Result<Outcome> {
+        // In a fleet, only while this member leads: nothing is asked of the API otherwise.
+        #[cfg(feature = "cluster")]
+        if self.store.shared {
+            crate::cluster::leading().map_err(|e| anyhow!("{}: {e}", cert.name))?;
+        }
         let mut st = self
             .store
             .load(&cert.name)

@@ -34,6 +34,9 @@ pub struct Store {
     pub state_dir: PathBuf,
     pub live_dir: PathBuf,
     pub keep: usize,
+    /// In a fleet, whether each state saved also goes to etcd (the leader's agent), or stays on
+    /// this host (what a member installs from the leader's material).
+    pub shared: bool,
 }
 
 /// An exclusive hold on the state directory; released when dropped or when the process dies.
@@ -48,6 +51,7 @@ impl Store {
             state_dir: state_dir.to_path_buf(),
             live_dir: live_dir.to_path_buf(),
             keep,
+            shared: true,
         }
     }
 
@@ -160,10 +164,21 @@ impl Store {
         }
     }
 
-    /// Replaces the state durably.
+    /// Replaces the state durably. In a fleet the leader's state goes to etcd first (sealed,
+    /// and only while this member leads): a save that etcd did not take fails, so nothing that
+    /// follows a journal step happens without the step being where the next leader finds it.
     pub fn save(&self, state: &CertState) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-        write_atomic(&self.state_path(&state.name), &bytes, 0o600)
+        #[cfg(feature = "cluster")]
+        if self.shared {
+            crate::cluster::replicate(state, &bytes)?;
+        }
+        write_atomic(&self.state_path(&state.name), &bytes, 0o600)?;
+        #[cfg(feature = "cluster")]
+        if self.shared {
+            crate::cluster::saved(self, state);
+        }
+        Ok(())
     }
 
     /// Every certificate name with a state file.

@@ -21,6 +21,8 @@ mod consent;
 mod crash;
 /// The daemon on a compressed clock: reissues, term renewals, live config, faults.
 mod daemon;
+/// Fleet mode: three members on a real etcd cluster, one order per certificate, all serving it.
+mod fleet;
 /// Fuzzing's short run: property tests over the parsers of untrusted input.
 mod fuzz;
 /// A hostile host: directories, links and files another local user planted are refused.

@@ -1,0 +1,434 @@
+//! The fleet's etcd: the connection (on a thread and runtime of its own, so that a synchronous
+//! journal write can wait for etcd without holding up the runtime it is called from), the
+//! leader's lease and election, and the fenced writes.
+//!
+//! Fencing: a leader's write is a transaction that compares the create revision of its own
+//! election key. The key lives on the leader's lease; when the lease ends (the leader was
+//! killed, paused or cut off for longer than `lease_ttl`), etcd deletes it, the comparison fails
+//! and nothing is written, whatever the deposed leader believes. Before it asks etcd, a leader
+//! also checks the lease's deadline by its own monotonic clock, which counts on while the
+//! process is stopped.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, Txn, TxnOp,
+    WatchOptions,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::seal::Seal;
+use crate::config::ClusterConfig;
+
+/// How long one etcd request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest value read from etcd (a state or a generation is a few KiB).
+const MAX_VALUE: usize = 1 << 20;
+
+/// The lease and election key of this member while it leads.
+#[derive(Clone, Debug)]
+struct Lead {
+    key: Vec<u8>,
+    rev: i64,
+    /// Past this instant the lease may have ended: nothing is written after it.
+    until: Instant,
+}
+
+/// A key and its value as read.
+pub(crate) struct Entry {
+    pub(crate) key: String,
+    pub(crate) value: Vec<u8>,
+}
+
+/// What a watch of a prefix reports.
+pub(crate) enum Change {
+    Put(Entry),
+    /// The watch ended (etcd gone, compacted): read everything again.
+    Lost(String),
+}
+
+pub(crate) struct Fleet {
+    pub(crate) cfg: ClusterConfig,
+    pub(crate) seal: Seal,
+    rt: tokio::runtime::Handle,
+    client: Client,
+    lead: Mutex<Option<Lead>>,
+    leading: watch::Sender<bool>,
+    /// The serial last published per certificate, so that each generation goes out once.
+    pub(crate) published: Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet").field("member", &self.cfg.member).finish()
+    }
+}
+
+fn timed_out(what: &str) -> String {
+    format!("etcd did not answer {what} within {} s", REQUEST_TIMEOUT.as_secs())
+}
+
+impl Fleet {
+    /// Starts the etcd thread and its client. etcd need not be up: requests fail until it is.
+    pub(crate) fn connect(cfg: ClusterConfig) -> Result<Arc<Fleet>, String> {
+        let seal = Seal::new(cfg.fleet_key.expose())?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let connect_cfg = cfg.clone();
+        std::thread::Builder::new()
+            .name("certkeeper-etcd".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("cannot start the etcd runtime: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let client = connect_client(&connect_cfg).await;
+                    let _ = tx.send(client.map(|c| (c, tokio::runtime::Handle::current())));
+                    // The runtime lives as long as the process.
+                    std::future::pending::<()>().await;
+                });
+            })
+            .map_err(|e| format!("cannot start the etcd thread: {e}"))?;
+        let (client, rt) = rx
+            .recv_timeout(REQUEST_TIMEOUT * 3)
+            .map_err(|_| "the etcd client did not start".to_string())??;
+        let (leading, _) = watch::channel(false);
+        Ok(Arc::new(Fleet {
+            cfg,
+            seal,
+            rt,
+            client,
+            lead: Mutex::new(None),
+            leading,
+            published: Mutex::new(Default::default()),
+        }))
+    }
+
+    pub(crate) fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.cfg.prefix)
+    }
+
+    /// Runs `f` with the client on the etcd runtime, within [`REQUEST_TIMEOUT`].
+    async fn on<T, F, Fut>(&self, what: &str, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let client = self.client.clone();
+        self.rt.spawn(async move {
+            let r = tokio::time::timeout(REQUEST_TIMEOUT, f(client)).await;
+            let _ = tx.send(r);
+        });
+        match rx.await {
+            Ok(Ok(r)) => r,
+            _ => Err(timed_out(what)),
+        }
+    }
+
+    /// Whether this member leads now (its lease not past its deadline).
+    pub(crate) fn is_leader(&self) -> bool {
+        self.current_lead().is_some()
+    }
+
+    fn current_lead(&self) -> Option<Lead> {
+        let lead = self.lead.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        (Instant::now() < lead.until).then_some(lead)
+    }
+
+    /// Follows the leadership: true while this member leads.
+    pub(crate) fn leading(&self) -> watch::Receiver<bool> {
+        self.leading.subscribe()
+    }
+
+    fn lose(&self, why: &str) {
+        let had = self.lead.lock().unwrap_or_else(|p| p.into_inner()).take().is_some();
+        if had {
+            tracing::warn!(member = %self.cfg.member, reason = why, "no longer the fleet's leader: ordering stops here");
+        }
+        self.leading.send_replace(false);
+    }
+
+    /// Takes a lease and stands for election; returns once this member leads (or with the
+    /// reason it cannot). While it leads, the lease is kept alive; when that fails for longer
+    /// than the lease lasts, the leadership is given up ([`Self::leading`] turns false).
+    pub(crate) async fn campaign(self: &Arc<Self>) -> Result<(), String> {
+        let ttl = self.cfg.lease_ttl;
+        let lease = self
+            .on("the lease grant", move |mut c| async move {
+                c.lease_grant(ttl.as_secs() as i64, None)
+                    .await
+                    .map(|r| r.id())
+                    .map_err(|e| format!("cannot take a lease: {e}"))
+            })
+            .await?;
+        let granted = Instant::now();
+        // Kept alive from now on, also while the campaign waits.
+        let deadline = Arc::new(Mutex::new(granted + ttl));
+        let (alive_tx, mut alive_rx) = watch::channel(true);
+        {
+            let client = self.client.clone();
+            let deadline = deadline.clone();
+            self.rt.spawn(keep_alive(client, lease, ttl, deadline, alive_tx));
+        }
+        let name = self.key("leader");
+        let member = self.cfg.member.clone();
+        let (tx, rx) = oneshot::channel();
+        let client = self.client.clone();
+        self.rt.spawn(async move {
+            let mut client = client;
+            let r = client
+                .campaign(name, member, lease)
+                .await
+                .map_err(|e| format!("the election failed: {e}"))
+                .and_then(|mut r| {
+                    r.take_leader()
+                        .ok_or_else(|| "the election named no leader".to_string())
+                });
+            let _ = tx.send(r);
+        });
+        let leader = tokio::select! {
+            r = rx => r.map_err(|_| "the election was cut short".to_string())??,
+            _ = alive_rx.wait_for(|a| !a) => {
+                return Err("the lease ended while waiting for the election".into());
+            }
+        };
+        let until = *deadline.lock().unwrap_or_else(|p| p.into_inner());
+        *self.lead.lock().unwrap_or_else(|p| p.into_inner()) = Some(Lead {
+            key: leader.key().to_vec(),
+            rev: leader.rev(),
+            until,
+        });
+        self.leading.send_replace(true);
+        // The deadline follows the keep-alives; the leadership ends with the lease.
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ttl / 4);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = alive_rx.wait_for(|a| !a) => {
+                        me.lose("the lease could not be kept alive");
+                        return;
+                    }
+                }
+                let until = *deadline.lock().unwrap_or_else(|p| p.into_inner());
+                let mut lead = me.lead.lock().unwrap_or_else(|p| p.into_inner());
+                match lead.as_mut() {
+                    Some(l) if Instant::now() < until => l.until = until,
+                    Some(_) => {
+                        drop(lead);
+                        me.lose("the lease's time ran out");
+                        return;
+                    }
+                    None => return,
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// A write only the leader makes: refused unless this member leads and its election key is
+    /// still the one it was elected with.
+    pub(crate) async fn fenced_put(&self, key: String, value: Vec<u8>) -> Result<(), String> {
+        let lead = self
+            .current_lead()
+            .ok_or_else(|| "this member is not the fleet's leader; nothing is written".to_string())?;
+        let shown = key.clone();
+        let ok = self
+            .on("a write", move |mut c| async move {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(lead.key.clone(), CompareOp::Equal, lead.rev)])
+                    .and_then([TxnOp::put(key, value, None)]);
+                c.txn(txn)
+                    .await
+                    .map(|r| r.succeeded())
+                    .map_err(|e| format!("etcd refused the write: {e}"))
+            })
+            .await?;
+        if ok {
+            Ok(())
+        } else {
+            self.lose("a write found another leader's election key");
+            Err(format!(
+                "{shown} not written: this member's election key is gone (another member leads now)"
+            ))
+        }
+    }
+
+    /// [`Self::fenced_put`] for synchronous callers (the journal's writes): waits on this thread,
+    /// letting the caller's runtime run its other tasks meanwhile.
+    pub(crate) fn fenced_put_blocking(self: &Arc<Self>, key: String, value: Vec<u8>) -> Result<(), String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let me = self.clone();
+        self.rt.spawn(async move {
+            let _ = tx.send(me.fenced_put(key, value).await);
+        });
+        let wait = || {
+            rx.recv_timeout(REQUEST_TIMEOUT * 2)
+                .unwrap_or_else(|_| Err(timed_out("a write")))
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
+    }
+
+    /// A write of this member's own keys (its reports): not fenced.
+    pub(crate) async fn put(&self, key: String, value: Vec<u8>) -> Result<(), String> {
+        self.on("a write", move |mut c| async move {
+            c.put(key, value, None)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("etcd refused the write: {e}"))
+        })
+        .await
+    }
+
+    /// Every key under `prefix` (after the fleet's prefix), and the revision read at.
+    pub(crate) async fn list(&self, prefix: &str) -> Result<(Vec<Entry>, i64), String> {
+        let full = self.key(prefix);
+        self.on("a read", move |mut c| async move {
+            let r = c
+                .get(full, Some(GetOptions::new().with_prefix()))
+                .await
+                .map_err(|e| format!("cannot read etcd: {e}"))?;
+            let rev = r.header().map(|h| h.revision()).unwrap_or(0);
+            let entries = r
+                .kvs()
+                .iter()
+                .filter(|kv| kv.value().len() <= MAX_VALUE)
+                .filter_map(|kv| {
+                    Some(Entry {
+                        key: kv.key_str().ok()?.to_string(),
+                        value: kv.value().to_vec(),
+                    })
+                })
+                .collect();
+            Ok((entries, rev))
+        })
+        .await
+    }
+
+    /// The puts under `prefix` from revision `from` on, until the watch ends.
+    pub(crate) fn watch(&self, prefix: &str, from: i64) -> mpsc::Receiver<Change> {
+        let (tx, rx) = mpsc::channel(64);
+        let full = self.key(prefix);
+        let client = self.client.clone();
+        self.rt.spawn(async move {
+            let mut client = client;
+            let options = WatchOptions::new().with_prefix().with_start_revision(from);
+            let mut stream = match client.watch(full, Some(options)).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(Change::Lost(format!("cannot watch etcd: {e}"))).await;
+                    return;
+                }
+            };
+            loop {
+                match stream.message().await {
+                    Ok(Some(r)) if r.canceled() => {
+                        let _ = tx.send(Change::Lost("etcd ended the watch".into())).await;
+                        return;
+                    }
+                    Ok(Some(r)) => {
+                        for e in r.events() {
+                            if e.event_type() != EventType::Put {
+                                continue;
+                            }
+                            let Some(kv) = e.kv() else { continue };
+                            let (Ok(key), true) = (kv.key_str(), kv.value().len() <= MAX_VALUE) else {
+                                continue;
+                            };
+                            let entry = Entry {
+                                key: key.to_string(),
+                                value: kv.value().to_vec(),
+                            };
+                            if tx.send(Change::Put(entry)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = tx.send(Change::Lost("the watch ended".into())).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Change::Lost(format!("the watch failed: {e}"))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        rx
+    }
+}
+
+async fn connect_client(cfg: &ClusterConfig) -> Result<Client, String> {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(REQUEST_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(5), REQUEST_TIMEOUT);
+    if let Some((user, password)) = &cfg.user {
+        options = options.with_user(user.clone(), password.expose().to_string());
+    }
+    if cfg.ca_pem.is_some() || cfg.identity.is_some() {
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &cfg.ca_pem {
+            tls = tls.ca_certificate(Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = &cfg.identity {
+            tls = tls.identity(Identity::from_pem(cert, key.expose()));
+        }
+        options = options.with_tls(tls);
+    }
+    // With a user, the client logs in at once; without, nothing is sent until the first request.
+    Client::connect(&cfg.endpoints, Some(options))
+        .await
+        .map_err(|e| format!("cannot reach etcd at {}: {e}", cfg.endpoints.join(", ")))
+}
+
+/// Keeps `lease` alive every third of its time; moves `deadline` on at each answer, and says
+/// `false` on `alive` once the lease is gone or its deadline passed without an answer.
+async fn keep_alive(
+    client: Client,
+    lease: i64,
+    ttl: Duration,
+    deadline: Arc<Mutex<Instant>>,
+    alive: watch::Sender<bool>,
+) {
+    let mut client = client;
+    let mut keeper = None;
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        if Instant::now() >= *deadline.lock().unwrap_or_else(|p| p.into_inner()) {
+            break;
+        }
+        if keeper.is_none() {
+            keeper = client.lease_keep_alive(lease).await.ok();
+        }
+        let Some((k, stream)) = keeper.as_mut() else { continue };
+        let sent = Instant::now();
+        let answer = tokio::time::timeout(ttl / 3, async {
+            k.keep_alive().await.ok()?;
+            stream.message().await.ok().flatten()
+        })
+        .await;
+        match answer {
+            Ok(Some(r)) if r.ttl() > 0 => {
+                *deadline.lock().unwrap_or_else(|p| p.into_inner()) = sent + Duration::from_secs(r.ttl() as u64);
+            }
+            // etcd says the lease is gone.
+            Ok(Some(_)) => break,
+            // No answer: a new stream next time, until the deadline.
+            _ => keeper = None,
+        }
+    }
+    let _ = alive.send(false);
+}

@@ -1,0 +1,102 @@
+//! `certkeeper status --cluster`: per certificate, the serial the leader published and which
+//! members serve it, read from etcd.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{Fleet, Material, Report};
+use crate::config::Config;
+
+#[derive(Serialize, Debug)]
+pub(crate) struct CertView {
+    pub(crate) name: String,
+    /// The serial the leader published; `None` before its first issuance.
+    pub(crate) issued: Option<String>,
+    /// Each member that reported, with what it serves.
+    pub(crate) members: BTreeMap<String, Report>,
+}
+
+#[derive(Serialize, Debug)]
+pub(crate) struct FleetView {
+    pub(crate) leader: Option<String>,
+    pub(crate) certificates: Vec<CertView>,
+}
+
+/// Reads the fleet's view from etcd.
+pub(crate) async fn read(config: &Config) -> Result<FleetView, String> {
+    let cfg = config
+        .cluster
+        .clone()
+        .ok_or_else(|| "the configuration has no [cluster]".to_string())?;
+    let fleet = Fleet::connect(cfg)?;
+    let (material, _) = fleet.list("material/").await?;
+    let (reports, _) = fleet.list("members/").await?;
+    let (leaders, _) = fleet.list("leader/").await?;
+    let mut issued = BTreeMap::new();
+    for e in material {
+        let Some(name) = e.key.strip_prefix(&fleet.key("material/")) else {
+            continue;
+        };
+        // The serial only; the key stays sealed unless this member's fleet key opens it.
+        let serial = fleet
+            .seal
+            .open(&e.key, &e.value)
+            .ok()
+            .and_then(|p| serde_json::from_slice::<Material>(&p).ok())
+            .map(|m| m.serial);
+        issued.insert(name.to_string(), serial);
+    }
+    let mut by_cert: BTreeMap<String, BTreeMap<String, Report>> = BTreeMap::new();
+    for e in reports {
+        let Some(rest) = e.key.strip_prefix(&fleet.key("members/")) else {
+            continue;
+        };
+        let Some((member, name)) = rest.split_once('/') else {
+            continue;
+        };
+        if let Ok(r) = serde_json::from_slice::<Report>(&e.value) {
+            by_cert
+                .entry(name.to_string())
+                .or_default()
+                .insert(member.to_string(), r);
+        }
+    }
+    // The election's keys, oldest first: the first is the leader's.
+    let leader = leaders.first().map(|e| String::from_utf8_lossy(&e.value).into_owned());
+    let certificates = config
+        .certificates
+        .iter()
+        .map(|c| CertView {
+            name: c.name.clone(),
+            issued: issued.get(&c.name).cloned().flatten(),
+            members: by_cert.remove(&c.name).unwrap_or_default(),
+        })
+        .collect();
+    Ok(FleetView { leader, certificates })
+}
+
+/// The view as a table: one line per certificate.
+pub(crate) fn table(view: &FleetView) -> String {
+    let mut out = format!(
+        "leader: {}\n{:<40} {:<40} SERVED BY\n",
+        view.leader.as_deref().unwrap_or("(none)"),
+        "NAME",
+        "ISSUED SERIAL"
+    );
+    for c in &view.certificates {
+        let issued = c.issued.as_deref().unwrap_or("-");
+        let mut served: Vec<String> = Vec::new();
+        for (member, r) in &c.members {
+            let line = match (&r.serial, r.deployed, &r.error) {
+                (Some(s), true, _) if Some(s.as_str()) == c.issued.as_deref() => member.clone(),
+                (_, _, Some(e)) => format!("{member} (failed: {e})"),
+                (Some(s), _, None) => format!("{member} (serves {s})"),
+                (None, _, None) => format!("{member} (nothing)"),
+            };
+            served.push(line);
+        }
+        out.push_str(&format!("{:<40} {:<40} {}\n", c.name, issued, served.join(", ")));
+    }
+    out
+}
