@@ -53,7 +53,11 @@ pub(crate) struct Fleet {
     pub(crate) cfg: ClusterConfig,
     pub(crate) seal: Seal,
     rt: tokio::runtime::Handle,
-    client: Client,
+    /// One client per etcd member: a request that fails on one is tried on the next, so that
+    /// a member down costs one failed attempt, not every request.
+    clients: Vec<Client>,
+    /// The client that answered last.
+    good: std::sync::atomic::AtomicUsize,
     lead: Mutex<Option<Lead>>,
     leading: watch::Sender<bool>,
     /// The serial last published per certificate, so that each generation goes out once.
@@ -87,14 +91,23 @@ impl Fleet {
                     }
                 };
                 rt.block_on(async move {
-                    let client = connect_client(&connect_cfg).await;
-                    let _ = tx.send(client.map(|c| (c, tokio::runtime::Handle::current())));
+                    let mut clients = Vec::new();
+                    for endpoint in &connect_cfg.endpoints {
+                        match connect_client(&connect_cfg, endpoint).await {
+                            Ok(c) => clients.push(c),
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    let _ = tx.send(Ok((clients, tokio::runtime::Handle::current())));
                     // The runtime lives as long as the process.
                     std::future::pending::<()>().await;
                 });
             })
             .map_err(|e| format!("cannot start the etcd thread: {e}"))?;
-        let (client, rt) = rx
+        let (clients, rt) = rx
             .recv_timeout(REQUEST_TIMEOUT * 3)
             .map_err(|_| "the etcd client did not start".to_string())??;
         let (leading, _) = watch::channel(false);
@@ -102,7 +115,8 @@ impl Fleet {
             cfg,
             seal,
             rt,
-            client,
+            clients,
+            good: Default::default(),
             lead: Mutex::new(None),
             leading,
             published: Mutex::new(Default::default()),
@@ -113,22 +127,55 @@ impl Fleet {
         format!("{}{rest}", self.cfg.prefix)
     }
 
-    /// Runs `f` with the client on the etcd runtime, within [`REQUEST_TIMEOUT`].
+    /// The client that answered last.
+    fn client(&self) -> Client {
+        let i = self.good.load(std::sync::atomic::Ordering::Relaxed) % self.clients.len();
+        self.clients[i].clone()
+    }
+
+    /// After a failure: the next member's client from now on.
+    pub(crate) fn rotate(&self) {
+        self.good.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Runs `f` on the etcd runtime with each member's client in turn, from the one that
+    /// answered last, until one succeeds; each attempt within [`REQUEST_TIMEOUT`]. Every
+    /// request certkeeper makes can be repeated (a put of the same value, a fenced put whose
+    /// comparison still holds).
     async fn on<T, F, Fut>(&self, what: &str, f: F) -> Result<T, String>
     where
         T: Send + 'static,
-        F: FnOnce(Client) -> Fut + Send + 'static,
+        F: Fn(Client) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let client = self.client.clone();
+        let n = self.clients.len();
+        let start = self.good.load(std::sync::atomic::Ordering::Relaxed);
+        let clients: Vec<Client> = (0..n).map(|k| self.clients[(start + k) % n].clone()).collect();
+        let what_owned = what.to_string();
         self.rt.spawn(async move {
-            let r = tokio::time::timeout(REQUEST_TIMEOUT, f(client)).await;
-            let _ = tx.send(r);
+            let mut last = timed_out(&what_owned);
+            for (k, c) in clients.into_iter().enumerate() {
+                match tokio::time::timeout(REQUEST_TIMEOUT, f(c)).await {
+                    Ok(Ok(v)) => {
+                        let _ = tx.send(Ok((k, v)));
+                        return;
+                    }
+                    Ok(Err(e)) => last = e,
+                    Err(_) => last = timed_out(&what_owned),
+                }
+            }
+            let _ = tx.send(Err(last));
         });
         match rx.await {
-            Ok(Ok(r)) => r,
-            _ => Err(timed_out(what)),
+            Ok(Ok((k, v))) => {
+                if k > 0 {
+                    self.good.store(start + k, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(v)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(timed_out(what)),
         }
     }
 
@@ -173,14 +220,14 @@ impl Fleet {
         let deadline = Arc::new(Mutex::new(granted + ttl));
         let (alive_tx, mut alive_rx) = watch::channel(true);
         {
-            let client = self.client.clone();
+            let clients = self.clients.clone();
             let deadline = deadline.clone();
-            self.rt.spawn(keep_alive(client, lease, ttl, deadline, alive_tx));
+            self.rt.spawn(keep_alive(clients, lease, ttl, deadline, alive_tx));
         }
         let name = self.key("leader");
         let member = self.cfg.member.clone();
         let (tx, rx) = oneshot::channel();
-        let client = self.client.clone();
+        let client = self.client();
         self.rt.spawn(async move {
             let mut client = client;
             let r = client
@@ -194,7 +241,13 @@ impl Fleet {
             let _ = tx.send(r);
         });
         let leader = tokio::select! {
-            r = rx => r.map_err(|_| "the election was cut short".to_string())??,
+            r = rx => match r.map_err(|_| "the election was cut short".to_string()).and_then(|r| r) {
+                Ok(l) => l,
+                Err(e) => {
+                    self.rotate();
+                    return Err(e);
+                }
+            },
             _ = alive_rx.wait_for(|a| !a) => {
                 return Err("the lease ended while waiting for the election".into());
             }
@@ -242,14 +295,16 @@ impl Fleet {
             .ok_or_else(|| "this member is not the fleet's leader; nothing is written".to_string())?;
         let shown = key.clone();
         let ok = self
-            .on("a write", move |mut c| async move {
+            .on("a write", move |mut c| {
                 let txn = Txn::new()
                     .when([Compare::create_revision(lead.key.clone(), CompareOp::Equal, lead.rev)])
-                    .and_then([TxnOp::put(key, value, None)]);
-                c.txn(txn)
-                    .await
-                    .map(|r| r.succeeded())
-                    .map_err(|e| format!("etcd refused the write: {e}"))
+                    .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
+                async move {
+                    c.txn(txn)
+                        .await
+                        .map(|r| r.succeeded())
+                        .map_err(|e| format!("etcd refused the write: {e}"))
+                }
             })
             .await?;
         if ok {
@@ -282,11 +337,14 @@ impl Fleet {
 
     /// A write of this member's own keys (its reports): not fenced.
     pub(crate) async fn put(&self, key: String, value: Vec<u8>) -> Result<(), String> {
-        self.on("a write", move |mut c| async move {
-            c.put(key, value, None)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("etcd refused the write: {e}"))
+        self.on("a write", move |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                c.put(key, value, None)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("etcd refused the write: {e}"))
+            }
         })
         .await
     }
@@ -294,24 +352,27 @@ impl Fleet {
     /// Every key under `prefix` (after the fleet's prefix), and the revision read at.
     pub(crate) async fn list(&self, prefix: &str) -> Result<(Vec<Entry>, i64), String> {
         let full = self.key(prefix);
-        self.on("a read", move |mut c| async move {
-            let r = c
-                .get(full, Some(GetOptions::new().with_prefix()))
-                .await
-                .map_err(|e| format!("cannot read etcd: {e}"))?;
-            let rev = r.header().map(|h| h.revision()).unwrap_or(0);
-            let entries = r
-                .kvs()
-                .iter()
-                .filter(|kv| kv.value().len() <= MAX_VALUE)
-                .filter_map(|kv| {
-                    Some(Entry {
-                        key: kv.key_str().ok()?.to_string(),
-                        value: kv.value().to_vec(),
+        self.on("a read", move |mut c| {
+            let full = full.clone();
+            async move {
+                let r = c
+                    .get(full, Some(GetOptions::new().with_prefix()))
+                    .await
+                    .map_err(|e| format!("cannot read etcd: {e}"))?;
+                let rev = r.header().map(|h| h.revision()).unwrap_or(0);
+                let entries = r
+                    .kvs()
+                    .iter()
+                    .filter(|kv| kv.value().len() <= MAX_VALUE)
+                    .filter_map(|kv| {
+                        Some(Entry {
+                            key: kv.key_str().ok()?.to_string(),
+                            value: kv.value().to_vec(),
+                        })
                     })
-                })
-                .collect();
-            Ok((entries, rev))
+                    .collect();
+                Ok((entries, rev))
+            }
         })
         .await
     }
@@ -320,7 +381,7 @@ impl Fleet {
     pub(crate) fn watch(&self, prefix: &str, from: i64) -> mpsc::Receiver<Change> {
         let (tx, rx) = mpsc::channel(64);
         let full = self.key(prefix);
-        let client = self.client.clone();
+        let client = self.client();
         self.rt.spawn(async move {
             let mut client = client;
             let options = WatchOptions::new().with_prefix().with_start_revision(from);
@@ -370,7 +431,7 @@ impl Fleet {
     }
 }
 
-async fn connect_client(cfg: &ClusterConfig) -> Result<Client, String> {
+async fn connect_client(cfg: &ClusterConfig, endpoint: &str) -> Result<Client, String> {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(REQUEST_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT)
@@ -389,21 +450,21 @@ async fn connect_client(cfg: &ClusterConfig) -> Result<Client, String> {
         options = options.with_tls(tls);
     }
     // With a user, the client logs in at once; without, nothing is sent until the first request.
-    Client::connect(&cfg.endpoints, Some(options))
+    Client::connect([endpoint], Some(options))
         .await
-        .map_err(|e| format!("cannot reach etcd at {}: {e}", cfg.endpoints.join(", ")))
+        .map_err(|e| format!("cannot reach etcd at {endpoint}: {e}"))
 }
 
 /// Keeps `lease` alive every third of its time; moves `deadline` on at each answer, and says
 /// `false` on `alive` once the lease is gone or its deadline passed without an answer.
 async fn keep_alive(
-    client: Client,
+    clients: Vec<Client>,
     lease: i64,
     ttl: Duration,
     deadline: Arc<Mutex<Instant>>,
     alive: watch::Sender<bool>,
 ) {
-    let mut client = client;
+    let mut which = 0;
     let mut keeper = None;
     loop {
         tokio::time::sleep(ttl / 3).await;
@@ -411,7 +472,15 @@ async fn keep_alive(
             break;
         }
         if keeper.is_none() {
-            keeper = client.lease_keep_alive(lease).await.ok();
+            let mut client = clients[which % clients.len()].clone();
+            keeper = tokio::time::timeout(ttl / 3, client.lease_keep_alive(lease))
+                .await
+                .ok()
+                .and_then(Result::ok);
+            if keeper.is_none() {
+                which += 1;
+                continue;
+            }
         }
         let Some((k, stream)) = keeper.as_mut() else { continue };
         let sent = Instant::now();
@@ -426,8 +495,11 @@ async fn keep_alive(
             }
             // etcd says the lease is gone.
             Ok(Some(_)) => break,
-            // No answer: a new stream next time, until the deadline.
-            _ => keeper = None,
+            // No answer: another member's client next time, until the deadline.
+            _ => {
+                keeper = None;
+                which += 1;
+            }
         }
     }
     let _ = alive.send(false);

@@ -38,6 +38,7 @@ pub(super) async fn follow(fleet: Arc<Fleet>, agent: Arc<Agent>) {
                             Some(Change::Put(e)) => consider(&fleet, &mut agent, e).await,
                             Some(Change::Lost(why)) => {
                                 tracing::warn!(error = %why, "the fleet's watch ended; reading again");
+                                fleet.rotate();
                                 break;
                             }
                             None => break,
@@ -50,6 +51,7 @@ pub(super) async fn follow(fleet: Arc<Fleet>, agent: Arc<Agent>) {
                 }
             }
             Err(e) => {
+                fleet.rotate();
                 tracing::warn!(error = %e, "cannot read the fleet's certificates; this host keeps serving what it has");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(30));

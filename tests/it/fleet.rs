@@ -451,3 +451,187 @@ async fn the_leader_killed_at_every_journal_step_is_replaced_and_nothing_is_paid
         }
     }
 }
+
+/// `etcdctl get KEY -w json`: the key's mod revision, 0 when absent.
+fn mod_revision(etcd: &Etcd, key: &str) -> i64 {
+    let out = Command::new("/usr/bin/etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            &format!("--endpoints={}", etcd.endpoints.join(",")),
+            "get",
+            key,
+            "-w",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["kvs"][0]["mod_revision"].as_i64().unwrap_or(0)
+}
+
+fn signal(member: &Member, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, &member.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_writes_nothing_when_it_wakes() {
+    if !require_etcd("a_leader_paused_past_its_lease_writes_nothing_when_it_wakes") {
+        return;
+    }
+    let env = TestEnv::start("fleet-stop").await;
+    let etcd = Etcd::start(&env.dir);
+    let name = "stop.example.com";
+    env.write_config(&[Cert::hook(name)], "");
+    // The DNS hook says it was called, then takes 3 s: the leader is stopped meanwhile.
+    let called = env.dir.join("hook-called");
+    let hook = env.script(
+        "slow-hook.sh",
+        &format!(
+            "echo \"$1\" >> {}\nsleep 3\nexec {BIN} demo-dns-hook {} {} \"$@\"",
+            called.display(),
+            env.sim.sim_url(),
+            env.dir.join("root.pem").display()
+        ),
+    );
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("dns_hook =") {
+                format!("dns_hook = [\"{}\"]\n", hook.display())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(env.config_path(), text).unwrap();
+    let mut fleet = Fleet::configure(&env, &etcd, 2, "");
+    fleet.start(0, &[]);
+    fleet.wait(60, "member 0 runs the DNS hook", |_| called.exists()).await;
+    // SIGSTOP by PID, past the shipped 10 s lease: member 1 takes over and finishes the order.
+    signal(fleet.members[0].as_ref().unwrap(), "-STOP");
+    fleet.start(1, &[]);
+    fleet
+        .wait(90, "member 1 serves the certificate", |f| f.all_serve(&[1], name, ""))
+        .await;
+    let state_key = format!("/certkeeper/state/{name}");
+    let material_key = format!("/certkeeper/material/{name}");
+    let before = (mod_revision(&etcd, &state_key), mod_revision(&etcd, &material_key));
+    assert!(before.0 > 0 && before.1 > 0, "{before:?}");
+    let requests = env.sim.control().requests().len();
+    // Woken: its hook has returned, and the order goes on where it was, until its first write.
+    signal(fleet.members[0].as_ref().unwrap(), "-CONT");
+    fleet
+        .wait(30, "member 0 finds it no longer leads", |f| {
+            f.members[0]
+                .as_ref()
+                .is_some_and(|m| m.log().contains("no longer the fleet's leader"))
+        })
+        .await;
+    // As a member it installs what member 1 ordered.
+    fleet
+        .wait(60, "member 0 serves member 1's certificate", |f| {
+            f.all_serve(&[0, 1], name, "")
+        })
+        .await;
+    // It wrote nothing of the order: the state and the material are member 1's, and it sent
+    // no paid request.
+    assert_eq!(
+        (mod_revision(&etcd, &state_key), mod_revision(&etcd, &material_key)),
+        before,
+        "{}",
+        fleet.logs()
+    );
+    assert_eq!(env.paid(name), 1, "{:?}", env.sim.control().ledger());
+    let sent: Vec<String> = env.sim.control().requests()[requests..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        !sent.iter().any(|r| r.contains("POST") && r.ends_with("/certificate")),
+        "{sent:?}"
+    );
+}
+
+/// Appends a `[[certificate]]` for `name` (validated by AutoDNS) to every member's config.
+fn add_certificate(fleet: &Fleet, name: &str) {
+    for i in 0..fleet.members.len() {
+        let path = fleet.config(i);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(&format!("\n[[certificate]]\nname = \"{name}\"\nkey = \"ecdsa-p256\"\n"));
+        std::fs::write(&path, text).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_etcd_members_keeps_every_member_serving_and_ordering_resumes_when_they_return() {
+    if !require_etcd("losing_etcd_members_keeps_every_member_serving_and_ordering_resumes_when_they_return") {
+        return;
+    }
+    let env = TestEnv::start("fleet-etcd-down").await;
+    let mut etcd = Etcd::start(&env.dir);
+    env.write_config(&[Cert::autodns("a.example.com")], "");
+    let mut fleet = Fleet::configure(&env, &etcd, 3, "");
+    for i in 0..3 {
+        fleet.start(i, &[]);
+    }
+    let all = [0, 1, 2];
+    fleet
+        .wait(90, "all serve a.example.com", |f| {
+            f.all_serve(&all, "a.example.com", "")
+        })
+        .await;
+    // One etcd member down: a new certificate is ordered and installed everywhere.
+    etcd.stop_member(2);
+    add_certificate(&fleet, "b.example.com");
+    fleet
+        .wait(90, "all serve b.example.com with one etcd member down", |f| {
+            f.all_serve(&all, "b.example.com", "")
+        })
+        .await;
+    assert_eq!(env.paid("b.example.com"), 1);
+    // All down: the leader stops leading once its lease cannot be kept, and nothing is asked of
+    // the API; every member keeps serving what it has.
+    etcd.stop_member(0);
+    etcd.stop_member(1);
+    fleet
+        .wait(60, "the leader stands down", |f| {
+            f.members
+                .iter()
+                .flatten()
+                .any(|m| m.log().contains("no longer the fleet's leader"))
+        })
+        .await;
+    let requests = env.sim.control().requests().len();
+    add_certificate(&fleet, "c.example.com");
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let sent: Vec<String> = env.sim.control().requests()[requests..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(sent.is_empty(), "API calls without etcd: {sent:?}\n{}", fleet.logs());
+    for name in ["a.example.com", "b.example.com"] {
+        assert!(
+            fleet.all_serve(&all, name, ""),
+            "{name} no longer served:\n{}",
+            fleet.logs()
+        );
+    }
+    // etcd back: a leader is elected again and orders the new certificate, once.
+    for i in 0..3 {
+        etcd.start_member(i);
+    }
+    etcd.wait_healthy(&all);
+    fleet
+        .wait(120, "all serve c.example.com after etcd returned", |f| {
+            f.all_serve(&all, "c.example.com", "")
+        })
+        .await;
+    assert_eq!(env.paid("c.example.com"), 1);
+}
