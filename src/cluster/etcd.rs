@@ -59,6 +59,9 @@ pub(crate) struct Fleet {
     /// One client per etcd member: a request that fails on one is tried on the next, so that
     /// a member down costs one failed attempt, not every request.
     clients: Vec<Client>,
+    /// The same without a request timeout, for the campaign, which waits as long as another
+    /// member leads.
+    waiting: Vec<Client>,
     /// The client that answered last.
     good: std::sync::atomic::AtomicUsize,
     lead: Mutex<Option<Lead>>,
@@ -95,22 +98,30 @@ impl Fleet {
                 };
                 rt.block_on(async move {
                     let mut clients = Vec::new();
+                    let mut waiting = Vec::new();
                     for endpoint in &connect_cfg.endpoints {
-                        match connect_client(&connect_cfg, endpoint).await {
-                            Ok(c) => clients.push(c),
-                            Err(e) => {
+                        let both = (
+                            connect_client(&connect_cfg, endpoint, true).await,
+                            connect_client(&connect_cfg, endpoint, false).await,
+                        );
+                        match both {
+                            (Ok(c), Ok(w)) => {
+                                clients.push(c);
+                                waiting.push(w);
+                            }
+                            (Err(e), _) | (_, Err(e)) => {
                                 let _ = tx.send(Err(e));
                                 return;
                             }
                         }
                     }
-                    let _ = tx.send(Ok((clients, tokio::runtime::Handle::current())));
+                    let _ = tx.send(Ok((clients, waiting, tokio::runtime::Handle::current())));
                     // The runtime lives as long as the process.
                     std::future::pending::<()>().await;
                 });
             })
             .map_err(|e| format!("cannot start the etcd thread: {e}"))?;
-        let (clients, rt) = rx
+        let (clients, waiting, rt) = rx
             .recv_timeout(REQUEST_TIMEOUT * 3)
             .map_err(|_| "the etcd client did not start".to_string())??;
         let (leading, _) = watch::channel(false);
@@ -119,6 +130,7 @@ impl Fleet {
             seal,
             rt,
             clients,
+            waiting,
             good: Default::default(),
             lead: Mutex::new(None),
             leading,
@@ -230,7 +242,10 @@ impl Fleet {
         let name = self.key("leader");
         let member = self.cfg.member.clone();
         let (tx, rx) = oneshot::channel();
-        let client = self.client();
+        let client = {
+            let i = self.good.load(std::sync::atomic::Ordering::Relaxed) % self.waiting.len();
+            self.waiting[i].clone()
+        };
         self.rt.spawn(async move {
             let mut client = client;
             let r = client
@@ -435,11 +450,14 @@ impl Fleet {
     }
 }
 
-async fn connect_client(cfg: &ClusterConfig, endpoint: &str) -> Result<Client, String> {
+/// A client of `endpoint`; with `timed`, each request within [`REQUEST_TIMEOUT`].
+async fn connect_client(cfg: &ClusterConfig, endpoint: &str, timed: bool) -> Result<Client, String> {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(REQUEST_TIMEOUT)
-        .with_timeout(REQUEST_TIMEOUT)
         .with_keep_alive(Duration::from_secs(5), REQUEST_TIMEOUT);
+    if timed {
+        options = options.with_timeout(REQUEST_TIMEOUT);
+    }
     if let Some((user, password)) = &cfg.user {
         options = options.with_user(user.clone(), password.expose().to_string());
     }

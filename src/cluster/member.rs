@@ -21,13 +21,14 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// changes; starts over (after a pause that grows to 30 s) whenever etcd cannot be read.
 pub(super) async fn follow(fleet: Arc<Fleet>, agent: Arc<Agent>) {
     let mut agent = agent;
+    let mut read_at = std::fs::metadata(&agent.config.path).and_then(|m| m.modified()).ok();
     let mut pause = Duration::from_secs(1);
     loop {
         match fleet.list("material/").await {
             Ok((entries, rev)) => {
                 pause = Duration::from_secs(1);
                 for e in entries {
-                    consider(&fleet, &mut agent, e).await;
+                    consider(&fleet, &mut agent, &mut read_at, e).await;
                 }
                 let mut changes = fleet.watch("material/", rev + 1);
                 let resync = tokio::time::sleep(RESYNC);
@@ -35,7 +36,7 @@ pub(super) async fn follow(fleet: Arc<Fleet>, agent: Arc<Agent>) {
                 loop {
                     tokio::select! {
                         change = changes.recv() => match change {
-                            Some(Change::Put(e)) => consider(&fleet, &mut agent, e).await,
+                            Some(Change::Put(e)) => consider(&fleet, &mut agent, &mut read_at, e).await,
                             Some(Change::Lost(why)) => {
                                 tracing::warn!(error = %why, "the fleet's watch ended; reading again");
                                 fleet.rotate();
@@ -74,12 +75,15 @@ fn republish(fleet: &Fleet, agent: &Agent) {
 }
 
 /// One published generation: installed unless this host serves it already; reported either way.
-async fn consider(fleet: &Fleet, agent: &mut Arc<Agent>, e: Entry) {
+async fn consider(fleet: &Fleet, agent: &mut Arc<Agent>, read_at: &mut Option<std::time::SystemTime>, e: Entry) {
     let Some(name) = e.key.strip_prefix(&fleet.key("material/")) else {
         return;
     };
-    if !agent.config.certificates.iter().any(|c| c.name == name) {
-        // Configured since this member read its configuration, perhaps: read it again.
+    // The configuration as it is now (a reload hook, a certificate added): read again when the
+    // file changed since it was read.
+    let modified = std::fs::metadata(&agent.config.path).and_then(|m| m.modified()).ok();
+    if modified != *read_at || !agent.config.certificates.iter().any(|c| c.name == name) {
+        *read_at = modified;
         if let Ok(config) = crate::config::read(&agent.config.path)
             && let Ok(mut fresh) = Agent::new(config)
         {

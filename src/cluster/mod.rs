@@ -88,8 +88,11 @@ pub(crate) fn saved(store: &Store, st: &CertState) {
 
 /// Publishes `st`'s deployed generation unless it was published already.
 fn publish_deployed(fleet: &Arc<Fleet>, store: &Store, st: &CertState) -> io::Result<()> {
+    // Only a state with no order in flight: while one is, its serial may already be the new
+    // certificate's and its generation still the old one.
     if st.deployed
         && st.pending_deploy.is_none()
+        && st.order.is_none()
         && let (Some(serial), Some(generation)) = (&st.serial, st.generation)
     {
         let already = fleet

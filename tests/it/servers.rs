@@ -893,3 +893,68 @@ file_hook = ["{hook}"]
         assert!(!root.join(".well-known/pki-validation/fileauth.txt").exists());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_fleet_members_behind_their_own_nginx_both_serve_the_reissued_certificate() {
+    if !require("fleet-nginx", &["nginx", "etcd", "etcdctl"]) {
+        return;
+    }
+    let env = TestEnv::start("fleet-nginx").await;
+    let etcd = crate::fleet::Etcd::start(&env.dir);
+    let name = "www.example.com";
+    env.write_config(&[Cert::autodns(name)], "");
+    let mut fleet = crate::fleet::Fleet::configure(&env, &etcd, 2, "");
+    fleet.start(0, &[]);
+    fleet.start(1, &[]);
+    fleet
+        .wait(90, "both members serve the first certificate", |f| {
+            f.all_serve(&[0, 1], name, "")
+        })
+        .await;
+    let s1 = fleet.serial(0, name);
+    // Each member's nginx serves that member's live directory.
+    let mut nginx = Vec::new();
+    for i in 0..2 {
+        let dir = env.dir.join(format!("nginx{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        nginx_conf_from(&dir, port, &fleet.live(i, name), false);
+        let mut cmd = Command::new("nginx");
+        cmd.arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .args(["-g", "daemon off;"]);
+        let daemon = Daemon::start("nginx", &mut cmd, &dir.join("stdout.log"));
+        wait_for_port(port, "nginx", &dir.join("error.log")).await;
+        wait_for_serial(&env, port, &s1).await;
+        nginx.push((daemon, dir, port));
+    }
+    // Every member's config gets its nginx's reload hook and a new key type: the leader
+    // reissues once, and both members install the new certificate and reload their nginx.
+    for (i, (_, dir, _)) in nginx.iter().enumerate() {
+        let path = fleet.config(i);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replacen("[defaults]\n", &format!("[defaults]\n{}\n", nginx_reload(dir)), 1)
+            .replace("key = \"ecdsa-p256\"", "key = \"ecdsa-p384\"");
+        std::fs::write(&path, text).unwrap();
+    }
+    fleet
+        .wait(90, "both members serve the reissued certificate", |f| {
+            f.all_serve(&[0, 1], name, &s1)
+        })
+        .await;
+    let s2 = fleet.serial(0, name);
+    for (_, _, port) in &nginx {
+        wait_for_serial(&env, *port, &s2).await;
+    }
+    assert_eq!(
+        (env.paid(name), env.reissues(name)),
+        (1, 1),
+        "{:?}",
+        env.sim.control().ledger()
+    );
+}
