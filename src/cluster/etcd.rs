@@ -32,9 +32,9 @@ const MAX_VALUE: usize = 1 << 20;
 struct Lead {
     key: Vec<u8>,
     rev: i64,
-    /// The lease the election key lives on.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// The lease the election key lives on, and the task that keeps it alive.
     lease: i64,
+    keep: tokio::task::AbortHandle,
     /// Past this instant the lease may have ended: nothing is written after it.
     until: Instant,
 }
@@ -209,12 +209,43 @@ impl Fleet {
         self.leading.subscribe()
     }
 
-    fn lose(&self, why: &str) {
-        let had = self.lead.lock().unwrap_or_else(|p| p.into_inner()).take().is_some();
-        if had {
+    /// Gives the leadership up: the lease is no longer kept alive and is revoked (if etcd can
+    /// be reached), so that another member is elected at once instead of after `lease_ttl`.
+    pub(crate) fn lose(&self, why: &str) {
+        let had = self.lead.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(lead) = had {
             tracing::warn!(member = %self.cfg.member, reason = why, "no longer the fleet's leader: ordering stops here");
+            lead.keep.abort();
+            self.revoke(lead.lease);
         }
         self.leading.send_replace(false);
+    }
+
+    /// Revokes `lease` in the background, best effort: a lease etcd does not hear of ends by
+    /// itself after `lease_ttl`.
+    fn revoke(&self, lease: i64) {
+        let mut c = self.client();
+        self.rt.spawn(async move {
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, c.lease_revoke(lease)).await;
+        });
+    }
+
+    /// At SIGTERM: the leadership given up and the lease revoked before the process ends.
+    pub(crate) async fn resign(&self) {
+        let lease = self
+            .lead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|l| l.lease);
+        self.lose("stopping");
+        if let Some(lease) = lease {
+            let _ = self
+                .on("the lease's revocation", move |mut c| async move {
+                    c.lease_revoke(lease).await.map(|_| ()).map_err(|e| e.to_string())
+                })
+                .await;
+        }
     }
 
     /// Takes a lease and stands for election; returns once this member leads (or with the
@@ -222,6 +253,8 @@ impl Fleet {
     /// than the lease lasts, the leadership is given up ([`Self::leading`] turns false).
     pub(crate) async fn campaign(self: &Arc<Self>) -> Result<(), String> {
         let ttl = self.cfg.lease_ttl;
+        // The deadline counts from before the request: the lease may start as soon as it is sent.
+        let asked = Instant::now();
         let lease = self
             .on("the lease grant", move |mut c| async move {
                 c.lease_grant(ttl.as_secs() as i64, None)
@@ -230,15 +263,24 @@ impl Fleet {
                     .map_err(|e| format!("cannot take a lease: {e}"))
             })
             .await?;
-        let granted = Instant::now();
         // Kept alive from now on, also while the campaign waits.
-        let deadline = Arc::new(Mutex::new(granted + ttl));
+        let deadline = Arc::new(Mutex::new(asked + ttl));
         let (alive_tx, mut alive_rx) = watch::channel(true);
-        {
+        let keep = {
             let clients = self.clients.clone();
             let deadline = deadline.clone();
-            self.rt.spawn(keep_alive(clients, lease, ttl, deadline, alive_tx));
-        }
+            self.rt
+                .spawn(keep_alive(clients, lease, ttl, deadline, alive_tx))
+                .abort_handle()
+        };
+        // A campaign that fails leaves no lease behind: its key would stand in the election's
+        // line, kept alive, ahead of this member's next campaign.
+        let give_up = |e: String| {
+            keep.abort();
+            self.revoke(lease);
+            self.rotate();
+            Err(e)
+        };
         let name = self.key("leader");
         let member = self.cfg.member.clone();
         let (tx, rx) = oneshot::channel();
@@ -261,13 +303,10 @@ impl Fleet {
         let leader = tokio::select! {
             r = rx => match r.map_err(|_| "the election was cut short".to_string()).and_then(|r| r) {
                 Ok(l) => l,
-                Err(e) => {
-                    self.rotate();
-                    return Err(e);
-                }
+                Err(e) => return give_up(e),
             },
             _ = alive_rx.wait_for(|a| !a) => {
-                return Err("the lease ended while waiting for the election".into());
+                return give_up("the lease ended while waiting for the election".into());
             }
         };
         let until = *deadline.lock().unwrap_or_else(|p| p.into_inner());
@@ -275,6 +314,7 @@ impl Fleet {
             key: leader.key().to_vec(),
             rev: leader.rev(),
             lease,
+            keep: keep.clone(),
             until,
         });
         self.leading.send_replace(true);
@@ -293,6 +333,8 @@ impl Fleet {
                 let until = *deadline.lock().unwrap_or_else(|p| p.into_inner());
                 let mut lead = me.lead.lock().unwrap_or_else(|p| p.into_inner());
                 match lead.as_mut() {
+                    // Another term's lead is not this task's to follow.
+                    Some(l) if l.lease != lease => return,
                     Some(l) if Instant::now() < until => l.until = until,
                     Some(_) => {
                         drop(lead);
@@ -327,7 +369,15 @@ impl Fleet {
             })
             .await?;
         if ok {
-            Ok(())
+            // Written; but a write that took until the lease was nearly over is not acted on:
+            // what follows it (a paid request) would leave when another member may lead.
+            let ttl = self.cfg.lease_ttl;
+            match self.current_lead() {
+                Some(l) if Instant::now() + ttl / 4 < l.until => Ok(()),
+                _ => Err(format!(
+                    "{shown} written, but this member's lease is nearly over; nothing more is done here"
+                )),
+            }
         } else {
             self.lose("a write found another leader's election key");
             Err(format!(
@@ -412,7 +462,12 @@ impl Fleet {
                 }
             };
             loop {
-                match stream.message().await {
+                // Ends with its reader: a watch nobody reads is cancelled, not left open.
+                let message = tokio::select! {
+                    m = stream.message() => m,
+                    _ = tx.closed() => return,
+                };
+                match message {
                     Ok(Some(r)) if r.canceled() => {
                         let _ = tx.send(Change::Lost("etcd ended the watch".into())).await;
                         return;

@@ -74,6 +74,24 @@ fn republish(fleet: &Fleet, agent: &Agent) {
     }
 }
 
+/// A new leader's first step (the install lock held by the caller): every published generation
+/// this host does not serve yet is installed.
+pub(super) async fn catch_up(fleet: &Fleet, agent: &Agent) -> Result<(), String> {
+    let (entries, _) = fleet.list("material/").await?;
+    for e in entries {
+        let Some(name) = e.key.strip_prefix(&fleet.key("material/")) else {
+            continue;
+        };
+        let Some(cert) = agent.config.certificates.iter().find(|c| c.name == name) else {
+            continue;
+        };
+        if let Err(error) = install(fleet, agent, cert, &e).await {
+            tracing::error!(cert = %name, %error, "cannot install the fleet's certificate before leading; the leader's agent decides what it needs");
+        }
+    }
+    Ok(())
+}
+
 /// One published generation: installed unless this host serves it already; reported either way.
 async fn consider(fleet: &Fleet, agent: &mut Arc<Agent>, read_at: &mut Option<std::time::SystemTime>, e: Entry) {
     let Some(name) = e.key.strip_prefix(&fleet.key("material/")) else {
@@ -92,11 +110,25 @@ async fn consider(fleet: &Fleet, agent: &mut Arc<Agent>, read_at: &mut Option<st
         }
     }
     let agent: &Agent = agent;
+    let _installs = super::INSTALLS.lock().await;
     let Some(cert) = agent.config.certificates.iter().find(|c| c.name == name) else {
         tracing::warn!(cert = %name, "the fleet publishes a certificate this member's configuration does not have; left alone");
         return;
     };
-    let report = match install(fleet, agent, cert, &e).await {
+    let leading = fleet.is_leader();
+    let result = if leading {
+        // The leader's agent keeps this host's files; what it serves is reported as it is.
+        let st = agent.store.load(name).unwrap_or_default();
+        Ok(Report {
+            serial: st.serial.clone().filter(|_| st.deployed),
+            deployed: st.deployed && st.pending_deploy.is_none(),
+            error: None,
+            at: OffsetDateTime::now_utc().unix_timestamp(),
+        })
+    } else {
+        install(fleet, agent, cert, &e).await
+    };
+    let report = match result {
         Ok(report) => report,
         Err(error) => {
             tracing::error!(cert = %name, %error, "cannot install the fleet's certificate; this host keeps the files it has");

@@ -37,6 +37,11 @@ use crate::store::{CertState, Step, Store};
 /// The fleet of this process: set once by [`run`], consulted by every save of a shared store.
 static FLEET: OnceLock<Arc<Fleet>> = OnceLock::new();
 
+/// Held while a member installs a published generation and while a new leader takes over: the
+/// two never touch one host's files at once. While this member leads, it installs nothing (its
+/// leader's agent does).
+static INSTALLS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// What the leader publishes of a deployed generation: what a member needs to install it.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Material {
@@ -180,8 +185,14 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, Refusal> 
         pause = Duration::from_secs(1);
         tracing::info!(member = %fleet.cfg.member, "elected the fleet's leader: ordering for every member");
         if let Err(e) = take_over(&fleet, &local).await {
-            tracing::error!(error = %e, "cannot read the fleet's journals; standing down");
-            fleet_stand_down(&fleet);
+            tracing::error!(error = %e, "cannot take over the fleet's journals; standing down, so that another member may lead");
+            fleet.lose("the fleet's journals could not be taken over");
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = term.recv() => break Exit::Ok,
+                _ = int.recv() => break Exit::Ok,
+            }
+            pause = (pause * 2).min(Duration::from_secs(30));
             continue;
         }
         // A fresh agent, on the configuration as it is now.
@@ -189,11 +200,14 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, Refusal> 
             Ok(c) => match Agent::new(c) {
                 Ok(a) => Arc::new(a),
                 Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "cannot start the leader's agent");
+                    tracing::error!(error = %format!("{e:#}"), "cannot start the leader's agent on the configuration as it is now; using the one read at start");
                     agent.clone()
                 }
             },
-            Err(_) => agent.clone(),
+            Err(e) => {
+                tracing::error!(error = %e, "the configuration does not read now; the leader uses the one read at start");
+                agent.clone()
+            }
         };
         match crate::daemon::serve(path.clone(), leader, Some(fleet.leading())).await {
             Some(exit) => break exit,
@@ -202,14 +216,11 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, Refusal> 
             }
         }
     };
+    // Another member leads at once, not after the lease's time.
+    fleet.resign().await;
     follower.abort();
     drop(lock);
     Ok(exit)
-}
-
-fn fleet_stand_down(fleet: &Fleet) {
-    let _ = fleet;
-    // The lease runs out by itself; the next campaign takes a new one.
 }
 
 /// A new leader's first step: each certificate's state as the last leader left it in etcd,
@@ -218,7 +229,12 @@ fn fleet_stand_down(fleet: &Fleet) {
 /// (which generation is live, whether it was deployed) stays this member's. A journal past its
 /// download goes back to `downloaded`: the generation it names is the old leader's, so the
 /// delivery is verified and written again here.
-async fn take_over(fleet: &Arc<Fleet>, local: &Agent) -> Result<(), String> {
+async fn take_over(fleet: &Arc<Fleet>, local: &Arc<Agent>) -> Result<(), String> {
+    // What the members install waits: from here on this host's files are the leader's agent's.
+    let _installs = INSTALLS.lock().await;
+    // First what the last leader published and this host does not serve yet, so that the
+    // order's side below meets this host's files as the fleet has them.
+    member::catch_up(fleet, local).await?;
     let (entries, _) = fleet.list("state/").await?;
     let mut taken = 0;
     for e in entries {

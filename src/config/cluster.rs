@@ -152,10 +152,14 @@ impl Validator<'_> {
             }
         };
         let lease_ttl = self.duration(&raw.lease_ttl, "cluster.lease_ttl", LEASE_TTL);
-        if !(Duration::from_secs(2)..=Duration::from_secs(300)).contains(&lease_ttl)
+        if (!(Duration::from_secs(2)..=Duration::from_secs(300)).contains(&lease_ttl) || lease_ttl.subsec_nanos() != 0)
             && let Some(l) = &raw.lease_ttl
         {
-            self.err(l.span(), "cluster.lease_ttl", "must be from 2s to 5m");
+            self.err(
+                l.span(),
+                "cluster.lease_ttl",
+                "must be whole seconds from 2s to 5m (etcd's leases count seconds)",
+            );
             ok = false;
         }
         ok.then_some(ClusterConfig {

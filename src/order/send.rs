@@ -50,6 +50,12 @@ impl Agent {
         jm.clean_searches = 0;
         jm.answer_unreadable = false;
         self.advance(cert, st, Step::Sending)?;
+        // In a fleet, the paid request leaves only while this member still leads; if not, the
+        // journal says `sending`, and the next leader settles it as a request that may have left.
+        #[cfg(feature = "cluster")]
+        if self.store.shared {
+            crate::cluster::leading().map_err(|e| anyhow::anyhow!("{}: {e}", cert.name))?;
+        }
 
         let id = st.certificate_id;
         let result = match (j.kind, id) {
