@@ -76,6 +76,22 @@ impl std::fmt::Debug for Fleet {
     }
 }
 
+/// Whether etcd refused a request for its auth token: a user's token ends after etcd's
+/// `--auth-token-ttl` without use (5 minutes unless set) and when etcd restarts or its users
+/// change. The client then logs in again and the request is repeated once.
+fn stale_token(error: &str) -> bool {
+    error.contains("invalid auth token") || error.contains("revision of auth store is old")
+}
+
+/// Logs `client` in again (it has a user): bounded, best effort.
+async fn renew_token(client: &Client) {
+    match tokio::time::timeout(REQUEST_TIMEOUT, client.refresh_token()).await {
+        Ok(Ok(())) => tracing::debug!("logged in to etcd again"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot log in to etcd again"),
+        Err(_) => tracing::warn!("etcd did not answer the login in time"),
+    }
+}
+
 fn timed_out(what: &str) -> String {
     format!("etcd did not answer {what} within {} s", REQUEST_TIMEOUT.as_secs())
 }
@@ -171,13 +187,26 @@ impl Fleet {
         self.rt.spawn(async move {
             let mut last = timed_out(&what_owned);
             for (k, c) in clients.into_iter().enumerate() {
-                match tokio::time::timeout(REQUEST_TIMEOUT, f(c)).await {
-                    Ok(Ok(v)) => {
-                        let _ = tx.send(Ok((k, v)));
-                        return;
+                let mut renewed = false;
+                loop {
+                    match tokio::time::timeout(REQUEST_TIMEOUT, f(c.clone())).await {
+                        Ok(Ok(v)) => {
+                            let _ = tx.send(Ok((k, v)));
+                            return;
+                        }
+                        Ok(Err(e)) if !renewed && stale_token(&e) => {
+                            renewed = true;
+                            renew_token(&c).await;
+                        }
+                        Ok(Err(e)) => {
+                            last = e;
+                            break;
+                        }
+                        Err(_) => {
+                            last = timed_out(&what_owned);
+                            break;
+                        }
                     }
-                    Ok(Err(e)) => last = e,
-                    Err(_) => last = timed_out(&what_owned),
                 }
             }
             let _ = tx.send(Err(last));
@@ -290,14 +319,17 @@ impl Fleet {
         };
         self.rt.spawn(async move {
             let mut client = client;
-            let r = client
-                .campaign(name, member, lease)
-                .await
-                .map_err(|e| format!("the election failed: {e}"))
-                .and_then(|mut r| {
-                    r.take_leader()
-                        .ok_or_else(|| "the election named no leader".to_string())
-                });
+            let mut r = client.campaign(name.clone(), member.clone(), lease).await;
+            if let Err(e) = &r
+                && stale_token(&e.to_string())
+            {
+                renew_token(&client).await;
+                r = client.campaign(name, member, lease).await;
+            }
+            let r = r.map_err(|e| format!("the election failed: {e}")).and_then(|mut r| {
+                r.take_leader()
+                    .ok_or_else(|| "the election named no leader".to_string())
+            });
             let _ = tx.send(r);
         });
         let leader = tokio::select! {
@@ -453,8 +485,15 @@ impl Fleet {
         let client = self.client();
         self.rt.spawn(async move {
             let mut client = client;
-            let options = WatchOptions::new().with_prefix().with_start_revision(from);
-            let mut stream = match client.watch(full, Some(options)).await {
+            let options = || Some(WatchOptions::new().with_prefix().with_start_revision(from));
+            let mut watched = client.watch(full.clone(), options()).await;
+            if let Err(e) = &watched
+                && stale_token(&e.to_string())
+            {
+                renew_token(&client).await;
+                watched = client.watch(full, options()).await;
+            }
+            let mut stream = match watched {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = tx.send(Change::Lost(format!("cannot watch etcd: {e}"))).await;

@@ -2,6 +2,7 @@
 //! host's live directory, and reports what it serves.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -9,6 +10,7 @@ use time::OffsetDateTime;
 use super::etcd::{Change, Entry, Fleet};
 use super::{Material, Report};
 use crate::config::CertConfig;
+use crate::daemon::Shared;
 use crate::keys::PrivateKey;
 use crate::order::{Agent, Outcome};
 use crate::x509;
@@ -19,8 +21,16 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 /// Reads all material, installs what differs from what this host serves, then follows the
 /// changes; starts over (after a pause that grows to 30 s) whenever etcd cannot be read.
-pub(super) async fn follow(fleet: Arc<Fleet>, agent: Arc<Agent>) {
+/// Each look is stored in `last_check`, each configuration read again in `shared` (the
+/// member's metrics read both).
+pub(super) async fn follow(fleet: Arc<Fleet>, agent: Arc<Agent>, shared: Shared, last_check: Arc<AtomicI64>) {
     let mut agent = agent;
+    let looked = |agent: &Arc<Agent>| {
+        last_check.store(crate::daemon::now(), Ordering::Relaxed);
+        if !fleet.is_leader() {
+            *shared.write().unwrap_or_else(|p| p.into_inner()) = agent.clone();
+        }
+    };
     let mut read_at = std::fs::metadata(&agent.config.path).and_then(|m| m.modified()).ok();
     let mut pause = Duration::from_secs(1);
     loop {
@@ -30,13 +40,17 @@ pub(super) async fn follow(fleet: Arc<Fleet>, agent: Arc<Agent>) {
                 for e in entries {
                     consider(&fleet, &mut agent, &mut read_at, e).await;
                 }
+                looked(&agent);
                 let mut changes = fleet.watch("material/", rev + 1);
                 let resync = tokio::time::sleep(RESYNC);
                 tokio::pin!(resync);
                 loop {
                     tokio::select! {
                         change = changes.recv() => match change {
-                            Some(Change::Put(e)) => consider(&fleet, &mut agent, &mut read_at, e).await,
+                            Some(Change::Put(e)) => {
+                                consider(&fleet, &mut agent, &mut read_at, e).await;
+                                looked(&agent);
+                            }
                             Some(Change::Lost(why)) => {
                                 tracing::warn!(error = %why, "the fleet's watch ended; reading again");
                                 fleet.rotate();

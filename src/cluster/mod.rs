@@ -22,6 +22,7 @@ pub(crate) mod status;
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -164,7 +165,39 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, Refusal> 
     let mut local = Agent::new(config.clone()).map_err(|e| Refusal::new(Exit::Error, format!("{e:#}")))?;
     local.store.shared = false;
     let local = Arc::new(local);
-    let follower = tokio::spawn(member::follow(fleet.clone(), local.clone()));
+    // The member's metrics, for its whole life: this host's certificates as any member's, and
+    // the fleet's from etcd.
+    let shared: crate::daemon::Shared = Arc::new(std::sync::RwLock::new(local.clone()));
+    let last_check = Arc::new(AtomicI64::new(crate::daemon::now()));
+    let metrics = match config.daemon.metrics_listen {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(%addr, "serving metrics");
+                let (f, s) = (fleet.clone(), shared.clone());
+                let extra: crate::daemon::Extra = Arc::new(move || {
+                    let (f, s) = (f.clone(), s.clone());
+                    Box::pin(async move { status::metrics(&f, &crate::daemon::current(&s).config).await })
+                });
+                Some(tokio::spawn(crate::daemon::serve_metrics(
+                    listener,
+                    shared.clone(),
+                    last_check.clone(),
+                    Some(extra),
+                )))
+            }
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot serve metrics");
+                None
+            }
+        },
+        None => None,
+    };
+    let follower = tokio::spawn(member::follow(
+        fleet.clone(),
+        local.clone(),
+        shared.clone(),
+        last_check.clone(),
+    ));
     let mut pause = Duration::from_secs(1);
     let exit = loop {
         let won = tokio::select! {
@@ -209,7 +242,12 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, Refusal> 
                 agent.clone()
             }
         };
-        match crate::daemon::serve(path.clone(), leader, Some(fleet.leading())).await {
+        let leadership = crate::daemon::Leadership {
+            leading: fleet.leading(),
+            shared: shared.clone(),
+            last_check: last_check.clone(),
+        };
+        match crate::daemon::serve(path.clone(), leader, Some(leadership)).await {
             Some(exit) => break exit,
             None => {
                 tracing::info!(member = %fleet.cfg.member, "standing for election again");
@@ -219,6 +257,9 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, Refusal> 
     // Another member leads at once, not after the lease's time.
     fleet.resign().await;
     follower.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     drop(lock);
     Ok(exit)
 }

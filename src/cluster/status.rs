@@ -30,6 +30,11 @@ pub(crate) async fn read(config: &Config) -> Result<FleetView, String> {
         .clone()
         .ok_or_else(|| "the configuration has no [cluster]".to_string())?;
     let fleet = Fleet::connect(cfg)?;
+    view(&fleet, config).await
+}
+
+/// The fleet's view of `config`'s certificates, read from etcd through `fleet`.
+pub(crate) async fn view(fleet: &Fleet, config: &Config) -> Result<FleetView, String> {
     let (material, _) = fleet.list("material/").await?;
     let (reports, _) = fleet.list("members/").await?;
     let (leaders, _) = fleet.list("leader/").await?;
@@ -74,6 +79,38 @@ pub(crate) async fn read(config: &Config) -> Result<FleetView, String> {
         })
         .collect();
     Ok(FleetView { leader, certificates })
+}
+
+impl CertView {
+    /// How many members report serving the serial the leader published.
+    pub(crate) fn deployed(&self) -> usize {
+        self.members
+            .values()
+            .filter(|r| r.deployed && r.serial.is_some() && r.serial == self.issued)
+            .count()
+    }
+}
+
+/// A member's fleet metrics, read from etcd at each scrape: whether etcd answered, whether this
+/// member leads, and per certificate how many members serve what the leader published.
+pub(crate) async fn metrics(fleet: &Fleet, config: &Config) -> String {
+    let view = view(fleet, config).await;
+    let mut out = format!(
+        "# HELP certkeeper_cluster_etcd_up 1 when etcd answered this scrape's read, else 0.\n# TYPE certkeeper_cluster_etcd_up gauge\ncertkeeper_cluster_etcd_up {}\n# HELP certkeeper_cluster_leader 1 while this member is the fleet's leader, else 0.\n# TYPE certkeeper_cluster_leader gauge\ncertkeeper_cluster_leader {}\n",
+        u8::from(view.is_ok()),
+        u8::from(fleet.is_leader())
+    );
+    if let Ok(view) = view {
+        out.push_str("# HELP certkeeper_cluster_members_deployed The fleet's members that report serving the serial the leader published.\n# TYPE certkeeper_cluster_members_deployed gauge\n");
+        for c in &view.certificates {
+            out.push_str(&format!(
+                "certkeeper_cluster_members_deployed{{name=\"{}\"}} {}\n",
+                c.name,
+                c.deployed()
+            ));
+        }
+    }
+    out
 }
 
 /// The view as a table: one line per certificate.

@@ -1,6 +1,8 @@
 //! The daemon's Prometheus metrics (`daemon.metrics_listen`): served a bounded number of
 //! connections at once, each with its own deadline, from the certificates' state files.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -12,10 +14,21 @@ use crate::order::{self, Agent};
 /// The most metrics connections served at once; more wait for a free one.
 const METRICS_CONNECTIONS: usize = 32;
 
+/// More metrics, read at each scrape (a fleet member's, from etcd).
+pub(crate) type Extra = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = String> + Send>> + Send + Sync>;
+
+/// How long a scrape waits for the [`Extra`] metrics; without them in time, it answers without.
+const EXTRA_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Serves Prometheus metrics: each connection on its own task with a deadline of its own (30 idle
 /// connections used to delay a scrape by a minute), a bounded number at once. A failing accept
 /// (out of file descriptors, say) is retried after a pause, not in a spin.
-pub(super) async fn serve_metrics(listener: tokio::net::TcpListener, shared: Shared, last_check: Arc<AtomicI64>) {
+pub(crate) async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    shared: Shared,
+    last_check: Arc<AtomicI64>,
+    extra: Option<Extra>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -31,18 +44,30 @@ pub(super) async fn serve_metrics(listener: tokio::net::TcpListener, shared: Sha
         };
         let shared = shared.clone();
         let last_check = last_check.clone();
+        let extra = extra.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer_metrics(stream, &shared, &last_check)).await;
+            let answer = answer_metrics(stream, &shared, &last_check, extra);
+            let _ = tokio::time::timeout(Duration::from_secs(5), answer).await;
         });
     }
 }
 
-async fn answer_metrics(mut stream: tokio::net::TcpStream, shared: &Shared, last_check: &AtomicI64) {
+async fn answer_metrics(
+    mut stream: tokio::net::TcpStream,
+    shared: &Shared,
+    last_check: &AtomicI64,
+    extra: Option<Extra>,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = [0u8; 1024];
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
-    let body = metrics_text(&current(shared), last_check.load(Ordering::Relaxed));
+    let mut body = metrics_text(&current(shared), last_check.load(Ordering::Relaxed));
+    if let Some(extra) = extra
+        && let Ok(more) = tokio::time::timeout(EXTRA_TIMEOUT, extra()).await
+    {
+        body.push_str(&more);
+    }
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

@@ -30,17 +30,29 @@ mod setbacks;
 use agenda::Agenda;
 use checks::ServeChecks;
 use forced::Forced;
-use metrics::serve_metrics;
+pub(crate) use metrics::{Extra, serve_metrics};
 use reload::{reload, settle, watch};
 use setbacks::Setbacks;
 
-type Shared = Arc<RwLock<Arc<Agent>>>;
+/// The agent the daemon works with now, replaced when the configuration is read again.
+pub(crate) type Shared = Arc<RwLock<Arc<Agent>>>;
 
-fn now() -> i64 {
+/// What a fleet's member hands the daemon's loop while it leads: the leadership to follow, and
+/// the member's own metrics (served for the member's whole life, not only while it leads).
+pub(crate) struct Leadership {
+    /// Says `false` when the leadership is lost.
+    pub(crate) leading: tokio::sync::watch::Receiver<bool>,
+    /// The agent the member's metrics read; the loop puts its own there.
+    pub(crate) shared: Shared,
+    /// When the member last looked at its certificates.
+    pub(crate) last_check: Arc<AtomicI64>,
+}
+
+pub(crate) fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
-fn current(shared: &Shared) -> Arc<Agent> {
+pub(crate) fn current(shared: &Shared) -> Arc<Agent> {
     shared
         .read()
         .map(|a| a.clone())
@@ -58,14 +70,10 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, crate::ru
     Ok(serve(path, agent, None).await.unwrap_or(Exit::Ok))
 }
 
-/// The daemon's loop over `agent`, whose state directory the caller has locked. With `leading`
-/// (a fleet's leader), it also ends when that says the leadership is lost: then `None`, with
-/// every task stopped as SIGTERM stops them.
-pub(crate) async fn serve(
-    path: PathBuf,
-    agent: Arc<Agent>,
-    mut leading: Option<tokio::sync::watch::Receiver<bool>>,
-) -> Option<Exit> {
+/// The daemon's loop over `agent`, whose state directory the caller has locked. With `fleet`
+/// (a fleet's leader), it also ends when the leadership is lost: then `None`, with every task
+/// stopped as SIGTERM stops them; the member serves the metrics then, not the loop.
+pub(crate) async fn serve(path: PathBuf, agent: Arc<Agent>, fleet: Option<Leadership>) -> Option<Exit> {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -75,18 +83,27 @@ pub(crate) async fn serve(
         tracing::error!("cannot watch signals (SIGTERM, SIGINT, SIGHUP)");
         return Some(Exit::Error);
     };
-    let shared: Shared = Arc::new(RwLock::new(agent.clone()));
+    let (mut leading, shared, last_check) = match fleet {
+        Some(f) => {
+            *f.shared.write().unwrap_or_else(|p| p.into_inner()) = agent.clone();
+            (Some(f.leading), f.shared, f.last_check)
+        }
+        None => (
+            None,
+            Arc::new(RwLock::new(agent.clone())),
+            Arc::new(AtomicI64::new(now())),
+        ),
+    };
     let (tx, mut changes) = mpsc::channel::<()>(16);
     let mut watcher = watch(&path, &agent.config, tx.clone());
     let (control_tx, mut control_rx) = mpsc::channel::<control::Request>(16);
     let _control = control::listen(&agent.store.state_dir, control_tx);
-    let last_check = Arc::new(AtomicI64::new(now()));
     let mut background = JoinSet::new();
-    if let Some(addr) = agent.config.daemon.metrics_listen {
+    if let Some(addr) = agent.config.daemon.metrics_listen.filter(|_| leading.is_none()) {
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {
                 tracing::info!(%addr, "serving metrics");
-                background.spawn(serve_metrics(listener, shared.clone(), last_check.clone()));
+                background.spawn(serve_metrics(listener, shared.clone(), last_check.clone(), None));
             }
             Err(e) => tracing::error!(%addr, error = %e, "cannot serve metrics"),
         }

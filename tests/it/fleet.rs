@@ -38,47 +38,171 @@ pub struct Etcd {
     args: Vec<Vec<String>>,
     pub endpoints: Vec<String>,
     dir: PathBuf,
+    /// With TLS and users: what etcdctl needs (as root), and the `[cluster]` lines of a member.
+    secure: Option<Secure>,
+}
+
+struct Secure {
+    ctl_env: Vec<(String, String)>,
+    root: String,
+    cluster: String,
 }
 
 impl Etcd {
+    /// Plain HTTP, no users.
     pub fn start(dir: &Path) -> Self {
+        Self::launch(dir, false)
+    }
+
+    /// As a fleet runs it: client certificates made by `examples/fleet/etcd-tls.sh`, users by
+    /// `examples/fleet/etcd-auth.sh` (certkeeper's with a password), and auth tokens that
+    /// expire after 2 s idle (etcd's default is 5 minutes), so that members renew theirs.
+    pub fn start_secure(dir: &Path) -> Self {
+        Self::launch(dir, true)
+    }
+
+    /// The `[cluster]` lines a member needs for this etcd (TLS files, user, password file).
+    pub fn cluster_lines(&self) -> String {
+        self.secure.as_ref().map(|s| s.cluster.clone()).unwrap_or_default()
+    }
+
+    fn launch(dir: &Path, secure: bool) -> Self {
         let peers: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let scheme = if secure { "https" } else { "http" };
         let initial: Vec<String> = peers
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("e{i}=http://127.0.0.1:{p}"))
+            .map(|(i, p)| format!("e{i}={scheme}://127.0.0.1:{p}"))
             .collect();
+        let tls = dir.join("etcd-tls");
         let mut etcd = Etcd {
             members: Vec::new(),
             args: Vec::new(),
-            endpoints: clients.iter().map(|c| format!("http://127.0.0.1:{c}")).collect(),
+            endpoints: clients.iter().map(|c| format!("{scheme}://127.0.0.1:{c}")).collect(),
             dir: dir.join("etcd"),
+            secure: None,
         };
-        for i in 0..3 {
+        if secure {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet/etcd-tls.sh");
+            let out = Command::new("sh")
+                .arg(&script)
+                .arg(&tls)
+                .args(["IP:127.0.0.1", "IP:127.0.0.1", "IP:127.0.0.1"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "etcd-tls.sh: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for (i, peer) in peers.iter().enumerate() {
             let data = etcd.dir.join(format!("e{i}"));
             std::fs::create_dir_all(&data).unwrap();
-            etcd.args.push(vec![
+            let mut args = vec![
                 format!("--name=e{i}"),
                 format!("--data-dir={}", data.display()),
-                format!("--listen-client-urls=http://127.0.0.1:{}", clients[i]),
-                format!("--advertise-client-urls=http://127.0.0.1:{}", clients[i]),
-                format!("--listen-peer-urls=http://127.0.0.1:{}", peers[i]),
-                format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", peers[i]),
+                format!("--listen-client-urls={}", etcd.endpoints[i]),
+                format!("--advertise-client-urls={}", etcd.endpoints[i]),
+                format!("--listen-peer-urls={scheme}://127.0.0.1:{peer}"),
+                format!("--initial-advertise-peer-urls={scheme}://127.0.0.1:{peer}"),
                 format!("--initial-cluster={}", initial.join(",")),
                 "--initial-cluster-state=new".into(),
                 "--initial-cluster-token=certkeeper-test".into(),
                 "--listen-metrics-urls=".into(),
-            ]);
+            ];
+            if secure {
+                let n = i + 1;
+                args.extend([
+                    format!("--cert-file={}", tls.join(format!("etcd-{n}.pem")).display()),
+                    format!("--key-file={}", tls.join(format!("etcd-{n}.key")).display()),
+                    format!("--trusted-ca-file={}", tls.join("ca.pem").display()),
+                    "--client-cert-auth".into(),
+                    // The peers too, with the same certificates, as examples/fleet/etcd.default.
+                    format!("--peer-cert-file={}", tls.join(format!("etcd-{n}.pem")).display()),
+                    format!("--peer-key-file={}", tls.join(format!("etcd-{n}.key")).display()),
+                    format!("--peer-trusted-ca-file={}", tls.join("ca.pem").display()),
+                    "--peer-client-cert-auth".into(),
+                    "--auth-token-ttl=2".into(),
+                ]);
+            }
+            etcd.args.push(args);
             etcd.members.push(None);
             etcd.start_member(i);
+        }
+        if secure {
+            let file = |name: &str| tls.join(name).display().to_string();
+            let ctl_env = vec![
+                ("ETCDCTL_CACERT".to_string(), file("ca.pem")),
+                ("ETCDCTL_CERT".to_string(), file("client.pem")),
+                ("ETCDCTL_KEY".to_string(), file("client.key")),
+            ];
+            etcd.secure = Some(Secure {
+                ctl_env,
+                root: String::new(),
+                cluster: String::new(),
+            });
+            etcd.wait_healthy(&[0, 1, 2]);
+            let private = |name: &str, text: &str| {
+                let path = dir.join(name);
+                std::fs::write(&path, text).unwrap();
+                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+                path
+            };
+            let root = private("etcd-root.pass", "root-secret\n");
+            let password = private("etcd.pass", "certkeeper-secret\n");
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet/etcd-auth.sh");
+            let out = etcd.ctl().arg(&script).arg(&root).arg(&password).output().unwrap();
+            assert!(
+                out.status.success(),
+                "etcd-auth.sh: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let secure = etcd.secure.as_mut().unwrap();
+            secure.root = "root:root-secret".into();
+            secure.cluster = format!(
+                "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nuser = \"certkeeper\"\npassword_file = \"{}\"\n",
+                file("ca.pem"),
+                file("client.pem"),
+                file("client.key"),
+                password.display()
+            );
         }
         etcd.wait_healthy(&[0, 1, 2]);
         etcd
     }
 
+    /// A command with etcdctl's connection (the endpoints, TLS) in its environment: etcdctl
+    /// itself with `ctl()`, a script that runs it with `ctl().arg(script)`.
+    fn ctl_on(&self, which: &[usize], program: &str) -> Command {
+        let eps: Vec<&str> = which.iter().map(|i| self.endpoints[*i].as_str()).collect();
+        let mut c = Command::new(program);
+        c.env("ETCDCTL_API", "3").env("ETCDCTL_ENDPOINTS", eps.join(","));
+        if let Some(s) = &self.secure {
+            c.envs(s.ctl_env.iter().map(|(k, v)| (k, v)));
+            if !s.root.is_empty() {
+                c.env("ETCDCTL_USER", &s.root);
+            }
+        }
+        c
+    }
+
+    fn ctl(&self) -> Command {
+        self.ctl_on(&[0, 1, 2], "sh")
+    }
+
+    /// etcdctl on every member, as root when etcd has users.
+    pub fn etcdctl(&self) -> Command {
+        self.ctl_on(&[0, 1, 2], "/usr/bin/etcdctl")
+    }
+
     pub fn start_member(&mut self, i: usize) {
-        let log = std::fs::File::create(self.dir.join(format!("e{i}.log"))).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("e{i}.log")))
+            .unwrap();
         let child = Command::new("/usr/bin/etcd")
             .args(&self.args[i])
             .stdin(Stdio::null())
@@ -100,10 +224,9 @@ impl Etcd {
     pub fn wait_healthy(&self, which: &[usize]) {
         let start = Instant::now();
         loop {
-            let eps: Vec<&str> = which.iter().map(|i| self.endpoints[*i].as_str()).collect();
-            let ok = Command::new("/usr/bin/etcdctl")
-                .env("ETCDCTL_API", "3")
-                .args([&format!("--endpoints={}", eps.join(",")), "endpoint", "health"])
+            let ok = self
+                .ctl_on(which, "/usr/bin/etcdctl")
+                .args(["endpoint", "health"])
                 .output()
                 .is_ok_and(|o| o.status.success());
             if ok {
@@ -116,16 +239,7 @@ impl Etcd {
 
     /// Every key and value under `prefix`, as etcdctl prints them.
     pub fn dump(&self, prefix: &str) -> String {
-        let out = Command::new("/usr/bin/etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args([
-                &format!("--endpoints={}", self.endpoints.join(",")),
-                "get",
-                "--prefix",
-                prefix,
-            ])
-            .output()
-            .unwrap();
+        let out = self.etcdctl().args(["get", "--prefix", prefix]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -144,6 +258,8 @@ impl Drop for Etcd {
 pub struct Fleet {
     pub dir: PathBuf,
     pub members: Vec<Option<Member>>,
+    /// Each member's metrics port (`daemon.metrics_listen`).
+    pub metrics: Vec<u16>,
 }
 
 pub struct Member {
@@ -185,7 +301,8 @@ impl Fleet {
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
-        for i in 0..n {
+        let metrics: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        for (i, port) in metrics.iter().enumerate() {
             let text = base
                 .replace("state_dir = \"state\"", &format!("state_dir = \"m{i}/state\""))
                 .replace("live_dir = \"live\"", &format!("live_dir = \"m{i}/live\""))
@@ -196,11 +313,17 @@ impl Fleet {
                         endpoints.join(", ")
                     ),
                 );
+            let listen = format!("metrics_listen = \"127.0.0.1:{port}\"\n");
+            let text = match text.contains("[daemon]\n") {
+                true => text.replacen("[daemon]\n", &format!("[daemon]\n{listen}"), 1),
+                false => format!("{text}\n[daemon]\n{listen}"),
+            };
             std::fs::write(dir.join(format!("m{i}.toml")), text).unwrap();
         }
         Fleet {
             dir: dir.to_path_buf(),
             members: (0..n).map(|_| None).collect(),
+            metrics,
         }
     }
 
@@ -305,9 +428,10 @@ async fn three_members_order_each_certificate_once_and_all_serve_it() {
         return;
     }
     let env = TestEnv::start("fleet-once").await;
-    let etcd = Etcd::start(&env.dir);
+    // etcd as a fleet runs it: TLS with client certificates, users, tokens that expire.
+    let etcd = Etcd::start_secure(&env.dir);
     env.write_config(&[Cert::autodns("www.example.com"), Cert::hook("shop.example.net")], "");
-    let mut fleet = Fleet::configure(&env, &etcd, 3, "");
+    let mut fleet = Fleet::configure(&env, &etcd, 3, &etcd.cluster_lines());
     for i in 0..3 {
         fleet.start(i, &[]);
     }
@@ -345,6 +469,31 @@ async fn three_members_order_each_certificate_once_and_all_serve_it() {
         assert_eq!(www["members"][m]["serial"], www["issued"], "{view}");
         assert_eq!(www["members"][m]["deployed"], true, "{view}");
     }
+    // Every member's metrics, the followers' too, count the three members serving it (once
+    // the last member's report is in).
+    let lines = [
+        "certkeeper_cluster_members_deployed{name=\"www.example.com\"} 3",
+        "certkeeper_cluster_members_deployed{name=\"shop.example.net\"} 3",
+        "certkeeper_certificate_ready_status{name=\"www.example.com\"} 1",
+        "certkeeper_cluster_etcd_up 1",
+    ];
+    let start = Instant::now();
+    for port in &fleet.metrics {
+        loop {
+            let text = metrics(*port).await;
+            let missing: Vec<&str> = lines.iter().copied().filter(|l| !text.contains(l)).collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no {missing:?} on port {port}:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let leaders: usize = leaders_in_metrics(&fleet).await;
+    assert_eq!(leaders, 1, "not one leader in the metrics");
     // Fleet mode leaves ordering to the daemons: a one-shot run here is refused.
     let once = Command::new(BIN)
         .args(["run", "--once"])
@@ -354,6 +503,43 @@ async fn three_members_order_each_certificate_once_and_all_serve_it() {
         .unwrap();
     assert_eq!(once.status.code(), Some(2), "{}", stderr(&once));
     assert!(stderr(&once).contains("[cluster]"), "{}", stderr(&once));
+    // A member started with another fleet key refuses the material with a clear error, keeps
+    // the files it serves and says so to the fleet: the metrics count two members serving.
+    fleet.kill(2);
+    let served = std::fs::read(fleet.live(2, "www.example.com").join("cert.pem")).unwrap();
+    let other: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    let other_key = env.dir.join("other.key");
+    std::fs::write(&other_key, format!("{other}\n")).unwrap();
+    std::fs::set_permissions(&other_key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let text = std::fs::read_to_string(fleet.config(2)).unwrap();
+    std::fs::write(fleet.config(2), text.replace("\"fleet.key\"", "\"other.key\"")).unwrap();
+    fleet.start(2, &[]);
+    let counted = "certkeeper_cluster_members_deployed{name=\"www.example.com\"} 2";
+    let start = Instant::now();
+    while !metrics(fleet.metrics[0]).await.contains(counted) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{counted} not seen:\n{}",
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = fleet.members[2].as_ref().unwrap().log();
+    assert!(log.contains("does not open with this member's fleet key"), "{log}");
+    assert_eq!(
+        std::fs::read(fleet.live(2, "www.example.com").join("cert.pem")).unwrap(),
+        served
+    );
+    assert!(fleet.pair_matches(2, "www.example.com"));
+}
+
+/// How many members' metrics say they lead.
+async fn leaders_in_metrics(fleet: &Fleet) -> usize {
+    let mut n = 0;
+    for port in &fleet.metrics {
+        n += usize::from(metrics(*port).await.contains("\ncertkeeper_cluster_leader 1\n"));
+    }
+    n
 }
 
 /// The journal's steps, and after `sending` the point `answered` (the paid request's answer is
@@ -451,17 +637,7 @@ async fn the_leader_killed_at_every_journal_step_is_replaced_and_nothing_is_paid
 
 /// `etcdctl get KEY -w json`: the key's mod revision, 0 when absent.
 fn mod_revision(etcd: &Etcd, key: &str) -> i64 {
-    let out = Command::new("/usr/bin/etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args([
-            &format!("--endpoints={}", etcd.endpoints.join(",")),
-            "get",
-            key,
-            "-w",
-            "json",
-        ])
-        .output()
-        .unwrap();
+    let out = etcd.etcdctl().args(["get", key, "-w", "json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     v["kvs"][0]["mod_revision"].as_i64().unwrap_or(0)
 }
@@ -631,4 +807,55 @@ async fn losing_etcd_members_keeps_every_member_serving_and_ordering_resumes_whe
         })
         .await;
     assert_eq!(env.paid("c.example.com"), 1);
+}
+
+/// The fleet's example configuration passes `certkeeper check` with the files it names in
+/// place: the etcd certificates made by `examples/fleet/etcd-tls.sh`, a fleet key, the API
+/// password. (No etcd is asked: `check` reads the configuration only.)
+#[test]
+fn the_fleet_example_configuration_checks_with_the_example_etcd_certificates() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!("certkeeper-it-fleet-example-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let etc = dir.join("etc");
+    let out = Command::new("sh")
+        .arg(repo.join("examples/fleet/etcd-tls.sh"))
+        .arg(etc.join("etcd"))
+        .args(["IP:10.0.0.11", "IP:10.0.0.12", "IP:10.0.0.13"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (name, text) in [
+        ("api-password", "secret\n"),
+        ("fleet.key", &format!("{}\n", "ab".repeat(32))),
+    ] {
+        std::fs::write(etc.join(name), text).unwrap();
+        std::fs::set_permissions(etc.join(name), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let example = std::fs::read_to_string(repo.join("examples/fleet/certkeeper.toml")).unwrap();
+    let text = example
+        .replace("/etc/certkeeper", &etc.display().to_string())
+        .replace("/var/lib/certkeeper", &dir.join("state").display().to_string())
+        .replace("/usr/share/certkeeper/hooks", &repo.join("hooks").display().to_string());
+    let config = dir.join("certkeeper.toml");
+    std::fs::write(&config, text).unwrap();
+    let check = Command::new(BIN)
+        .arg("check")
+        .env("CERTKEEPER_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        stderr(&check)
+    );
+    // The key etcd-tls.sh made for the members is private from its first byte.
+    let mode = std::fs::metadata(etc.join("etcd/client.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let _ = std::fs::remove_dir_all(&dir);
 }
