@@ -595,7 +595,123 @@ def bench_campaign40():
     print("campaign40", json.dumps(results["campaign_40_killed_twice"]), flush=True)
 
 
-BENCHES = {"scale": bench_scale, "peer": bench_peer, "features": bench_features, "cpu": bench_cpu, "noop": bench_noop, "rss": bench_rss, "idle": bench_idle, "dnslag": bench_dnslag, "ratelimit": bench_ratelimit, "ratelimit40": bench_ratelimit40, "campaign": bench_campaign, "campaign40": bench_campaign40}
+class Etcd:
+    """Three etcd members (Debian's etcd-server) on loopback ports, plain HTTP, data in a
+    temporary directory, each stopped by its PID."""
+
+    def __init__(self):
+        if not os.path.exists("/usr/bin/etcd"):
+            subprocess.run(["apt-get", "install", "-y", "etcd-server", "etcd-client"], check=True, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        d = tempfile.mkdtemp(prefix="certkeeper-bench-etcd-")
+        peers = [free_port() for _ in range(3)]
+        clients = [free_port() for _ in range(3)]
+        initial = ",".join(f"e{i}=http://127.0.0.1:{p}" for i, p in enumerate(peers))
+        self.endpoints = [f"http://127.0.0.1:{c}" for c in clients]
+        self.procs = []
+        for i in range(3):
+            p = subprocess.Popen(["/usr/bin/etcd", f"--name=e{i}", f"--data-dir={d}/e{i}",
+                                  f"--listen-client-urls={self.endpoints[i]}", f"--advertise-client-urls={self.endpoints[i]}",
+                                  f"--listen-peer-urls=http://127.0.0.1:{peers[i]}", f"--initial-advertise-peer-urls=http://127.0.0.1:{peers[i]}",
+                                  f"--initial-cluster={initial}", "--initial-cluster-state=new", "--listen-metrics-urls="],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            STARTED.append(p)
+            self.procs.append(p)
+        for _ in range(150):
+            ok = subprocess.run(["/usr/bin/etcdctl", f"--endpoints={','.join(self.endpoints)}", "endpoint", "health"],
+                                env=dict(os.environ, ETCDCTL_API="3"), capture_output=True).returncode == 0
+            if ok:
+                return
+            time.sleep(0.2)
+        sys.exit("etcd did not become healthy")
+
+    def stop(self):
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=10)
+
+
+def fleet_run(sim, etcd, members, n, prefix, zone):
+    """One issuance of n certificates by a fleet of `members` daemons (0: one daemon without
+    [cluster]), each with its own state and live directories. Returns the API calls made until
+    every member serves every certificate (and 2 s more), and per certificate the time from the
+    first member serving it (the leader, which deploys before it publishes) to the last. Each run
+    has names of its own (`zone`), so that each is a first order, not an adoption of the last."""
+    key = "".join(f"{b:02x}" for b in os.urandom(32))
+    procs, dirs = [], []
+    for m in range(max(members, 1)):
+        d = workdir(sim, names(n, zone))
+        conf = os.path.join(d, "certkeeper.toml")
+        if members:
+            with open(os.path.join(d, "fleet.key"), "w") as f:
+                f.write(key + "\n")
+            os.chmod(os.path.join(d, "fleet.key"), 0o600)
+            eps = ", ".join(f'"{e}"' for e in etcd.endpoints)
+            text = open(conf).read().replace("[defaults]", f'[cluster]\nbackend = "etcd"\nendpoints = [{eps}]\nmember = "m{m}"\nfleet_key_file = "fleet.key"\nprefix = "{prefix}"\n[defaults]')
+            open(conf, "w").write(text)
+        dirs.append(d)
+    before = len(sim.get("/requests"))
+    start = time.monotonic()
+    for d in dirs:
+        env = dict(os.environ, CERTKEEPER_CONFIG=os.path.join(d, "certkeeper.toml"), CERTKEEPER_LOG="warn")
+        p = subprocess.Popen([CERTKEEPER, "run"], env=env, cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        STARTED.append(p)
+        procs.append(p)
+    seen = {}  # (member, name) -> when its live symlink appeared
+    while len(seen) < len(dirs) * n:
+        now = time.monotonic()
+        for m, d in enumerate(dirs):
+            for name in names(n, zone):
+                if (m, name) not in seen and os.path.lexists(os.path.join(d, "live", name)):
+                    seen[(m, name)] = now
+        if now - start > 300:
+            sys.exit(f"fleet of {members}: not every member serves every certificate within 300 s")
+        time.sleep(0.01)
+    all_served = time.monotonic() - start
+    time.sleep(2)
+    reqs = sim.get("/requests")[before:]
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        p.wait(timeout=30)
+    spread = [max(seen[(m, c)] for m in range(len(dirs))) - min(seen[(m, c)] for m in range(len(dirs))) for c in names(n, zone)]
+    kinds = {}
+    for r in reqs:
+        route = r["method"] + " " + "/".join(x if not x.isdigit() else "N" for x in r["path"].split("?")[0].split("/")[:4])
+        kinds[route] = kinds.get(route, 0) + 1
+    return len(reqs), spread, all_served, kinds
+
+
+def bench_fleet(n=20, runs=3):
+    """API calls per issuance for one daemon without [cluster], a fleet of 1 and a fleet of 3
+    (Debian's etcd, 3 members, on loopback), `runs` times each with n certificates; and, for the
+    fleet of 3, the time from the leader serving a certificate to the last member serving it."""
+    sim = Sim("--rate-limit", "0")
+    contact(sim)
+    etcd = Etcd()
+    out = {"certificates": n, "runs": runs}
+    k = 0
+    for members in [0, 1, 3]:
+        calls, spreads, walls = [], [], []
+        for _ in range(runs):
+            k += 1
+            c, spread, wall, kinds = fleet_run(sim, etcd, members, n, f"/bench-{k}/", f"run{k}.example.com")
+            calls.append(c / n)
+            spreads += spread
+            walls.append(wall)
+        label = "single" if members == 0 else f"fleet_{members}"
+        out[f"{label}_calls_per_issuance"] = calls
+        out[f"{label}_all_served_s_median"] = statistics.median(walls)
+        out[f"{label}_calls_by_route_last_run"] = kinds
+        if members == 3:
+            out["fleet_3_leader_to_last_member_ms_median"] = statistics.median(spreads) * 1000
+            out["fleet_3_leader_to_last_member_ms_max"] = max(spreads) * 1000
+    etcd.stop()
+    sim.stop()
+    results["fleet"] = out
+    print("fleet", json.dumps(out), flush=True)
+
+
+BENCHES = {"scale": bench_scale, "peer": bench_peer, "features": bench_features, "cpu": bench_cpu, "noop": bench_noop, "rss": bench_rss, "idle": bench_idle, "dnslag": bench_dnslag, "ratelimit": bench_ratelimit, "ratelimit40": bench_ratelimit40, "campaign": bench_campaign, "campaign40": bench_campaign40, "fleet": bench_fleet}
 
 if __name__ == "__main__":
     wanted = sys.argv[1:] or list(BENCHES)
