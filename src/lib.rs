@@ -34,3 +34,12 @@ pub(crate) mod text;
 pub mod trust;
 pub mod webroot;
 pub mod x509;
+
+/// Whether this process may talk to the API: always, except a fleet member that does not lead
+/// (its lease ended, or another member leads), which asks nothing of the API at all.
+pub(crate) fn may_call_api() -> bool {
+    #[cfg(feature = "cluster")]
+    return cluster::leading().is_ok();
+    #[cfg(not(feature = "cluster"))]
+    true
+}

@@ -151,6 +151,12 @@ impl Client {
         if turn.is_none() {
             self.limiter.acquire().await;
         }
+        // One API worker per fleet: a member that does not lead sends nothing.
+        if !crate::may_call_api() {
+            return Err(Error::Connect(
+                "this fleet member does not lead: nothing is sent to the API".into(),
+            ));
+        }
         let url = format!("{}{}", self.base, path);
         let mut req = self
             .http

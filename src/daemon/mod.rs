@@ -30,7 +30,9 @@ mod setbacks;
 use agenda::Agenda;
 use checks::ServeChecks;
 use forced::Forced;
-pub(crate) use metrics::{Extra, serve_metrics};
+#[cfg(feature = "cluster")]
+pub(crate) use metrics::Extra;
+pub(crate) use metrics::serve_metrics;
 use reload::{reload, settle, watch};
 use setbacks::Setbacks;
 

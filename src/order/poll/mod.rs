@@ -378,7 +378,8 @@ impl<A: JobApi> Dispatcher<A> {
             }
             {
                 let mut st = self.state();
-                if st.waiters.is_empty() {
+                // A fleet member that no longer leads leaves the queue to the new leader.
+                if st.waiters.is_empty() || !crate::may_call_api() {
                     st.reading = false;
                     return;
                 }
@@ -515,6 +516,10 @@ impl<A: JobApi> Dispatcher<A> {
     }
 
     async fn confirm(&self, message: i64) {
+        // A message read before this member was deposed is the new leader's to confirm.
+        if !crate::may_call_api() {
+            return;
+        }
         if let Err(e) = self.api.confirm_message(message).await {
             tracing::debug!(message, error = %e, "confirming a poll message failed; it is confirmed when read again");
         }
