@@ -13,7 +13,8 @@
 //! and reports what it serves under `members/MEMBER/NAME` ([`member`]).
 //!
 //! Keys under the prefix: `leader` (the election), `state/NAME` (sealed), `material/NAME`
-//! (sealed), `members/MEMBER/NAME` (a member's report, JSON).
+//! (sealed), `members/MEMBER/NAME` (a member's report, JSON), `contacts` (sealed: the contacts
+//! created from configured details, as contacts.json).
 
 mod etcd;
 mod member;
@@ -34,6 +35,9 @@ use crate::config::Config;
 use crate::order::Agent;
 use crate::run::{Exit, Refusal};
 use crate::store::{CertState, Step, Store};
+
+/// The key of the fleet's contacts.json.
+const CONTACTS: &str = "contacts";
 
 /// The fleet of this process: set once by [`run`], consulted by every save of a shared store.
 static FLEET: OnceLock<Arc<Fleet>> = OnceLock::new();
@@ -80,6 +84,18 @@ pub(crate) fn replicate(st: &CertState, bytes: &[u8]) -> io::Result<()> {
     fleet
         .fenced_put_blocking(at, sealed)
         .map_err(|e| io::Error::other(format!("the fleet's copy of {}'s state: {e}", st.name)))
+}
+
+/// Called by [`Store::write_contacts`] of a shared store before contacts.json is written: in a
+/// fleet, the contacts created from configured details go to etcd first (sealed, fenced), and a
+/// new leader takes them over ([`take_over`]).
+pub(crate) fn replicate_contacts(bytes: &[u8]) -> io::Result<()> {
+    let Some(fleet) = FLEET.get() else { return Ok(()) };
+    let at = fleet.key(CONTACTS);
+    let sealed = fleet.seal.seal(&at, bytes);
+    fleet
+        .fenced_put_blocking(at, sealed)
+        .map_err(|e| io::Error::other(format!("the fleet's copy of contacts.json: {e}")))
 }
 
 /// Called by [`Store::save`] of a shared store after the state file is written: a newly
@@ -299,6 +315,38 @@ async fn take_over(fleet: &Arc<Fleet>, local: &Arc<Agent>) -> Result<(), String>
         taken += 1;
     }
     tracing::info!(certificates = taken, "took the fleet's journals");
+    take_contacts(fleet, local).await
+}
+
+/// The contacts the last leader created, added to this host's contacts.json (a contact this
+/// host knows already keeps its id).
+async fn take_contacts(fleet: &Arc<Fleet>, local: &Arc<Agent>) -> Result<(), String> {
+    use std::collections::BTreeMap;
+    let at = fleet.key(CONTACTS);
+    let (entries, _) = fleet.list(CONTACTS).await?;
+    let Some(e) = entries.into_iter().find(|e| e.key == at) else {
+        return Ok(());
+    };
+    let plain = fleet.seal.open(&e.key, &e.value)?;
+    let theirs: BTreeMap<String, i64> =
+        serde_json::from_slice(&plain).map_err(|err| format!("{at}: not certkeeper's contacts: {err}"))?;
+    let path = local.store.contacts_path();
+    let mut ours: BTreeMap<String, i64> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let before = ours.len();
+    for (k, id) in theirs {
+        ours.entry(k).or_insert(id);
+    }
+    if ours.len() > before {
+        let bytes = serde_json::to_vec_pretty(&ours).map_err(|err| err.to_string())?;
+        local
+            .store
+            .write_contacts(&bytes)
+            .map_err(|err| format!("{}: {err}", path.display()))?;
+        tracing::info!(contacts = ours.len() - before, "took the fleet's contacts");
+    }
     Ok(())
 }
 

@@ -203,7 +203,13 @@ impl Store {
         self.state_dir.join("contacts.json")
     }
 
+    /// Replaces contacts.json. In a fleet the leader's goes to etcd first (sealed, fenced), so
+    /// that the next leader does not create the same contacts again.
     pub fn write_contacts(&self, bytes: &[u8]) -> io::Result<()> {
+        #[cfg(feature = "cluster")]
+        if self.shared {
+            crate::cluster::replicate_contacts(bytes)?;
+        }
         write_atomic(&self.contacts_path(), bytes, 0o600)
     }
 }

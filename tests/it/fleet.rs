@@ -503,6 +503,46 @@ async fn three_members_order_each_certificate_once_and_all_serve_it() {
         .unwrap();
     assert_eq!(once.status.code(), Some(2), "{}", stderr(&once));
     assert!(stderr(&once).contains("[cluster]"), "{}", stderr(&once));
+    // The leader stopped as a rolling restart stops it (SIGTERM) hands over at once; the next
+    // leader orders a new certificate with the contact the first one created, not a new one.
+    let mut leader = None;
+    for (i, port) in fleet.metrics.iter().enumerate() {
+        if metrics(*port).await.contains("\ncertkeeper_cluster_leader 1\n") {
+            leader = Some(i);
+        }
+    }
+    let leader = leader.expect("a leader in the metrics");
+    let member = fleet.members[leader].as_mut().unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &member.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stopped = member.child.wait().unwrap();
+    assert!(stopped.success(), "the leader's exit at SIGTERM: {stopped:?}");
+    add_certificate(&fleet, "new.example.com");
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    fleet
+        .wait(60, "the next leader's new certificate served", |f| {
+            f.all_serve(&others, "new.example.com", "")
+        })
+        .await;
+    let contacts = env
+        .sim
+        .control()
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/sslcontact"))
+        .count();
+    assert_eq!(contacts, 1, "contacts created:\n{}", fleet.logs());
+    fleet.start(leader, &[]);
+    fleet
+        .wait(60, "the restarted member serves the new certificate", |f| {
+            f.all_serve(&[0, 1, 2], "new.example.com", "")
+        })
+        .await;
     // A member started with another fleet key refuses the material with a clear error, keeps
     // the files it serves and says so to the fleet: the metrics count two members serving.
     fleet.kill(2);
