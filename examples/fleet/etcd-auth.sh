@@ -11,7 +11,8 @@
 # CERTKEEPER_PASSWORD_FILE (the file cluster.password_file names, 0600), the user has that
 # password; without, it has none and etcd takes it from the client certificate's common name
 # (CN=certkeeper, as etcd-tls.sh makes it): no password, no token to renew.
-# Passwords go to etcdctl on its standard input, never on its command line.
+# Passwords go to etcdctl on its standard input, never on its command line. It runs once, on
+# an etcd without users (a second run stops at "user already exists").
 set -eu
 if [ $# -lt 1 ]; then
   echo "usage: $0 ROOT_PASSWORD_FILE [CERTKEEPER_PASSWORD_FILE] [PREFIX]" >&2

@@ -15,6 +15,10 @@ if [ $# -lt 2 ]; then
 fi
 dir=$1
 shift
+if [ -e "$dir/ca.key" ] || [ -e "$dir/ca.pem" ]; then
+  echo "$0: $dir holds a CA already; nothing was changed (a new CA needs every certificate made again)" >&2
+  exit 1
+fi
 mkdir -p "$dir"
 umask 077
 days=825
@@ -23,14 +27,14 @@ ec="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
 # The CA.
 openssl req -x509 $ec -keyout "$dir/ca.key" -out "$dir/ca.pem" -days "$days" \
   -subj "/CN=certkeeper fleet etcd CA" \
-  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
 
 # sign NAME SUBJECT EXTENSIONS: NAME.key and NAME.pem, signed by the CA.
 sign() {
-  openssl req $ec -keyout "$dir/$1.key" -out "$dir/$1.csr" -subj "$2" 2>/dev/null
+  openssl req $ec -keyout "$dir/$1.key" -out "$dir/$1.csr" -subj "$2"
   printf '%s\n' "$3" > "$dir/$1.ext"
   openssl x509 -req -in "$dir/$1.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
-    -days "$days" -extfile "$dir/$1.ext" -out "$dir/$1.pem" 2>/dev/null
+    -days "$days" -extfile "$dir/$1.ext" -out "$dir/$1.pem"
   rm -f "$dir/$1.csr" "$dir/$1.ext"
 }
 

@@ -22,7 +22,7 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// Reads all material, installs what differs from what this host serves, then follows the
 /// changes; starts over (after a pause that grows to 30 s) whenever etcd cannot be read.
 /// Each look is stored in `last_check`, each configuration read again in `shared` (the
-/// member's metrics read both).
+/// member's metrics read both; the leader's loop orders through an agent of its own).
 pub(super) async fn follow(fleet: Arc<Fleet>, agent: Arc<Agent>, shared: Shared, last_check: Arc<AtomicI64>) {
     let mut agent = agent;
     let looked = |agent: &Arc<Agent>| {

@@ -86,8 +86,8 @@ pub(crate) fn replicate(st: &CertState, bytes: &[u8]) -> io::Result<()> {
         .map_err(|e| io::Error::other(format!("the fleet's copy of {}'s state: {e}", st.name)))
 }
 
-/// Called by [`Store::write_contacts`] of a shared store before contacts.json is written: in a
-/// fleet, the contacts created from configured details go to etcd first (sealed, fenced), and a
+/// Called by [`Store::write_contacts`] of a shared store after contacts.json is written: in a
+/// fleet, the contacts created from configured details go to etcd too (sealed, fenced), and a
 /// new leader takes them over ([`take_over`]).
 pub(crate) fn replicate_contacts(bytes: &[u8]) -> io::Result<()> {
     let Some(fleet) = FLEET.get() else { return Ok(()) };
@@ -260,7 +260,7 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, Refusal> 
         };
         let leadership = crate::daemon::Leadership {
             leading: fleet.leading(),
-            shared: shared.clone(),
+            metrics: shared.clone(),
             last_check: last_check.clone(),
         };
         match crate::daemon::serve(path.clone(), leader, Some(leadership)).await {
@@ -319,33 +319,42 @@ async fn take_over(fleet: &Arc<Fleet>, local: &Arc<Agent>) -> Result<(), String>
 }
 
 /// The contacts the last leader created, added to this host's contacts.json (a contact this
-/// host knows already keeps its id).
+/// host knows already keeps its id); and what only this host knew (contacts from before the
+/// fleet, or a copy etcd did not take) goes to etcd, so that the next leader knows it too.
 async fn take_contacts(fleet: &Arc<Fleet>, local: &Arc<Agent>) -> Result<(), String> {
     use std::collections::BTreeMap;
     let at = fleet.key(CONTACTS);
     let (entries, _) = fleet.list(CONTACTS).await?;
-    let Some(e) = entries.into_iter().find(|e| e.key == at) else {
-        return Ok(());
+    let theirs: BTreeMap<String, i64> = match entries.into_iter().find(|e| e.key == at) {
+        Some(e) => {
+            let plain = fleet.seal.open(&e.key, &e.value)?;
+            serde_json::from_slice(&plain).map_err(|err| format!("{at}: not certkeeper's contacts: {err}"))?
+        }
+        None => BTreeMap::new(),
     };
-    let plain = fleet.seal.open(&e.key, &e.value)?;
-    let theirs: BTreeMap<String, i64> =
-        serde_json::from_slice(&plain).map_err(|err| format!("{at}: not certkeeper's contacts: {err}"))?;
     let path = local.store.contacts_path();
     let mut ours: BTreeMap<String, i64> = std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     let before = ours.len();
-    for (k, id) in theirs {
-        ours.entry(k).or_insert(id);
+    for (k, id) in &theirs {
+        ours.entry(k.clone()).or_insert(*id);
     }
+    let bytes = serde_json::to_vec_pretty(&ours).map_err(|err| err.to_string())?;
     if ours.len() > before {
-        let bytes = serde_json::to_vec_pretty(&ours).map_err(|err| err.to_string())?;
         local
             .store
             .write_contacts(&bytes)
             .map_err(|err| format!("{}: {err}", path.display()))?;
         tracing::info!(contacts = ours.len() - before, "took the fleet's contacts");
+    }
+    if ours.len() > theirs.len() {
+        let sealed = fleet.seal.seal(&at, &bytes);
+        fleet
+            .fenced_put(at, sealed)
+            .await
+            .map_err(|e| format!("the fleet's copy of contacts.json: {e}"))?;
     }
     Ok(())
 }

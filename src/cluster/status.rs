@@ -91,23 +91,44 @@ impl CertView {
     }
 }
 
-/// A member's fleet metrics, read from etcd at each scrape: whether etcd answered, whether this
-/// member leads, and per certificate how many members serve what the leader published.
+/// How long a reading of the fleet's view serves scrapes, and how long one may take.
+const METRICS_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+const METRICS_READ: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// The last reading for the metrics: when, and per certificate the members serving the issued
+/// serial (`None`: etcd did not answer in time). One reading at a time.
+#[allow(clippy::type_complexity)]
+static LAST: tokio::sync::Mutex<Option<(std::time::Instant, Option<Vec<(String, usize)>>)>> =
+    tokio::sync::Mutex::const_new(None);
+
+/// A member's fleet metrics: whether etcd answered, whether this member leads (known here, also
+/// without etcd), and per certificate how many members serve what the leader published. Read
+/// from etcd at most every [`METRICS_FRESH`], each reading within [`METRICS_READ`], so that
+/// scrapes neither pile reads on etcd nor lose the gauges when it hangs.
 pub(crate) async fn metrics(fleet: &Fleet, config: &Config) -> String {
-    let view = view(fleet, config).await;
+    let counts = {
+        let mut last = LAST.lock().await;
+        match &*last {
+            Some((at, counts)) if at.elapsed() < METRICS_FRESH => counts.clone(),
+            _ => {
+                let counts = match tokio::time::timeout(METRICS_READ, view(fleet, config)).await {
+                    Ok(Ok(v)) => Some(v.certificates.iter().map(|c| (c.name.clone(), c.deployed())).collect()),
+                    _ => None,
+                };
+                *last = Some((std::time::Instant::now(), counts.clone()));
+                counts
+            }
+        }
+    };
     let mut out = format!(
-        "# HELP certkeeper_cluster_etcd_up 1 when etcd answered this scrape's read, else 0.\n# TYPE certkeeper_cluster_etcd_up gauge\ncertkeeper_cluster_etcd_up {}\n# HELP certkeeper_cluster_leader 1 while this member is the fleet's leader, else 0.\n# TYPE certkeeper_cluster_leader gauge\ncertkeeper_cluster_leader {}\n",
-        u8::from(view.is_ok()),
+        "# HELP certkeeper_cluster_etcd_up 1 when etcd answered the fleet's last reading (at most 5 s old), else 0.\n# TYPE certkeeper_cluster_etcd_up gauge\ncertkeeper_cluster_etcd_up {}\n# HELP certkeeper_cluster_leader 1 while this member is the fleet's leader, else 0.\n# TYPE certkeeper_cluster_leader gauge\ncertkeeper_cluster_leader {}\n",
+        u8::from(counts.is_some()),
         u8::from(fleet.is_leader())
     );
-    if let Ok(view) = view {
-        out.push_str("# HELP certkeeper_cluster_members_deployed The fleet's members that report serving the serial the leader published.\n# TYPE certkeeper_cluster_members_deployed gauge\n");
-        for c in &view.certificates {
-            out.push_str(&format!(
-                "certkeeper_cluster_members_deployed{{name=\"{}\"}} {}\n",
-                c.name,
-                c.deployed()
-            ));
+    if let Some(counts) = counts {
+        out.push_str("# HELP certkeeper_cluster_members_deployed The fleet's members whose last report says they serve the serial the leader published (a member removed from the fleet counts until its reports are deleted).\n# TYPE certkeeper_cluster_members_deployed gauge\n");
+        for (name, n) in counts {
+            out.push_str(&format!("certkeeper_cluster_members_deployed{{name=\"{name}\"}} {n}\n"));
         }
     }
     out

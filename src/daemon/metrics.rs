@@ -18,7 +18,7 @@ const METRICS_CONNECTIONS: usize = 32;
 pub(crate) type Extra = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = String> + Send>> + Send + Sync>;
 
 /// How long a scrape waits for the [`Extra`] metrics; without them in time, it answers without.
-const EXTRA_TIMEOUT: Duration = Duration::from_secs(2);
+const EXTRA_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Serves Prometheus metrics: each connection on its own task with a deadline of its own (30 idle
 /// connections used to delay a scrape by a minute), a bounded number at once. A failing accept

@@ -44,8 +44,10 @@ pub(crate) type Shared = Arc<RwLock<Arc<Agent>>>;
 pub(crate) struct Leadership {
     /// Says `false` when the leadership is lost.
     pub(crate) leading: tokio::sync::watch::Receiver<bool>,
-    /// The agent the member's metrics read; the loop puts its own there.
-    pub(crate) shared: Shared,
+    /// The agent the member's metrics read (and nothing else): the loop puts its own there, at
+    /// its start and at each re-read of the configuration. The loop orders only through its
+    /// own, which nothing else writes.
+    pub(crate) metrics: Shared,
     /// When the member last looked at its certificates.
     pub(crate) last_check: Arc<AtomicI64>,
 }
@@ -85,17 +87,17 @@ pub(crate) async fn serve(path: PathBuf, agent: Arc<Agent>, fleet: Option<Leader
         tracing::error!("cannot watch signals (SIGTERM, SIGINT, SIGHUP)");
         return Some(Exit::Error);
     };
-    let (mut leading, shared, last_check) = match fleet {
-        Some(f) => {
-            *f.shared.write().unwrap_or_else(|p| p.into_inner()) = agent.clone();
-            (Some(f.leading), f.shared, f.last_check)
-        }
-        None => (
-            None,
-            Arc::new(RwLock::new(agent.clone())),
-            Arc::new(AtomicI64::new(now())),
-        ),
+    let shared: Shared = Arc::new(RwLock::new(agent.clone()));
+    let (mut leading, fleet_metrics, last_check) = match fleet {
+        Some(f) => (Some(f.leading), Some(f.metrics), f.last_check),
+        None => (None, None, Arc::new(AtomicI64::new(now()))),
     };
+    let mirror = |shared: &Shared| {
+        if let Some(m) = &fleet_metrics {
+            *m.write().unwrap_or_else(|p| p.into_inner()) = current(shared);
+        }
+    };
+    mirror(&shared);
     let (tx, mut changes) = mpsc::channel::<()>(16);
     let mut watcher = watch(&path, &agent.config, tx.clone());
     let (control_tx, mut control_rx) = mpsc::channel::<control::Request>(16);
@@ -403,6 +405,7 @@ pub(crate) async fn serve(path: PathBuf, agent: Arc<Agent>, fleet: Option<Leader
                     settle(&path, &mut changes).await;
                 }
                 if let Some(changed) = reload(&path, &shared) {
+                    mirror(&shared);
                     watcher = watch(&path, &current(&shared).config, tx.clone());
                     // Every certificate is looked at again under the new configuration.
                     agenda = Agenda::new(&current(&shared).config.certificates);

@@ -203,14 +203,18 @@ impl Store {
         self.state_dir.join("contacts.json")
     }
 
-    /// Replaces contacts.json. In a fleet the leader's goes to etcd first (sealed, fenced), so
-    /// that the next leader does not create the same contacts again.
+    /// Replaces contacts.json. In a fleet the leader's then goes to etcd (sealed, fenced), so
+    /// that the next leader does not create the same contacts again; a copy etcd did not take
+    /// is logged, and this host still remembers the contact (it exists at the API).
     pub fn write_contacts(&self, bytes: &[u8]) -> io::Result<()> {
+        write_atomic(&self.contacts_path(), bytes, 0o600)?;
         #[cfg(feature = "cluster")]
-        if self.shared {
-            crate::cluster::replicate_contacts(bytes)?;
+        if self.shared
+            && let Err(e) = crate::cluster::replicate_contacts(bytes)
+        {
+            tracing::error!(error = %e, "the fleet may create these contacts again after a change of leader");
         }
-        write_atomic(&self.contacts_path(), bytes, 0o600)
+        Ok(())
     }
 }
 

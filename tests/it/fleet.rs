@@ -829,6 +829,16 @@ async fn losing_etcd_members_keeps_every_member_serving_and_ordering_resumes_whe
         .map(|r| format!("{} {}", r.method, r.path))
         .collect();
     assert!(sent.is_empty(), "API calls without etcd: {sent:?}\n{}", fleet.logs());
+    // The members' metrics say so, in time, with what each member knows without etcd.
+    for port in &fleet.metrics {
+        let text = metrics(*port).await;
+        assert!(text.contains("\ncertkeeper_cluster_etcd_up 0\n"), "{text}");
+        assert!(text.contains("\ncertkeeper_cluster_leader 0\n"), "{text}");
+        assert!(
+            text.contains("certkeeper_certificate_ready_status{name=\"b.example.com\"} 1"),
+            "{text}"
+        );
+    }
     for name in ["a.example.com", "b.example.com"] {
         assert!(
             fleet.all_serve(&all, name, ""),

@@ -378,11 +378,16 @@ impl<A: JobApi> Dispatcher<A> {
             }
             {
                 let mut st = self.state();
-                // A fleet member that no longer leads leaves the queue to the new leader.
-                if st.waiters.is_empty() || !crate::may_call_api() {
+                if st.waiters.is_empty() {
                     st.reading = false;
                     return;
                 }
+            }
+            // A fleet member that does not lead (now) leaves the queue alone; a deposed leader's
+            // orders are stopped, and with them its waiters and this reader.
+            if !crate::may_call_api() {
+                pause = self.interval_max;
+                continue;
             }
             let backoff = (pause * 2).min(self.interval_max);
             pause = match self.api.read().await {
