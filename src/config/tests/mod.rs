@@ -520,6 +520,10 @@ mod certificate;
 /// `validation`: FILE and EMAIL, and their keys.
 mod validation;
 
+/// `[cluster]`: fleet mode.
+#[cfg(feature = "cluster")]
+mod cluster;
+
 #[test]
 fn a_file_of_the_usual_layout_is_read_one_table_at_a_time() {
     assert!(file::read_in_pieces(GOOD).is_some());
