@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, Txn, TxnOp,
-    WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, SortOrder, SortTarget,
+    TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -450,14 +450,18 @@ impl Fleet {
         .await
     }
 
-    /// Every key under `prefix` (after the fleet's prefix), and the revision read at.
+    /// Every key under `prefix` (after the fleet's prefix), oldest first, and the revision read at.
     pub(crate) async fn list(&self, prefix: &str) -> Result<(Vec<Entry>, i64), String> {
         let full = self.key(prefix);
         self.on("a read", move |mut c| {
             let full = full.clone();
             async move {
+                // Oldest first: the first of the election's keys is the leader's.
+                let options = GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Create, SortOrder::Ascend);
                 let r = c
-                    .get(full, Some(GetOptions::new().with_prefix()))
+                    .get(full, Some(options))
                     .await
                     .map_err(|e| format!("cannot read etcd: {e}"))?;
                 let rev = r.header().map(|h| h.revision()).unwrap_or(0);

@@ -67,7 +67,7 @@ pub(crate) async fn view(fleet: &Fleet, config: &Config) -> Result<FleetView, St
                 .insert(member.to_string(), r);
         }
     }
-    // The election's keys, oldest first: the first is the leader's.
+    // The election's keys, oldest first (by create revision): the first is the leader's.
     let leader = leaders.first().map(|e| String::from_utf8_lossy(&e.value).into_owned());
     let certificates = config
         .certificates

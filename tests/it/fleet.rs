@@ -512,6 +512,14 @@ async fn three_members_order_each_certificate_once_and_all_serve_it() {
         }
     }
     let leader = leader.expect("a leader in the metrics");
+    let status = Command::new(BIN)
+        .args(["status", "--cluster", "--json"])
+        .env("CERTKEEPER_CONFIG", fleet.config(0))
+        .current_dir(&env.dir)
+        .output()
+        .unwrap();
+    let view: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+    assert_eq!(view["leader"], format!("m{leader}"), "{view}");
     let member = fleet.members[leader].as_mut().unwrap();
     assert!(
         Command::new("kill")
