@@ -12,14 +12,19 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, SortOrder, SortTarget,
-    TlsOptions, Txn, TxnOp, WatchOptions,
-};
+use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions};
 use tokio::sync::{mpsc, oneshot, watch};
+
+use connect::{connect_client, renew_token, stale_token};
+use lease::keep_alive;
 
 use super::seal::Seal;
 use crate::config::ClusterConfig;
+
+mod connect;
+mod lease;
+#[cfg(test)]
+mod tests;
 
 /// How long one etcd request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,22 +78,6 @@ pub(crate) struct Fleet {
 impl std::fmt::Debug for Fleet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fleet").field("member", &self.cfg.member).finish()
-    }
-}
-
-/// Whether etcd refused a request for its auth token: a user's token ends after etcd's
-/// `--auth-token-ttl` without use (5 minutes unless set) and when etcd restarts or its users
-/// change. The client then logs in again and the request is repeated once.
-fn stale_token(error: &str) -> bool {
-    error.contains("invalid auth token") || error.contains("revision of auth store is old")
-}
-
-/// Logs `client` in again (it has a user): bounded, best effort.
-async fn renew_token(client: &Client) {
-    match tokio::time::timeout(REQUEST_TIMEOUT, client.refresh_token()).await {
-        Ok(Ok(())) => tracing::debug!("logged in to etcd again"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot log in to etcd again"),
-        Err(_) => tracing::warn!("etcd did not answer the login in time"),
     }
 }
 
@@ -547,83 +536,3 @@ impl Fleet {
         rx
     }
 }
-
-/// A client of `endpoint`; with `timed`, each request within [`REQUEST_TIMEOUT`].
-async fn connect_client(cfg: &ClusterConfig, endpoint: &str, timed: bool) -> Result<Client, String> {
-    let mut options = ConnectOptions::new()
-        .with_connect_timeout(REQUEST_TIMEOUT)
-        .with_keep_alive(Duration::from_secs(5), REQUEST_TIMEOUT);
-    if timed {
-        options = options.with_timeout(REQUEST_TIMEOUT);
-    }
-    if let Some((user, password)) = &cfg.user {
-        options = options.with_user(user.clone(), password.expose().to_string());
-    }
-    if cfg.ca_pem.is_some() || cfg.identity.is_some() {
-        let mut tls = TlsOptions::new();
-        if let Some(ca) = &cfg.ca_pem {
-            tls = tls.ca_certificate(Certificate::from_pem(ca));
-        }
-        if let Some((cert, key)) = &cfg.identity {
-            tls = tls.identity(Identity::from_pem(cert, key.expose()));
-        }
-        options = options.with_tls(tls);
-    }
-    // With a user, the client logs in at once; without, nothing is sent until the first request.
-    Client::connect([endpoint], Some(options))
-        .await
-        .map_err(|e| format!("cannot reach etcd at {endpoint}: {e}"))
-}
-
-/// Keeps `lease` alive every third of its time; moves `deadline` on at each answer, and says
-/// `false` on `alive` once the lease is gone or its deadline passed without an answer.
-async fn keep_alive(
-    clients: Vec<Client>,
-    lease: i64,
-    ttl: Duration,
-    deadline: Arc<Mutex<Instant>>,
-    alive: watch::Sender<bool>,
-) {
-    let mut which = 0;
-    let mut keeper = None;
-    loop {
-        tokio::time::sleep(ttl / 3).await;
-        if Instant::now() >= *deadline.lock().unwrap_or_else(|p| p.into_inner()) {
-            break;
-        }
-        if keeper.is_none() {
-            let mut client = clients[which % clients.len()].clone();
-            keeper = tokio::time::timeout(ttl / 3, client.lease_keep_alive(lease))
-                .await
-                .ok()
-                .and_then(Result::ok);
-            if keeper.is_none() {
-                which += 1;
-                continue;
-            }
-        }
-        let Some((k, stream)) = keeper.as_mut() else { continue };
-        let sent = Instant::now();
-        let answer = tokio::time::timeout(ttl / 3, async {
-            k.keep_alive().await.ok()?;
-            stream.message().await.ok().flatten()
-        })
-        .await;
-        match answer {
-            Ok(Some(r)) if r.ttl() > 0 => {
-                *deadline.lock().unwrap_or_else(|p| p.into_inner()) = sent + Duration::from_secs(r.ttl() as u64);
-            }
-            // etcd says the lease is gone.
-            Ok(Some(_)) => break,
-            // No answer: another member's client next time, until the deadline.
-            _ => {
-                keeper = None;
-                which += 1;
-            }
-        }
-    }
-    let _ = alive.send(false);
-}
-
-#[cfg(test)]
-mod tests;

@@ -327,6 +327,17 @@ impl Fleet {
         }
     }
 
+    /// `certkeeper status --cluster --json` with member `i`'s config.
+    pub fn status(&self, i: usize) -> serde_json::Value {
+        let out = Command::new(BIN)
+            .args(["status", "--cluster", "--json"])
+            .env("CERTKEEPER_CONFIG", self.config(i))
+            .current_dir(&self.dir)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
     pub fn config(&self, i: usize) -> PathBuf {
         self.dir.join(format!("m{i}.toml"))
     }
@@ -456,13 +467,7 @@ async fn three_members_order_each_certificate_once_and_all_serve_it() {
         "a key in etcd in clear"
     );
     // status --cluster shows every member serving the issued serial.
-    let out = Command::new(BIN)
-        .args(["status", "--cluster", "--json"])
-        .env("CERTKEEPER_CONFIG", fleet.config(1))
-        .current_dir(&env.dir)
-        .output()
-        .unwrap();
-    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let view = fleet.status(1);
     let www = &view["certificates"][0];
     assert_eq!(www["name"], "www.example.com", "{view}");
     for m in ["m0", "m1", "m2"] {
@@ -512,13 +517,7 @@ async fn three_members_order_each_certificate_once_and_all_serve_it() {
         }
     }
     let leader = leader.expect("a leader in the metrics");
-    let status = Command::new(BIN)
-        .args(["status", "--cluster", "--json"])
-        .env("CERTKEEPER_CONFIG", fleet.config(0))
-        .current_dir(&env.dir)
-        .output()
-        .unwrap();
-    let view: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+    let view = fleet.status(0);
     assert_eq!(view["leader"], format!("m{leader}"), "{view}");
     let member = fleet.members[leader].as_mut().unwrap();
     assert!(
