@@ -22,6 +22,22 @@ pub(crate) const APPROVAL_LOOK: Duration = Duration::from_secs(60);
 /// the operator hears of the approval mail at once.
 pub(crate) const APPROVAL_FIRST_LOOK: Duration = Duration::from_secs(5);
 
+/// How long an AutoDNS order waits for its job before it logs what the authoritative
+/// nameservers serve of its validation record, and how often it logs that again.
+pub(crate) const DNS_VIEW_FIRST: Duration = Duration::from_secs(15);
+pub(crate) const DNS_VIEW_EVERY: Duration = Duration::from_secs(15 * 60);
+
+/// Whether an order that has waited `waited` for its job, and last logged the nameservers' view
+/// `since_shown` ago (`None`: not yet), logs it now. The view is a diagnostic for a job that waits
+/// longer than a job usually takes (DNS not yet seen); it costs a lookup of the zone's
+/// nameservers and a question to each, so it is not asked for every short wait.
+pub(crate) fn dns_view_due(waited: Duration, since_shown: Option<Duration>) -> bool {
+    match since_shown {
+        None => waited >= DNS_VIEW_FIRST,
+        Some(since) => since >= DNS_VIEW_EVERY,
+    }
+}
+
 /// What an order waiting for its approval says, in `status` and to `on_failure`.
 pub(crate) fn approval_message(approver: &str, job_id: i64) -> String {
     format!("waiting for approval by {approver} (job {job_id}): the CA's approval mail must be answered")
@@ -60,13 +76,20 @@ impl Agent {
             (Some(_), Some(_)) => self.config.order.job_timeout.min(APPROVAL_LOOK),
             (None, _) => self.config.order.job_timeout,
         };
-        let deadline = tokio::time::Instant::now() + wait;
+        let started = tokio::time::Instant::now();
+        let deadline = started + wait;
         let mut waiting = self.poll.wait(wanted);
+        let mut shown: Option<tokio::time::Instant> = None;
         loop {
             match waiting.next(deadline).await {
                 Event::Done(outcome) => return self.job_ended(cert, st, job_id, outcome).await.map(|()| None),
-                Event::Round(n) => {
-                    if cert.dns == DnsMode::Autodns && (n == 3 || n.is_multiple_of(20)) {
+                Event::Round => {
+                    // The view is only logged: nothing to ask when info lines are not.
+                    if cert.dns == DnsMode::Autodns
+                        && dns_view_due(started.elapsed(), shown.map(|t| t.elapsed()))
+                        && tracing::enabled!(tracing::Level::INFO)
+                    {
+                        shown = Some(tokio::time::Instant::now());
                         self.log_dns_view(&cert.name, &records).await;
                     }
                 }
@@ -217,5 +240,25 @@ impl Agent {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nameservers_view_is_logged_for_a_long_wait_not_a_short_one() {
+        let s = Duration::from_secs;
+        // A job that ends within seconds (the usual case) asks the nameservers nothing.
+        assert!(!dns_view_due(s(0), None));
+        assert!(!dns_view_due(s(14), None));
+        // As with the shipped poll backoff (2 s doubling) before: about 15 s in, the first look.
+        assert!(dns_view_due(s(15), None));
+        assert!(dns_view_due(s(3600), None));
+        // Then every 15 minutes, however many rounds pass in between.
+        assert!(!dns_view_due(s(16), Some(s(1))));
+        assert!(!dns_view_due(s(3600), Some(s(899))));
+        assert!(dns_view_due(s(915), Some(s(900))));
     }
 }

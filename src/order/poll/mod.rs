@@ -189,8 +189,8 @@ pub(crate) struct Wanted {
 pub(crate) enum Event {
     /// The job ended.
     Done(Outcome),
-    /// The `n`th round of the order's backoff passed without the job's end.
-    Round(u32),
+    /// A round of the order's backoff passed without the job's end.
+    Round,
     /// The deadline passed.
     TimedOut,
 }
@@ -304,7 +304,6 @@ impl<A: JobApi> Dispatcher<A> {
             started: now,
             pause: self.interval,
             next_look: now + self.interval,
-            rounds: 0,
             alone: false,
             gone_from_jobs: false,
         }

@@ -202,7 +202,7 @@ async fn follow(w: &mut Waiting<Arc<Fake>>, timeout: Duration) -> Option<Outcome
     for _ in 0..10_000 {
         match w.next(deadline).await {
             Event::Done(o) => return Some(o),
-            Event::Round(_) => {}
+            Event::Round => {}
             Event::TimedOut => return None,
         }
     }

@@ -14,7 +14,6 @@ pub(crate) struct Waiting<A: JobApi = Client> {
     /// The order's own backoff, between two rounds.
     pub(super) pause: Duration,
     pub(super) next_look: Instant,
-    pub(super) rounds: u32,
     /// No message can reach this order any more (another registered the same job): it asks.
     pub(super) alone: bool,
     /// `GET /job/{id}` no longer knows the job: it ended, and its history is asked instead.
@@ -51,7 +50,6 @@ impl<A: JobApi> Waiting<A> {
         if Instant::now() >= deadline {
             return Event::TimedOut;
         }
-        self.rounds += 1;
         if (self.alone || self.dispatcher.should_look(self.started.elapsed()))
             && let Some(outcome) = self.look().await
         {
@@ -59,7 +57,7 @@ impl<A: JobApi> Waiting<A> {
         }
         self.pause = (self.pause * 2).min(self.dispatcher.interval_max);
         self.next_look = Instant::now() + self.pause;
-        Event::Round(self.rounds)
+        Event::Round
     }
 
     /// Asks for the job: `GET /job/{id}`, its history once it is not known there, and the
