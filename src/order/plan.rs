@@ -240,14 +240,20 @@ pub fn allowed(from: Step, to: Step) -> bool {
 
 /// Whether the journal must be on disk when an order reaches `step`. It must before a DNS hook
 /// runs and after it ran (hook mode), before a request that may cost money leaves, once the API
-/// holds a job of ours, before that job's poll message is confirmed, and once the generation is
-/// written. The steps in between (a key in memory, prepareOrder, a DNS check, the download) are
-/// free to redo, so a crash there resumes from the last step written.
+/// holds a job of ours, and before that job's poll message is confirmed. The steps in between (a
+/// key in memory, prepareOrder, a DNS check, the download) are free to redo, so a crash there
+/// resumes from the last step written.
+///
+/// `installed` is not written apart: the deploy that follows at once writes the state (the new
+/// generation live or pending), and a crash before that resumes from `job_done`, whose download,
+/// verification and new generation are free and safe to repeat (the generation the crash left
+/// behind is never live unless complete, and is pruned like any old one). A journal an older
+/// certkeeper wrote at `installed` still resumes from there.
 pub fn persists(step: Step, dns: DnsMode) -> bool {
     match step {
-        Step::Planned | Step::Keyed | Step::DnsVerified | Step::Downloaded => false,
+        Step::Planned | Step::Keyed | Step::DnsVerified | Step::Downloaded | Step::Installed => false,
         Step::Prepared | Step::DnsPublished => dns == DnsMode::Hook,
-        Step::Sending | Step::Accepted | Step::JobDone | Step::Installed => true,
+        Step::Sending | Step::Accepted | Step::JobDone => true,
     }
 }
 
