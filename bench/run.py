@@ -711,10 +711,38 @@ def bench_fleet(n=20, runs=3):
     print("fleet", json.dumps(out), flush=True)
 
 
-BENCHES = {"scale": bench_scale, "peer": bench_peer, "features": bench_features, "cpu": bench_cpu, "noop": bench_noop, "rss": bench_rss, "idle": bench_idle, "dnslag": bench_dnslag, "ratelimit": bench_ratelimit, "ratelimit40": bench_ratelimit40, "campaign": bench_campaign, "campaign40": bench_campaign40, "fleet": bench_fleet}
+def bench_against(n=40, runs=5):
+    """CPU of this build against another's (BENCH_BASELINE: a directory holding its certkeeper
+    binary), taken in turns in one run against one simulator: one process per P-256
+    certificate (n certificates), and 100 certificates in one `--renew-now` run (runs times)."""
+    base = os.environ.get("BENCH_BASELINE")
+    if not base:
+        sys.exit("against: set BENCH_BASELINE to a directory holding another build's certkeeper")
+    bins = {"baseline": os.path.join(base, "certkeeper"), "this": CERTKEEPER}
+    sim = Sim("--rate-limit", "0")
+    contact(sim)
+    out = {}
+    for label, count, args in [("process_per_cert", n, None), ("one_run_100", 100, ["--renew-now"])]:
+        d = workdir(sim, names(count))
+        ck(d, "run", "--once")
+        env = dict(os.environ, CERTKEEPER_CONFIG=os.path.join(d, "certkeeper.toml"), CERTKEEPER_LOG="warn")
+        ms = {k: [] for k in bins}
+        for i in range(n if args is None else runs):
+            for k, exe in bins.items():
+                if args is None:
+                    ms[k].append(child_cpu_ms([exe, "--renew-now", f"c{i}.example.com"], env=env, cwd=d))
+                else:
+                    ms[k].append(child_cpu_ms([exe, *args], env=env, cwd=d) / count)
+        out[label] = {f"{k}_cpu_ms_per_cert": statistics.median(v) for k, v in ms.items()}
+    sim.stop()
+    results["against_baseline"] = out
+    print("against", json.dumps(out), flush=True)
+
+
+BENCHES = {"scale": bench_scale, "peer": bench_peer, "features": bench_features, "cpu": bench_cpu, "noop": bench_noop, "rss": bench_rss, "idle": bench_idle, "dnslag": bench_dnslag, "ratelimit": bench_ratelimit, "ratelimit40": bench_ratelimit40, "campaign": bench_campaign, "campaign40": bench_campaign40, "fleet": bench_fleet, "against": bench_against}
 
 if __name__ == "__main__":
-    wanted = sys.argv[1:] or list(BENCHES)
+    wanted = sys.argv[1:] or [b for b in BENCHES if b != "against"]
     build()
     for w in wanted:
         BENCHES[w]()
