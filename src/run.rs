@@ -260,8 +260,8 @@ pub(crate) fn start_member(config: Config) -> Result<(Arc<Agent>, crate::store::
             ),
         )
     })?;
-    let lock = agent.store.lock().map_err(|e| Refusal::new(Exit::Locked, e))?;
-    agent.store.sweep();
+    let mut lock = agent.store.lock().map_err(|e| Refusal::new(Exit::Locked, e))?;
+    lock.sweep();
     Ok((agent, lock))
 }
 
@@ -298,13 +298,14 @@ pub(crate) async fn tell_on_failure(
 /// Gives every live key the owner, group and mode its configuration says (a changed
 /// `key_owner`, `key_group` or `key_mode` applies without a reissue).
 pub(crate) fn apply_key_access(agent: &Agent) {
+    let dirs = agent.store.look().ok();
     for cert in &agent.config.certificates {
-        apply_key_access_of(agent, cert);
+        apply_key_access_of(agent, dirs.as_ref(), cert);
     }
 }
 
-fn apply_key_access_of(agent: &Agent, cert: &CertConfig) {
-    match agent.store.apply_key_access(&cert.name, cert.key_access) {
+fn apply_key_access_of(agent: &Agent, look: Option<&crate::store::Look>, cert: &CertConfig) {
+    match agent.store.apply_key_access(look, &cert.name, cert.key_access) {
         Ok(false) => {}
         Ok(true) => tracing::info!(cert = %cert.name, "gave the live key the configured owner, group and mode"),
         Err(e) => {
@@ -322,9 +323,12 @@ fn look_at_all(agent: &Agent, picked: impl Fn(&CertConfig) -> bool + Sync, force
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     // Below a few thousand certificates one thread is as fast as starting more.
     let part = all.len().div_ceil(cpus).max(4096);
+    // Where the directories cannot be opened, each path is resolved in full (and its error
+    // reported for its certificate, as before).
+    let dirs = agent.store.look().ok();
     let look = |c: &CertConfig| {
-        apply_key_access_of(agent, c);
-        picked(c) && (force || agent.is_due(c, now))
+        apply_key_access_of(agent, dirs.as_ref(), c);
+        picked(c) && (force || agent.is_due(dirs.as_ref(), c, now))
     };
     let due: Vec<bool> = if all.len() <= part {
         all.iter().map(look).collect()

@@ -164,6 +164,7 @@ pub(crate) async fn serve(path: PathBuf, agent: Arc<Agent>, fleet: Option<Leader
         let mut due: Vec<(bool, CertConfig)> = Vec::new();
         let mut next_at = t + 3600;
         // Only the certificates whose time has come are looked at (their state files read).
+        let dirs = agent.store.look().ok();
         for i in agenda.due(t) {
             let Some(cert) = agent.config.certificates.get(i) else {
                 continue;
@@ -172,7 +173,7 @@ pub(crate) async fn serve(path: PathBuf, agent: Arc<Agent>, fleet: Option<Leader
             if in_flight.contains(&cert.name) || forced.is_waiting(&cert.name) {
                 continue;
             }
-            let st = agent.store.load(&cert.name).unwrap_or_default();
+            let st = agent.store.load_from(dirs.as_ref(), &cert.name).unwrap_or_default();
             let mut facts = setbacks.facts(&cert.name, &st);
             order::plan::for_config(&mut facts, cert, &st);
             let d = order::next_from(&facts, cert, &agent.config.daemon, t);

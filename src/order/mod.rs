@@ -380,8 +380,8 @@ impl Agent {
 
     /// Whether `ensure` has anything to do for `cert` at `now` (an unreadable state or an ended
     /// term count as due, so that `ensure` reports them).
-    pub fn is_due(&self, cert: &CertConfig, now: i64) -> bool {
-        match self.store.load(&cert.name) {
+    pub fn is_due(&self, look: Option<&crate::store::Look>, cert: &CertConfig, now: i64) -> bool {
+        match self.store.load_from(look, &cert.name) {
             Ok(st) if st.order.is_none() && st.pending_deploy.is_none() => {
                 !matches!(decide(&st, cert, &self.config.daemon, now, false), Ok(None))
             }

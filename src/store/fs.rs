@@ -1,6 +1,7 @@
 //! Durable writes: new files with their final mode from the first byte, atomic replacement
 //! (temp file, fsync, rename, fsync of the directory), and the names of temp files.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -19,12 +20,44 @@ pub(super) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> 
     f.sync_all()
 }
 
+/// Per directory, the temp files and links this process made there that are neither renamed
+/// into place nor removed yet. One left (a write that failed, or one a panic cut short) means
+/// the directory may hold a leftover: the state directory's lock then records no clean end, and
+/// the next run sweeps.
+static UNSETTLED: std::sync::Mutex<BTreeMap<PathBuf, usize>> = std::sync::Mutex::new(BTreeMap::new());
+
+fn unsettled_in() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, usize>> {
+    UNSETTLED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Counts a temp file or link about to be made in `dir`; [`settled`] once it is renamed into place.
+pub(super) fn unsettled(dir: &Path) {
+    *unsettled_in().entry(dir.to_path_buf()).or_default() += 1;
+}
+
+pub(super) fn settled(dir: &Path) {
+    let mut all = unsettled_in();
+    if let Some(n) = all.get_mut(dir) {
+        *n -= 1;
+        if *n == 0 {
+            all.remove(dir);
+        }
+    }
+}
+
+/// Whether every temp file and link this process made in `dirs` is renamed into place.
+pub(super) fn all_settled(dirs: &[PathBuf]) -> bool {
+    let all = unsettled_in();
+    dirs.iter().all(|d| !all.contains_key(d))
+}
+
 /// Replaces `path` durably: temp file in the same directory, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("a file needs a parent directory"))?;
     let tmp = temp_path(path);
+    unsettled(dir);
     if let Err(e) = write_new(&tmp, bytes, mode) {
         // A temp file left by a killed process that had our PID.
         if e.kind() != io::ErrorKind::AlreadyExists {
@@ -34,6 +67,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         write_new(&tmp, bytes, mode)?;
     }
     fs::rename(&tmp, path)?;
+    settled(dir);
     sync_dir(dir)
 }
 

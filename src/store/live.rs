@@ -158,13 +158,24 @@ impl Store {
     /// differ: a changed `key_owner`, `key_group` or `key_mode` applies at the next run, not at
     /// the next reissue. (A generation kept for a rollback gets them when it is live again: the
     /// run after the rollback sets them.) Returns whether the key was changed.
-    pub fn apply_key_access(&self, name: &str, access: KeyAccess) -> io::Result<bool> {
+    /// The live key is found through `look`'s live directory when given.
+    pub fn apply_key_access(&self, look: Option<&super::Look>, name: &str, access: KeyAccess) -> io::Result<bool> {
         // The common case, a key as configured, costs one lstat through the live link (ours);
         // only a key to change is opened, without following links, and changed on its descriptor.
-        if let Ok(meta) = fs::symlink_metadata(self.live_dir.join(name).join(files::KEY))
-            && meta.is_file()
-            && has_access(&meta, access)
-        {
+        let as_configured = match look {
+            Some(look) => rustix::fs::statat(
+                &look.live,
+                format!("{name}/{}", files::KEY),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .is_ok_and(|st| {
+                rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+                    && is_access(st.st_uid, st.st_gid, st.st_mode, access)
+            }),
+            None => fs::symlink_metadata(self.live_dir.join(name).join(files::KEY))
+                .is_ok_and(|meta| meta.is_file() && has_access(&meta, access)),
+        };
+        if as_configured {
             return Ok(false);
         }
         match self.live_generation(name) {
@@ -196,8 +207,10 @@ impl Store {
         let target = Path::new(".generations").join(name).join(format!("{number:04}"));
         let tmp = self.live_dir.join(format!(".switch-{}-{}", pid(), short_hash(name)));
         let _ = fs::remove_file(&tmp);
+        super::fs::unsettled(&self.live_dir);
         std::os::unix::fs::symlink(&target, &tmp)?;
         fs::rename(&tmp, self.live_dir.join(name))?;
+        super::fs::settled(&self.live_dir);
         sync_dir(&self.live_dir)
     }
 
@@ -250,9 +263,13 @@ fn owner_of(access: KeyAccess) -> (u32, u32) {
 
 /// Whether a file has the owner, group and mode of `access`.
 fn has_access(meta: &fs::Metadata, access: KeyAccess) -> bool {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let (uid, gid) = owner_of(access);
-    meta.uid() == uid && meta.gid() == gid && meta.permissions().mode() & 0o7777 == access.mode
+    use std::os::unix::fs::MetadataExt;
+    is_access(meta.uid(), meta.gid(), meta.mode(), access)
+}
+
+/// Whether an owner, group and mode (`st_mode`) are those of `access`.
+fn is_access(uid: u32, gid: u32, mode: u32, access: KeyAccess) -> bool {
+    (uid, gid) == owner_of(access) && mode & 0o7777 == access.mode
 }
 
 fn set_key_access(path: &std::path::Path, access: KeyAccess) -> io::Result<bool> {

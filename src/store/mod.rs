@@ -5,7 +5,8 @@
 //!   fsync of the directory). Its format is in [`state`].
 //! - `live_dir/.generations/NAME/N/{cert,chain,fullchain,privkey}.pem`: each issuance, and
 //!   `live_dir/NAME`: a symlink to the live generation, switched with one atomic rename ([`live`]).
-//! - `state_dir/lock`: held with an exclusive lock while certkeeper works; holds the PID.
+//! - `state_dir/lock`: held with an exclusive lock while certkeeper works; holds the PID, and
+//!   after a clean end a second line saying so (the next run need not sweep, [`Lock`]).
 //! - `state_dir/campaign.json` and `campaign.log`: a mass reissue in progress ([`campaign`]).
 //!
 //! Names become path components only after `config::is_hostname` accepted them; every directory
@@ -17,7 +18,7 @@ mod live;
 mod state;
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -39,10 +40,69 @@ pub struct Store {
     pub shared: bool,
 }
 
+/// The state and live directories, opened once for a look at every certificate (a no-op run
+/// at 100,000 certificates is that look): each certificate's state file and live key are then
+/// found from them, one name or a few to resolve instead of the whole path, twice per
+/// certificate. Held for one look only, so that a directory replaced meanwhile is not read
+/// for long.
+#[derive(Debug)]
+pub struct Look {
+    certs: std::os::fd::OwnedFd,
+    live: std::os::fd::OwnedFd,
+}
+
 /// An exclusive hold on the state directory; released when dropped or when the process dies.
+///
+/// Released by a process that knows its directories hold no leftover of an interrupted write
+/// (it found them so, or swept them, and every temp file it made since is renamed into place),
+/// the lock file says so on its second line ([`ENDED_CLEANLY`]); the next holder then skips the
+/// sweep, which at 100,000 certificates lists 200,000 directory entries. A run that is killed,
+/// panics or fails a write leaves only its PID there, and the next run sweeps.
 #[derive(Debug)]
 pub struct Lock {
-    _file: File,
+    file: File,
+    /// Whether the directories are known to hold no leftover.
+    clean: bool,
+    /// The directories swept: state, state/certs, live.
+    dirs: [PathBuf; 3],
+}
+
+/// The lock file's second line after a clean end.
+pub const ENDED_CLEANLY: &str = "ended with nothing half-written";
+
+impl Lock {
+    /// Whether the last holder ended cleanly (so that there is nothing to sweep).
+    pub fn found_clean(&self) -> bool {
+        self.clean
+    }
+
+    /// Removes what a run killed mid-write (or a full disk) left behind: temp state files and
+    /// temp symlinks. Called with the lock held, so nothing else is writing them. A certificate's
+    /// temp generations are swept when its next generation is written
+    /// ([`Store::write_generation`]): a run with nothing due reads no certificate's directory.
+    /// Skipped when the last holder ended cleanly.
+    pub fn sweep(&mut self) {
+        if self.clean {
+            return;
+        }
+        let mut all = true;
+        for dir in &self.dirs {
+            all &= sweep_dir(dir);
+        }
+        self.clean = all;
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        use std::os::unix::fs::FileExt;
+        if self.clean && fs::all_settled(&self.dirs) && !std::thread::panicking() {
+            let _ = self.file.set_len(0).and_then(|()| {
+                self.file
+                    .write_all_at(format!("{}\n{ENDED_CLEANLY}\n", std::process::id()).as_bytes(), 0)
+            });
+        }
+    }
 }
 
 impl Store {
@@ -67,25 +127,11 @@ impl Store {
         host::ensure_dir(&self.live_dir.join(".generations"), 0o755)
     }
 
-    /// Removes what a run killed mid-write (or a full disk) left behind: temp state files and
-    /// temp symlinks. Called with the lock held, so nothing else is writing them. A certificate's
-    /// temp generations are swept when its next generation is written
-    /// ([`Self::write_generation`]): a run with nothing due reads no certificate's directory.
-    pub fn sweep(&self) {
-        for dir in [
-            self.state_dir.clone(),
-            self.state_dir.join("certs"),
-            self.live_dir.clone(),
-        ] {
-            sweep_dir(&dir);
-        }
-    }
-
     /// Takes the exclusive lock, or says which process holds it.
     pub fn lock(&self) -> Result<Lock, String> {
         let path = self.state_dir.join("lock");
         // Never through a link, and nothing is truncated before it proves to be our own file.
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -108,19 +154,33 @@ impl Store {
         }
         match file.try_lock() {
             Ok(()) => {
+                use std::io::Read as _;
+                use std::os::unix::fs::FileExt;
+                let mut before = String::new();
+                let clean = (&file).take(256).read_to_string(&mut before).is_ok()
+                    && before.lines().nth(1) == Some(ENDED_CLEANLY);
                 // The PID is for the message another process shows (read from the page cache
                 // while this one holds the lock); the lock itself is the kernel's, gone with the
-                // process. Nothing needs it on disk, so it is not synced.
+                // process. Nothing needs it on disk, so it is not synced (a clean end lost in a
+                // crash costs the next run a sweep).
                 file.set_len(0)
-                    .and_then(|_| writeln!(file, "{}", std::process::id()))
+                    .and_then(|_| file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0))
                     .map_err(|e| format!("{}: {e}", path.display()))?;
-                Ok(Lock { _file: file })
+                Ok(Lock {
+                    file,
+                    clean,
+                    dirs: [
+                        self.state_dir.clone(),
+                        self.state_dir.join("certs"),
+                        self.live_dir.clone(),
+                    ],
+                })
             }
             Err(std::fs::TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
                 Err(format!(
                     "another certkeeper (PID {}) is using {}; only one may run at a time",
-                    holder.trim(),
+                    holder.lines().next().unwrap_or_default().trim(),
                     self.state_dir.display()
                 ))
             }
@@ -135,12 +195,44 @@ impl Store {
     /// The certificate's state; a fresh one if none was saved. A state written by a newer
     /// certkeeper (a higher `version`) is refused, and so never rewritten in the older format.
     pub fn load(&self, name: &str) -> io::Result<CertState> {
+        self.load_from(None, name)
+    }
+
+    /// Opens the directories a look at every certificate reads ([`Look`]).
+    pub fn look(&self) -> io::Result<Look> {
+        let open = |dir: &Path| {
+            rustix::fs::open(
+                dir,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", dir.display())))
+        };
+        Ok(Look {
+            certs: open(&self.state_dir.join("certs"))?,
+            live: open(&self.live_dir)?,
+        })
+    }
+
+    /// [`Store::load`], through `look`'s directory when given.
+    pub fn load_from(&self, look: Option<&Look>, name: &str) -> io::Result<CertState> {
         let path = self.state_path(name);
-        match read_state(&path, true) {
+        let read = |trust_short| match look {
+            Some(look) => rustix::fs::openat(
+                &look.certs,
+                format!("{name}.json"),
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(io::Error::from)
+            .and_then(|fd| read_state_from(File::from(fd), &path, trust_short)),
+            None => File::open(&path).and_then(|file| read_state_from(file, &path, trust_short)),
+        };
+        match read(true) {
             Ok(bytes) => {
                 let st: CertState = match serde_json::from_slice(&bytes) {
                     Ok(st) => st,
-                    Err(_) => serde_json::from_slice(&read_state(&path, false)?)
+                    Err(_) => serde_json::from_slice(&read(false)?)
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?,
                 };
                 if st.version > STATE_VERSION {
@@ -221,8 +313,11 @@ impl Store {
 #[cfg(test)]
 mod tests;
 
-/// Removes the leftovers of interrupted writes (`.tmp-*`, `.switch-*`) in `dir`.
-pub(crate) fn sweep_dir(dir: &Path) {
+/// Removes the leftovers of interrupted writes (`.tmp-*`, `.switch-*`) in `dir`; returns
+/// whether none is left (a directory that cannot be read counts as none: it is checked and
+/// reported where it is used).
+pub(crate) fn sweep_dir(dir: &Path) -> bool {
+    let mut all = true;
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -237,10 +332,12 @@ pub(crate) fn sweep_dir(dir: &Path) {
         match removed {
             Ok(()) => tracing::info!(path = %path.display(), "removed a leftover of an interrupted write"),
             Err(e) => {
+                all = false;
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover of an interrupted write")
             }
         }
     }
+    all
 }
 
 /// The largest state file read: far above what a certificate's state grows to (its paid
@@ -253,9 +350,8 @@ const MAX_STATE_FILE: u64 = 16 << 20;
 /// state files are replaced by renaming, never written in place, so on a local file system a
 /// short read is the end. Elsewhere it may not be; then the JSON does not parse (no prefix of an
 /// object is one) and [`Store::load`] reads the file again without it.
-fn read_state(path: &Path, trust_short: bool) -> io::Result<Vec<u8>> {
+fn read_state_from(mut file: File, path: &Path, trust_short: bool) -> io::Result<Vec<u8>> {
     use std::io::Read as _;
-    let mut file = File::open(path)?;
     let mut bytes = vec![0; 4096];
     let n = loop {
         match file.read(&mut bytes) {

@@ -182,3 +182,130 @@ fn a_second_lock_names_the_holder() {
     assert!(err.contains(&format!("PID {}", std::process::id())), "{err}");
     fs::remove_dir_all(root).unwrap();
 }
+
+/// What a killed run left is swept by the next; after a clean end the lock file says so and
+/// the next run skips the sweep (at 100,000 certificates, 200,000 directory entries). A run
+/// that ended with a temp file it made still in place, or one that never swept what it found,
+/// does not say so.
+#[test]
+fn a_clean_end_spares_the_next_run_its_sweep_and_nothing_else_does() {
+    let (store, root) = temp_store("sweep");
+    let leftover = store.state_dir.join("certs/.tmp-4242-00112233aabbccdd");
+    let lock_file = store.state_dir.join("lock");
+    // A run killed mid-write: its PID alone in the lock file, a temp file beside the states.
+    fs::write(&lock_file, "4242\n").unwrap();
+    fs::write(&leftover, "{").unwrap();
+    let mut lock = store.lock().unwrap();
+    assert!(!lock.found_clean());
+    lock.sweep();
+    assert!(!leftover.exists(), "the leftover was not swept");
+    store
+        .save(&CertState {
+            name: "a.example.com".into(),
+            ..CertState::default()
+        })
+        .unwrap();
+    drop(lock);
+    let text = fs::read_to_string(&lock_file).unwrap();
+    assert_eq!(text.lines().nth(1), Some(ENDED_CLEANLY), "{text}");
+
+    // The next holder finds it clean; only while it holds the lock does the file say otherwise.
+    let lock = store.lock().unwrap();
+    assert!(lock.found_clean());
+    assert_eq!(
+        fs::read_to_string(&lock_file).unwrap(),
+        format!("{}\n", std::process::id())
+    );
+    drop(lock);
+
+    // A holder that found no clean end and did not sweep (a probe, as a campaign's) leaves none.
+    fs::write(&lock_file, "4242\n").unwrap();
+    drop(store.lock().unwrap());
+    assert_eq!(fs::read_to_string(&lock_file).unwrap().lines().nth(1), None);
+
+    // A temp file made and not renamed into place: no clean end.
+    let mut lock = store.lock().unwrap();
+    lock.sweep();
+    super::fs::unsettled(&store.state_dir.join("certs"));
+    drop(lock);
+    assert_eq!(fs::read_to_string(&lock_file).unwrap().lines().nth(1), None);
+    super::fs::settled(&store.state_dir.join("certs"));
+
+    // A failed write counts too: the state's name is taken by a directory, so its rename fails.
+    let mut lock = store.lock().unwrap();
+    lock.sweep();
+    fs::create_dir(store.state_dir.join("certs/b.example.com.json")).unwrap();
+    fs::write(store.state_dir.join("certs/b.example.com.json/x"), "").unwrap();
+    assert!(
+        store
+            .save(&CertState {
+                name: "b.example.com".into(),
+                ..CertState::default()
+            })
+            .is_err()
+    );
+    drop(lock);
+    assert_eq!(fs::read_to_string(&lock_file).unwrap().lines().nth(1), None);
+    let lock = store.lock().unwrap();
+    assert!(!lock.found_clean(), "a run that failed a write did not end cleanly");
+    drop(lock);
+    fs::remove_dir_all(root).unwrap();
+}
+
+/// A look at every certificate reads the same state and finds the same key through the
+/// directories it opened once as through the full paths.
+#[test]
+fn a_look_through_the_opened_directories_reads_what_the_paths_read() {
+    let (store, root) = temp_store("look");
+    let st = CertState {
+        name: "a.example.com".into(),
+        serial: Some("0a".into()),
+        ..CertState::default()
+    };
+    store.save(&st).unwrap();
+    let look = store.look().unwrap();
+    let through = store.load_from(Some(&look), "a.example.com").unwrap();
+    assert_eq!(through.serial.as_deref(), Some("0a"));
+    assert_eq!(
+        serde_json::to_string(&through).unwrap(),
+        serde_json::to_string(&store.load("a.example.com").unwrap()).unwrap()
+    );
+    // A certificate never saved is a fresh state either way.
+    assert_eq!(
+        store.load_from(Some(&look), "b.example.com").unwrap().name,
+        "b.example.com"
+    );
+    // The live key, through the live link: left alone as configured, changed when it is not.
+    let g = store
+        .write_generation("a.example.com", "KEY", "CERT", &[], KeyAccess::default())
+        .unwrap();
+    store.switch("a.example.com", g.number).unwrap();
+    let key = g.dir.join(files::KEY);
+    assert!(
+        !store
+            .apply_key_access(Some(&look), "a.example.com", KeyAccess::default())
+            .unwrap()
+    );
+    let group_reads = KeyAccess {
+        mode: 0o640,
+        ..KeyAccess::default()
+    };
+    assert!(
+        store
+            .apply_key_access(Some(&look), "a.example.com", group_reads)
+            .unwrap()
+    );
+    assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o7777, 0o640);
+    assert!(
+        !store
+            .apply_key_access(Some(&look), "a.example.com", group_reads)
+            .unwrap()
+    );
+    assert!(!store.apply_key_access(None, "a.example.com", group_reads).unwrap());
+    assert!(
+        store
+            .apply_key_access(None, "a.example.com", KeyAccess::default())
+            .unwrap()
+    );
+    fs::remove_dir_all(root).unwrap();
+}

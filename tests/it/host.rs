@@ -245,6 +245,8 @@ async fn a_real_directory_at_the_live_name_is_found_before_paying_and_leftovers_
     for l in &leftovers {
         std::fs::write(env.dir.join(l), "-----BEGIN PRIVATE KEY-----\n").unwrap();
     }
+    // The killed run's PID is all its lock file says (no clean end), so the next run sweeps.
+    std::fs::write(env.dir.join("state/lock"), "4242\n").unwrap();
     // (`run --once` would wait out the backoff of the failure above; the operator asks now.)
     env.run_ok(&["--renew-now", name]).await;
     env.assert_installed(name);
