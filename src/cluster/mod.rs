@@ -273,6 +273,9 @@ pub(crate) async fn run(path: PathBuf, config: Config) -> Result<Exit, Refusal> 
     // Another member leads at once, not after the lease's time.
     fleet.resign().await;
     follower.abort();
+    // The follower may be installing on another worker: it stops at its next await, and only
+    // then is the lock let go (a clean end is written in it only with no write in flight).
+    let _ = follower.await;
     if let Some(m) = metrics {
         m.abort();
     }

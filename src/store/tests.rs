@@ -210,12 +210,19 @@ fn a_clean_end_spares_the_next_run_its_sweep_and_nothing_else_does() {
     assert_eq!(text.lines().nth(1), Some(ENDED_CLEANLY), "{text}");
 
     // The next holder finds it clean; only while it holds the lock does the file say otherwise.
-    let lock = store.lock().unwrap();
+    // The state directory itself is swept all the same: a campaign command writes its plan
+    // there for a running daemon without the lock.
+    let campaign_leftover = store.state_dir.join(".tmp-4343-00112233aabbccdd");
+    fs::write(&campaign_leftover, "{").unwrap();
+    let mut lock = store.lock().unwrap();
     assert!(lock.found_clean());
     assert_eq!(
         fs::read_to_string(&lock_file).unwrap(),
         format!("{}\n", std::process::id())
     );
+    lock.sweep();
+    assert!(!campaign_leftover.exists(), "the state directory was not swept");
+    assert!(lock.found_clean());
     drop(lock);
 
     // A holder that found no clean end and did not sweep (a probe, as a campaign's) leaves none.
