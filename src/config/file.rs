@@ -528,13 +528,22 @@ pub(super) fn read_in_pieces(text: &str) -> Option<RawConfig> {
     if !raw.certificate.is_empty() {
         return None;
     }
+    let ends = starts.iter().skip(1).copied().chain([text.len()]);
+    let pieces: Vec<(usize, usize)> = starts.iter().copied().zip(ends).collect();
+    // The tables are independent: many are read on every CPU and put together in order.
+    let parts = super::in_parts(pieces, |_, pieces| -> Option<Vec<CertTable>> {
+        let mut tables = Vec::with_capacity(pieces.len());
+        for (start, end) in pieces {
+            let one: OneTable = toml::from_str(&text[start..end]).ok()?;
+            let [mut table] = <[CertTable; 1]>::try_from(one.certificate).ok()?;
+            table.shift(start);
+            tables.push(table);
+        }
+        Some(tables)
+    });
     raw.certificate.reserve_exact(starts.len());
-    for (i, &start) in starts.iter().enumerate() {
-        let end = starts.get(i + 1).copied().unwrap_or(text.len());
-        let one: OneTable = toml::from_str(&text[start..end]).ok()?;
-        let [mut table] = <[CertTable; 1]>::try_from(one.certificate).ok()?;
-        table.shift(start);
-        raw.certificate.push(table);
+    for tables in parts {
+        raw.certificate.extend(tables?);
     }
     Some(raw)
 }
