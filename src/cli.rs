@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Threads};
 use crate::run::Exit;
 
 /// Keeps certificates from the InterNetX AutoDNS SSL Manager valid and installed: orders,
@@ -354,7 +354,14 @@ async fn dispatch(cli: Cli, config_given: bool) -> Exit {
         }) => crate::demo::dns_hook(&sim_url, &ca_file, &action).await,
         Some(Command::Run { once, .. }) => {
             let renew = cli.renew_now;
-            match load(&cli.config) {
+            // The daemon reads its file on one thread, at start as at every re-read: what
+            // other threads allocate stays in their own arenas for as long as it runs.
+            let threads = if renew.is_some() || once {
+                Threads::Every
+            } else {
+                Threads::One
+            };
+            match load_on(&cli.config, threads) {
                 Ok(config) if renew.is_some() || once => refused(crate::run::run_once(config, renew).await),
                 Ok(config) => refused(crate::daemon::run(cli.config.clone(), config).await),
                 Err(code) => code,
@@ -449,13 +456,22 @@ fn refused(result: Result<Exit, crate::run::Refusal>) -> Exit {
 /// Reads the configuration for a command that puts it in force: errors are printed (as JSON
 /// log lines under `--log-format json`), warnings logged.
 fn load(path: &Path) -> Result<Config, Exit> {
-    let config = read(path)?;
+    load_on(path, Threads::Every)
+}
+
+/// [`load`] on the threads given.
+fn load_on(path: &Path, threads: Threads) -> Result<Config, Exit> {
+    let config = read_on(path, threads)?;
     config.log_warnings();
     Ok(config)
 }
 
 fn read(path: &Path) -> Result<Config, Exit> {
-    config::read(path).map_err(|errors| {
+    read_on(path, Threads::Every)
+}
+
+fn read_on(path: &Path, threads: Threads) -> Result<Config, Exit> {
+    config::read_on(path, threads).map_err(|errors| {
         for e in &errors.0 {
             config_problem("error", e);
         }

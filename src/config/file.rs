@@ -508,7 +508,7 @@ struct OneTable {
 /// Cutting at a line that opens a table is safe: the only other lines that can start with `[`
 /// are inside a multi-line array or string, and a cut there leaves the piece before it with an
 /// array or string that is never closed, which does not read.
-pub(super) fn read_in_pieces(text: &str) -> Option<RawConfig> {
+pub(super) fn read_in_pieces(text: &str, threads: super::Threads) -> Option<RawConfig> {
     let mut starts = Vec::new();
     let mut at = 0;
     for line in text.split_inclusive('\n') {
@@ -528,18 +528,27 @@ pub(super) fn read_in_pieces(text: &str) -> Option<RawConfig> {
     if !raw.certificate.is_empty() {
         return None;
     }
+    let read = |start: usize, end: usize| -> Option<CertTable> {
+        let one: OneTable = toml::from_str(&text[start..end]).ok()?;
+        let [mut table] = <[CertTable; 1]>::try_from(one.certificate).ok()?;
+        table.shift(start);
+        Some(table)
+    };
     let ends = starts.iter().skip(1).copied().chain([text.len()]);
-    let pieces: Vec<(usize, usize)> = starts.iter().copied().zip(ends).collect();
-    // The tables are independent: many are read on every CPU and put together in order.
-    let parts = super::in_parts(pieces, |_, pieces| -> Option<Vec<CertTable>> {
-        let mut tables = Vec::with_capacity(pieces.len());
-        for (start, end) in pieces {
-            let one: OneTable = toml::from_str(&text[start..end]).ok()?;
-            let [mut table] = <[CertTable; 1]>::try_from(one.certificate).ok()?;
-            table.shift(start);
-            tables.push(table);
+    if threads == super::Threads::One {
+        raw.certificate.reserve_exact(starts.len());
+        for (start, end) in starts.iter().copied().zip(ends) {
+            raw.certificate.push(read(start, end)?);
         }
-        Some(tables)
+        return Some(raw);
+    }
+    // The tables are independent: many are read on every CPU and put together in order.
+    let pieces: Vec<(usize, usize)> = starts.iter().copied().zip(ends).collect();
+    let parts = super::in_parts(threads, pieces, |_, pieces| {
+        pieces
+            .into_iter()
+            .map(|(start, end)| read(start, end))
+            .collect::<Option<Vec<_>>>()
     });
     raw.certificate.reserve_exact(starts.len());
     for tables in parts {

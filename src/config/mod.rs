@@ -401,8 +401,26 @@ impl Config {
     }
 }
 
-/// Reads and validates the file at `path`.
+/// Reads and validates the file at `path`, a large one on every CPU.
 pub fn read(path: &Path) -> Result<Config, ConfigErrors> {
+    read_on(path, Threads::Every)
+}
+
+/// On how many threads a large file's certificates are read and checked.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Threads {
+    /// Every CPU, up to 8: a start-up or a one-shot command at 100,000 certificates.
+    Every,
+    /// The caller's alone, one table after another with no list of them in between: the
+    /// daemon, at start and at every re-read. A daemon of 100,000 certificates that read its
+    /// file in parts (on more threads, each part's list put together after) peaked over 100 MiB
+    /// after five re-reads, against about 82 MiB this way: the allocator keeps much of what the
+    /// lists took.
+    One,
+}
+
+/// [`read`] on the threads given.
+pub fn read_on(path: &Path, threads: Threads) -> Result<Config, ConfigErrors> {
     // Its hooks run as root: a configuration another user can write is refused.
     let text = crate::host::read_settings(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
@@ -412,13 +430,13 @@ pub fn read(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot use the configuration: {e}"),
         }])
     })?;
-    parse(&text, path, &|k| std::env::var(k).ok())
+    parse_as(&text, path, &|k| std::env::var(k).ok(), Reading::InPieces, threads)
 }
 
 /// Parses and validates configuration text; `path` is used in messages and to resolve relative
 /// paths, `env` to look up `CERTKEEPER_API_PASSWORD`.
 pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-    parse_as(text, path, env, Reading::InPieces)
+    parse_as(text, path, env, Reading::InPieces, Threads::Every)
 }
 
 /// How the text is read: in pieces where its layout allows ([`file::read_in_pieces`]), or as a
@@ -435,19 +453,20 @@ fn parse_as(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
     reading: Reading,
+    threads: Threads,
 ) -> Result<Config, ConfigErrors> {
     let search_path =
         env("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     let v = Validator::new(text, path.to_path_buf(), search_path);
     let pieces = match reading {
-        Reading::InPieces => file::read_in_pieces(text),
+        Reading::InPieces => file::read_in_pieces(text, threads),
         Reading::Whole => None,
     };
     let raw = match pieces {
         Some(raw) => raw,
         None => read_whole(text, path)?,
     };
-    check(v, raw, path, env)
+    check(v, raw, path, env, threads)
 }
 
 /// Reads the whole text as TOML, reporting every wrong key and type at once.
@@ -496,6 +515,7 @@ fn check(
     raw: RawConfig,
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    threads: Threads,
 ) -> Result<Config, ConfigErrors> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let api = v.api(raw.api.into_inner(), &base, env);
@@ -531,41 +551,52 @@ fn check(
     });
     let defaults = defaults.unwrap_or_default();
     let count = raw.certificate.len();
-    // Each part of the certificates is checked by a validator of its own, which finds the
-    // same errors and warnings as one would; they are put together in the order of the file.
-    let (text, file, search_path) = (v.text, v.file.clone(), v.search_path.clone());
-    let parts = in_parts(raw.certificate, |first, tables| {
-        let mut part = Validator::new(text, file.clone(), search_path.clone());
-        let checked: Vec<_> = tables
-            .into_iter()
-            .enumerate()
-            .map(|(k, c)| {
-                let span = c.span.clone();
-                let cert = part.certificate(first + k, span.clone(), c.into_settings(), &defaults, &base);
-                (span, cert)
-            })
-            .collect();
-        (part.errors, part.warnings, checked)
-    });
     let mut certificates = Vec::with_capacity(count);
     let mut seen = std::collections::HashSet::with_capacity(count);
-    let mut i = 0;
-    for (errors, warnings, checked) in parts {
-        v.errors.extend(errors);
-        v.warnings.extend(warnings);
-        for (span, cert) in checked {
-            if let Some(cert) = cert {
-                if !seen.insert(cert.name.clone()) {
-                    v.err(
-                        span,
-                        &format!("certificate[{i}].name"),
-                        &format!("{} is configured twice", cert.name),
-                    );
-                } else {
-                    certificates.push(cert);
-                }
+    let mut keep = |v: &mut Validator, i: usize, span: std::ops::Range<usize>, cert: Option<CertConfig>| {
+        let Some(cert) = cert else { return };
+        if !seen.insert(cert.name.clone()) {
+            v.err(
+                span,
+                &format!("certificate[{i}].name"),
+                &format!("{} is configured twice", cert.name),
+            );
+        } else {
+            certificates.push(cert);
+        }
+    };
+    if threads == Threads::One {
+        // One certificate after another, no list of them in between: the daemon's way.
+        for (i, c) in raw.certificate.into_iter().enumerate() {
+            let span = c.span.clone();
+            let cert = v.certificate(i, span.clone(), c.into_settings(), &defaults, &base);
+            keep(&mut v, i, span, cert);
+        }
+    } else {
+        // Each part of the certificates is checked by a validator of its own, which finds the
+        // same errors and warnings as one would; they are put together in the order of the file.
+        let (text, file, search_path) = (v.text, v.file.clone(), v.search_path.clone());
+        let parts = in_parts(threads, raw.certificate, |first, tables| {
+            let mut part = Validator::new(text, file.clone(), search_path.clone());
+            let checked: Vec<_> = tables
+                .into_iter()
+                .enumerate()
+                .map(|(k, c)| {
+                    let span = c.span.clone();
+                    let cert = part.certificate(first + k, span.clone(), c.into_settings(), &defaults, &base);
+                    (span, cert)
+                })
+                .collect();
+            (part.errors, part.warnings, checked)
+        });
+        let mut i = 0;
+        for (errors, warnings, checked) in parts {
+            v.errors.extend(errors);
+            v.warnings.extend(warnings);
+            for (span, cert) in checked {
+                keep(&mut v, i, span, cert);
+                i += 1;
             }
-            i += 1;
         }
     }
     match (api, store, v.errors.is_empty()) {
@@ -594,7 +625,10 @@ fn check(
 /// per part) are read and checked on every CPU, up to 8: at 100,000 certificates that halves
 /// the time a start-up, a reload or a `run --once` spends on the configuration. A part whose
 /// thread cannot be started is worked on by the caller.
-fn in_parts<T: Send, R: Send>(items: Vec<T>, work: impl Fn(usize, Vec<T>) -> R + Sync) -> Vec<R> {
+fn in_parts<T: Send, R: Send>(threads: Threads, items: Vec<T>, work: impl Fn(usize, Vec<T>) -> R + Sync) -> Vec<R> {
+    if threads == Threads::One {
+        return vec![work(0, items)];
+    }
     const LEAST: usize = 4096;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     let part = items.len().div_ceil(cpus).max(LEAST);

@@ -33,7 +33,7 @@ pub(super) async fn settle(path: &Path, changes: &mut mpsc::Receiver<()>) {
 /// or `None` when it was not taken.
 pub(super) fn reload(path: &Path, shared: &Shared) -> Option<Vec<String>> {
     let old = current(shared);
-    let new = match config::read(path) {
+    let new = match config::read_on(path, config::Threads::One) {
         Ok(c) => c,
         Err(errors) => {
             for e in &errors.0 {

@@ -28,19 +28,21 @@ pub(super) fn env(key: &str) -> Option<String> {
     (key == PASSWORD_ENV).then(|| "secret".to_string())
 }
 
-/// Parses `text` as certkeeper does, and checks that reading it as a whole gives the same
-/// configuration or the same errors, line for line: every test of the configuration is also a
-/// test of reading it in pieces.
+/// Parses `text` as certkeeper does, and checks that reading it as a whole on one thread gives
+/// the same configuration or the same errors, line for line, and so does reading it in pieces
+/// on one thread: every test of the configuration is also a test of each way of reading it.
 #[track_caller]
 pub(super) fn parse_text(text: &str) -> Result<Config, ConfigErrors> {
     let path = Path::new("/etc/certkeeper/certkeeper.toml");
     let got = parse(text, path, &env);
-    let whole = parse_as(text, path, &env, Reading::Whole);
+    let whole = parse_as(text, path, &env, Reading::Whole, Threads::One);
     assert_eq!(
         format!("{got:?}"),
         format!("{whole:?}"),
         "read in pieces and as a whole"
     );
+    let one = parse_as(text, path, &env, Reading::InPieces, Threads::One);
+    assert_eq!(format!("{got:?}"), format!("{one:?}"), "on every CPU and on one");
     got
 }
 
@@ -526,12 +528,12 @@ mod cluster;
 
 #[test]
 fn a_file_of_the_usual_layout_is_read_one_table_at_a_time() {
-    assert!(file::read_in_pieces(GOOD).is_some());
+    assert!(file::read_in_pieces(GOOD, Threads::Every).is_some());
     // Other layouts are read as a whole, with the same result.
     let later_defaults = GOOD.replace("[defaults]", "[[certificate]]\nname = \"a.example.com\"\n[defaults]");
     let sub_table = format!("{GOOD}[certificate.admin_contact]\nfname = \"A\"\n");
     for text in [&later_defaults, &sub_table] {
-        assert!(file::read_in_pieces(text).is_none(), "{text}");
+        assert!(file::read_in_pieces(text, Threads::Every).is_none(), "{text}");
         let _ = parse_text(text);
     }
     // A line that opens a table inside a multi-line string is not a cut: the piece before it
@@ -540,7 +542,7 @@ fn a_file_of_the_usual_layout_is_read_one_table_at_a_time() {
         "reload = [\"systemctl\", \"reload\", \"nginx\"]",
         "reload = [\"/bin/echo\", \"\"\"\n[[certificate]]\nname = \"not.example.com\"\n\"\"\"]",
     );
-    assert!(file::read_in_pieces(&in_string).is_none());
+    assert!(file::read_in_pieces(&in_string, Threads::Every).is_none());
     let c = parse_text(&in_string).expect("the string is part of the reload command");
     assert_eq!(c.certificates.len(), 1);
     assert_eq!(
@@ -558,7 +560,7 @@ fn a_mistake_in_a_later_table_read_by_itself_names_its_line() {
             text += "key = \"dsa\"\n";
         }
     }
-    assert!(file::read_in_pieces(&text).is_some());
+    assert!(file::read_in_pieces(&text, Threads::Every).is_some());
     let line = text.lines().position(|l| l == "key = \"dsa\"").unwrap() + 1;
     check_error(&text, "certificate[38].key", line, "unknown key type");
 }
