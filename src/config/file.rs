@@ -3,12 +3,13 @@
 //! [`super::validate`] turns it into the checked [`super::Config`]; `examples/certkeeper.toml`
 //! shows every key with its default.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::ContactSpec;
+use super::error::{self, field_from_toml_error};
+use super::{ConfigError, ConfigErrors, ContactSpec, sorted};
 
 /// The whole file.
 #[derive(Deserialize)]
@@ -555,4 +556,44 @@ pub(super) fn read_in_pieces(text: &str, threads: super::Threads) -> Option<RawC
         raw.certificate.extend(tables?);
     }
     Some(raw)
+}
+
+/// Reads the whole text as TOML, reporting every wrong key and type at once.
+///
+/// The TOML reader stops at its first error. To report every wrong key and type at once,
+/// the offending value is set aside (a wrong type replaced by a placeholder of the expected
+/// one, an unknown key's line blanked, lines kept) and the text read again, at most once per
+/// line. An error that cannot be set aside (a missing key, a broken table) ends the search:
+/// what would follow from it is unsure. Nothing is checked further when any was found.
+pub(super) fn read_whole(text: &str, path: &Path) -> Result<RawConfig, ConfigErrors> {
+    let mut blanked: Option<String> = None;
+    let mut format_errors = Vec::new();
+    Ok(loop {
+        let current = blanked.as_deref().unwrap_or(text);
+        let e = match toml::from_str(current) {
+            Ok(r) if format_errors.is_empty() => break r,
+            Ok(_) => return Err(ConfigErrors(sorted(format_errors))),
+            Err(e) => e,
+        };
+        let message = e.message().trim().to_string();
+        // A required key whose line was blanked is now missing: that is the same mistake.
+        let echo = |f: &ConfigError| message.contains(&format!("missing field `{}`", f.field));
+        if format_errors.iter().any(echo) {
+            return Err(ConfigErrors(sorted(format_errors)));
+        }
+        let line = e
+            .span()
+            .map(|s| current[..s.start.min(current.len())].matches('\n').count() + 1);
+        format_errors.push(ConfigError {
+            file: path.to_path_buf(),
+            line,
+            field: field_from_toml_error(current, e.span()).unwrap_or_else(|| "(syntax)".into()),
+            message,
+        });
+        let message = &format_errors[format_errors.len() - 1].message;
+        match e.span().and_then(|s| error::set_aside(current, s, message)) {
+            Some(next) if format_errors.len() <= text.lines().count() => blanked = Some(next),
+            _ => return Err(ConfigErrors(sorted(format_errors))),
+        }
+    })
 }

@@ -33,6 +33,7 @@ pub mod cluster;
 mod defaults;
 mod error;
 mod file;
+mod parts;
 mod validate;
 mod validation;
 mod values;
@@ -43,8 +44,9 @@ pub use values::{
     KeyKind, MAX_DURATION, MAX_NAME, check_api_url, is_hostname, is_mailbox, parse_duration, parse_renew_before,
 };
 
-use error::field_from_toml_error;
-use file::RawConfig;
+use file::{RawConfig, read_whole};
+pub use parts::Threads;
+use parts::in_parts;
 use validate::Validator;
 
 /// The environment variable that may hold the API password.
@@ -406,19 +408,6 @@ pub fn read(path: &Path) -> Result<Config, ConfigErrors> {
     read_on(path, Threads::Every)
 }
 
-/// On how many threads a large file's certificates are read and checked.
-#[derive(Clone, Copy, PartialEq, Debug)]
-pub enum Threads {
-    /// Every CPU, up to 8: a start-up or a one-shot command at 100,000 certificates.
-    Every,
-    /// The caller's alone, one table after another with no list of them in between: the
-    /// daemon, at start and at every re-read. A daemon of 100,000 certificates that read its
-    /// file in parts (on more threads, each part's list put together after) peaked over 100 MiB
-    /// after five re-reads, against about 82 MiB this way: the allocator keeps much of what the
-    /// lists took.
-    One,
-}
-
 /// [`read`] on the threads given.
 pub fn read_on(path: &Path, threads: Threads) -> Result<Config, ConfigErrors> {
     // Its hooks run as root: a configuration another user can write is refused.
@@ -467,46 +456,6 @@ fn parse_as(
         None => read_whole(text, path)?,
     };
     check(v, raw, path, env, threads)
-}
-
-/// Reads the whole text as TOML, reporting every wrong key and type at once.
-///
-/// The TOML reader stops at its first error. To report every wrong key and type at once,
-/// the offending value is set aside (a wrong type replaced by a placeholder of the expected
-/// one, an unknown key's line blanked, lines kept) and the text read again, at most once per
-/// line. An error that cannot be set aside (a missing key, a broken table) ends the search:
-/// what would follow from it is unsure. Nothing is checked further when any was found.
-fn read_whole(text: &str, path: &Path) -> Result<RawConfig, ConfigErrors> {
-    let mut blanked: Option<String> = None;
-    let mut format_errors = Vec::new();
-    Ok(loop {
-        let current = blanked.as_deref().unwrap_or(text);
-        let e = match toml::from_str(current) {
-            Ok(r) if format_errors.is_empty() => break r,
-            Ok(_) => return Err(ConfigErrors(sorted(format_errors))),
-            Err(e) => e,
-        };
-        let message = e.message().trim().to_string();
-        // A required key whose line was blanked is now missing: that is the same mistake.
-        let echo = |f: &ConfigError| message.contains(&format!("missing field `{}`", f.field));
-        if format_errors.iter().any(echo) {
-            return Err(ConfigErrors(sorted(format_errors)));
-        }
-        let line = e
-            .span()
-            .map(|s| current[..s.start.min(current.len())].matches('\n').count() + 1);
-        format_errors.push(ConfigError {
-            file: path.to_path_buf(),
-            line,
-            field: field_from_toml_error(current, e.span()).unwrap_or_else(|| "(syntax)".into()),
-            message,
-        });
-        let message = &format_errors[format_errors.len() - 1].message;
-        match e.span().and_then(|s| error::set_aside(current, s, message)) {
-            Some(next) if format_errors.len() <= text.lines().count() => blanked = Some(next),
-            _ => return Err(ConfigErrors(sorted(format_errors))),
-        }
-    })
 }
 
 /// Checks what was read, section by section and certificate by certificate.
@@ -618,67 +567,6 @@ fn check(
         }),
         _ => Err(ConfigErrors(sorted(v.errors))),
     }
-}
-
-/// Runs `work` on consecutive parts of `items` and returns what each gave, in order; `work`
-/// is told the index of its part's first item. A large file's certificates (4,096 and more
-/// per part) are read and checked on every CPU, up to 8: at 100,000 certificates that halves
-/// the time a start-up, a reload or a `run --once` spends on the configuration. A part whose
-/// thread cannot be started is worked on by the caller.
-fn in_parts<T: Send, R: Send>(threads: Threads, items: Vec<T>, work: impl Fn(usize, Vec<T>) -> R + Sync) -> Vec<R> {
-    if threads == Threads::One {
-        return vec![work(0, items)];
-    }
-    const LEAST: usize = 4096;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-    let part = items.len().div_ceil(cpus).max(LEAST);
-    in_parts_of(part, items, work)
-}
-
-/// [`in_parts`] with parts of `part` items (the last one shorter), each on a thread of its own.
-fn in_parts_of<T: Send, R: Send>(part: usize, mut items: Vec<T>, work: impl Fn(usize, Vec<T>) -> R + Sync) -> Vec<R> {
-    let part = part.max(1);
-    if items.len() <= part {
-        return vec![work(0, items)];
-    }
-    let mut parts = Vec::new();
-    while !items.is_empty() {
-        let first = (items.len() - 1) / part * part;
-        let rest = items.split_off(first);
-        parts.push((first, std::sync::Mutex::new(Some(rest))));
-    }
-    parts.reverse();
-    enum Running<'s, R> {
-        Thread(std::thread::ScopedJoinHandle<'s, R>),
-        Done(R),
-    }
-    std::thread::scope(|s| {
-        let work = &work;
-        let running: Vec<_> = parts
-            .iter()
-            .map(|(first, slot)| {
-                let run = move || {
-                    let items = slot
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .take()
-                        .expect("each part is taken once");
-                    work(*first, items)
-                };
-                match std::thread::Builder::new().spawn_scoped(s, run) {
-                    Ok(thread) => Running::Thread(thread),
-                    Err(_) => Running::Done(run()),
-                }
-            })
-            .collect();
-        running
-            .into_iter()
-            .map(|r| match r {
-                Running::Thread(t) => t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                Running::Done(r) => r,
-            })
-            .collect()
-    })
 }
 
 /// Errors in the order of the file, each once: a mistake in `[defaults]` is found once per
