@@ -320,9 +320,8 @@ fn apply_key_access_of(agent: &Agent, look: Option<&crate::store::Look>, cert: &
 /// it is shared out over the CPUs.
 fn look_at_all(agent: &Agent, picked: impl Fn(&CertConfig) -> bool + Sync, force: bool, now: i64) -> Vec<CertConfig> {
     let all = &agent.config.certificates;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     // Below a few thousand certificates one thread is as fast as starting more.
-    let part = all.len().div_ceil(cpus).max(4096);
+    let part = crate::config::part_size(all.len());
     // Where the directories cannot be opened, each path is resolved in full (and its error
     // reported for its certificate, as before).
     let dirs = agent.store.look().ok();

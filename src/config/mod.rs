@@ -47,6 +47,7 @@ pub use values::{
 use file::{RawConfig, read_whole};
 pub use parts::Threads;
 use parts::in_parts;
+pub(crate) use parts::part_size;
 use validate::Validator;
 
 /// The environment variable that may hold the API password.
