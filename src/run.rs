@@ -314,20 +314,22 @@ fn apply_key_access_of(agent: &Agent, look: Option<&crate::store::Look>, cert: &
     }
 }
 
-/// Gives every live key its configured access (as [`apply_key_access`]) and returns the
-/// certificates of `picked` that are due (all of them when `force`). At 100,000 certificates
-/// a run with nothing due is this look, a state file and a key's metadata per certificate, so
-/// it is shared out over the CPUs.
-fn look_at_all(agent: &Agent, picked: impl Fn(&CertConfig) -> bool + Sync, force: bool, now: i64) -> Vec<CertConfig> {
-    let all = &agent.config.certificates;
+/// Gives the live key of every certificate of `picked` its configured access (as
+/// [`apply_key_access`]) and returns those that are due (all of them when `force`). A run for
+/// named certificates (`--renew-now NAME`) looks at those alone: the others' keys get their
+/// access at the next run or the daemon's next pass. At 100,000 certificates a run with nothing
+/// due is this look, a state file and a key's metadata per certificate, so it is shared out over
+/// the CPUs.
+fn look_at_all(agent: &Agent, picked: impl Fn(&CertConfig) -> bool, force: bool, now: i64) -> Vec<CertConfig> {
+    let all: Vec<&CertConfig> = agent.config.certificates.iter().filter(|c| picked(c)).collect();
     // Below a few thousand certificates one thread is as fast as starting more.
     let part = crate::config::part_size(all.len());
     // Where the directories cannot be opened, each path is resolved in full (and its error
     // reported for its certificate, as before).
     let dirs = agent.store.look().ok();
-    let look = |c: &CertConfig| {
+    let look = |c: &&CertConfig| {
         apply_key_access_of(agent, dirs.as_ref(), c);
-        picked(c) && (force || agent.is_due(dirs.as_ref(), c, now))
+        force || agent.is_due(dirs.as_ref(), c, now)
     };
     let due: Vec<bool> = if all.len() <= part {
         all.iter().map(look).collect()
@@ -343,7 +345,7 @@ fn look_at_all(agent: &Agent, picked: impl Fn(&CertConfig) -> bool + Sync, force
                 .collect()
         })
     };
-    all.iter()
+    all.into_iter()
         .zip(due)
         .filter(|(_, due)| *due)
         .map(|(c, _)| c.clone())

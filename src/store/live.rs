@@ -155,9 +155,10 @@ impl Store {
     }
 
     /// Gives the live key of `name` the owner, group and mode `access` says, where they
-    /// differ: a changed `key_owner`, `key_group` or `key_mode` applies at the next run, not at
-    /// the next reissue. (A generation kept for a rollback gets them when it is live again: the
-    /// run after the rollback sets them.) Returns whether the key was changed.
+    /// differ: a changed `key_owner`, `key_group` or `key_mode` applies at the next run (a
+    /// `--renew-now NAME` gives NAME's alone) or the daemon's next pass, not at the next
+    /// reissue. (A generation kept for a rollback gets them when it is live again: the run after
+    /// the rollback sets them.) Returns whether the key was changed.
     /// The live key is found through `look`'s live directory when given.
     pub fn apply_key_access(&self, look: Option<&super::Look>, name: &str, access: KeyAccess) -> io::Result<bool> {
         // The common case, a key as configured, costs one lstat through the live link (ours);
