@@ -2,7 +2,7 @@
 """certkeeper's benchmarks, against autodns-sim on loopback. One command:
 
     python3 bench/run.py            # everything (about 25 minutes, 10 of them the rate-limited runs)
-    python3 bench/run.py cpu noop   # only some: scale, peer, features, cpu, rss, noop, ratelimit, ratelimit40, campaign, campaign40, dnslag, idle
+    python3 bench/run.py cpu noop   # only some: scale, peer, floor, features, cpu, rss, noop, ratelimit, ratelimit40, campaign, campaign40, dnslag, idle
     BENCH_BINARIES=DIR python3 bench/run.py ratelimit40   # another build's binaries, not built here
 
 It builds the release binaries, starts autodns-sim (job delay 0) as a child process, writes
@@ -16,6 +16,7 @@ import calendar
 import resource
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -95,8 +96,8 @@ class Sim:
         self.p.wait(timeout=10)
 
 
-def workdir(sim, names, key="ecdsa-p256", extra="", api_rate=1000.0, poll="50ms", dns="autodns"):
-    d = tempfile.mkdtemp(prefix="certkeeper-bench-")
+def workdir(sim, names, key="ecdsa-p256", extra="", api_rate=1000.0, poll="50ms", dns="autodns", base=None):
+    d = tempfile.mkdtemp(prefix="certkeeper-bench-", dir=base)
     with open(os.path.join(d, "api-password"), "w") as f:
         f.write("demo-password\n")
     os.chmod(os.path.join(d, "api-password"), 0o600)
@@ -395,15 +396,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def bench_peer(n=40):
-    """One process per P-256 certificate, both validated for free: lego (Debian's package)
-    against pebble (Debian's, PEBBLE_VA_ALWAYS_VALID=1) and certkeeper against autodns-sim,
-    taken in turns in one run so that both see the same machine. The packages are installed
-    with apt-get where they are missing."""
+def start_pebble(d):
+    """Debian's pebble (installed with apt-get where it or lego is missing) on loopback,
+    validation free (PEBBLE_VA_ALWAYS_VALID=1, as the simulator's is), with a P-256 TLS
+    certificate made in `d`. Returns (pebble's process, lego's argv for a name and a --path,
+    lego's environment)."""
     missing = [p for p, b in [("lego", "/usr/bin/lego"), ("pebble", "/usr/bin/pebble")] if not os.path.exists(b)]
     if missing:
         subprocess.run(["apt-get", "install", "-y", *missing], check=True, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-    d = tempfile.mkdtemp(prefix="certkeeper-bench-peer-")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                     "-keyout", f"{d}/key.pem", "-out", f"{d}/cert.pem", "-days", "2", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
@@ -415,19 +415,38 @@ def bench_peer(n=40):
     pebble_env = dict(os.environ, PEBBLE_VA_ALWAYS_VALID="1", PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0")
     pebble = subprocess.Popen(["pebble", "-config", f"{d}/pebble.json"], env=pebble_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     STARTED.append(pebble)
+    import socket
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", acme), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    lego_env = dict(os.environ, LEGO_CA_CERTIFICATES=f"{d}/cert.pem")
+    lego = lambda name, path: ["lego", "--server", f"https://127.0.0.1:{acme}/dir", "--email", "bench@example.com", "--accept-tos",
+                               "--key-type", "ec256", "--domains", name, "--http", "--http.port", f"127.0.0.1:{http}",
+                               "--path", path, "run"]
+    return pebble, lego, lego_env
+
+
+def stop_pebble(pebble):
+    pebble.send_signal(signal.SIGTERM)
+    pebble.wait(timeout=10)
+
+
+def lego_version():
+    return subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "lego"], capture_output=True, text=True).stdout
+
+
+def bench_peer(n=40):
+    """One process per P-256 certificate, both validated for free: lego (Debian's package)
+    against pebble (Debian's, PEBBLE_VA_ALWAYS_VALID=1) and certkeeper against autodns-sim,
+    taken in turns in one run so that both see the same machine. The packages are installed
+    with apt-get where they are missing."""
+    d = tempfile.mkdtemp(prefix="certkeeper-bench-peer-")
+    pebble, lego, lego_env = start_pebble(d)
     try:
-        import socket
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", acme), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        lego_env = dict(os.environ, LEGO_CA_CERTIFICATES=f"{d}/cert.pem")
-        lego = lambda name: ["lego", "--server", f"https://127.0.0.1:{acme}/dir", "--email", "bench@example.com", "--accept-tos",
-                             "--key-type", "ec256", "--domains", name, "--http", "--http.port", f"127.0.0.1:{http}",
-                             "--path", f"{d}/lego", "run"]
-        child_cpu_ms(lego("account.example.com"), env=lego_env)  # the ACME account, once
+        child_cpu_ms(lego("account.example.com", f"{d}/lego"), env=lego_env)  # the ACME account, once
         sim = Sim("--rate-limit", "0")
         contact(sim)
         w = workdir(sim, names(n))
@@ -435,19 +454,75 @@ def bench_peer(n=40):
         env = dict(os.environ, CERTKEEPER_CONFIG=os.path.join(w, "certkeeper.toml"), CERTKEEPER_LOG="warn")
         lego_ms, ck_ms = [], []
         for name in names(n):
-            lego_ms.append(child_cpu_ms(lego(name), env=lego_env))
+            lego_ms.append(child_cpu_ms(lego(name, f"{d}/lego"), env=lego_env))
             ck_ms.append(child_cpu_ms([CERTKEEPER, "--renew-now", name], env=env, cwd=w))
         sim.stop()
     finally:
-        pebble.send_signal(signal.SIGTERM)
-        pebble.wait(timeout=10)
+        stop_pebble(pebble)
     lego_med, ck_med = statistics.median(lego_ms), statistics.median(ck_ms)
     results["peer_lego_p256_process_per_cert"] = {
         "certificates": n, "lego_cpu_ms_median": lego_med, "certkeeper_cpu_ms_median": ck_med,
-        "lego_over_certkeeper": lego_med / ck_med,
-        "lego_version": subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "lego"], capture_output=True, text=True).stdout,
+        "lego_over_certkeeper": lego_med / ck_med, "lego_version": lego_version(),
     }
     print("peer", json.dumps(results["peer_lego_p256_process_per_cert"]), flush=True)
+
+
+def bench_floor(n=40, runs=3):
+    """What the one-shot and the 100-certificate runs cost with no disk work at all, next to the
+    same runs on the disk and lego in the same session: every file of a second work directory
+    (config, state, live) on tmpfs (/dev/shm), where fsync, file creation and rename cost next to
+    nothing; lego likewise with its --path on the disk and on tmpfs; and the cost of starting the
+    binary (`certkeeper --version`) and of /bin/true. One process per P-256 certificate for n
+    certificates, each kind in turns; 100 certificates in one `--renew-now` run, runs times each.
+    CPU (user + system) from getrusage."""
+    d = tempfile.mkdtemp(prefix="certkeeper-bench-floor-")
+    shm = tempfile.mkdtemp(prefix="certkeeper-bench-floor-", dir="/dev/shm")
+    pebble, lego, lego_env = start_pebble(d)
+    sim = Sim("--rate-limit", "0")
+    try:
+        for path in [f"{d}/lego", f"{shm}/lego"]:
+            child_cpu_ms(lego("account.example.com", path), env=lego_env)  # the ACME accounts, once
+        contact(sim)
+        dirs = {"disk": workdir(sim, names(n)), "tmpfs": workdir(sim, names(n), base=shm)}
+        envs = {}
+        for k, w in dirs.items():
+            ck(w, "run", "--once")  # the orders, once
+            envs[k] = dict(os.environ, CERTKEEPER_CONFIG=os.path.join(w, "certkeeper.toml"), CERTKEEPER_LOG="warn")
+            envs[k].pop("RUST_BACKTRACE", None)
+        kinds = {
+            "lego_disk": lambda name: child_cpu_ms(lego(name, f"{d}/lego"), env=lego_env),
+            "lego_tmpfs": lambda name: child_cpu_ms(lego(name, f"{shm}/lego"), env=lego_env),
+            "certkeeper_disk": lambda name: child_cpu_ms([CERTKEEPER, "--renew-now", name], env=envs["disk"], cwd=dirs["disk"]),
+            "certkeeper_tmpfs": lambda name: child_cpu_ms([CERTKEEPER, "--renew-now", name], env=envs["tmpfs"], cwd=dirs["tmpfs"]),
+            "certkeeper_version": lambda name: child_cpu_ms([CERTKEEPER, "--version"]),
+            "bin_true": lambda name: child_cpu_ms(["/bin/true"]),
+        }
+        ms = {k: [] for k in kinds}
+        for name in names(n):
+            for k, f in kinds.items():
+                ms[k].append(f(name))
+        one = {f"{k}_cpu_ms_median": statistics.median(v) for k, v in ms.items()}
+        one["lego_over_certkeeper_disk"] = one["lego_disk_cpu_ms_median"] / one["certkeeper_disk_cpu_ms_median"]
+        one["lego_over_certkeeper_tmpfs"] = one["lego_disk_cpu_ms_median"] / one["certkeeper_tmpfs_cpu_ms_median"]
+        hundred = {"disk": workdir(sim, names(100)), "tmpfs": workdir(sim, names(100), base=shm)}
+        per_cert = {k: [] for k in hundred}
+        for w in hundred.values():
+            ck(w, "run", "--once")
+        for _ in range(runs):
+            for k, w in hundred.items():
+                env = dict(os.environ, CERTKEEPER_CONFIG=os.path.join(w, "certkeeper.toml"), CERTKEEPER_LOG="warn")
+                env.pop("RUST_BACKTRACE", None)
+                per_cert[k].append(child_cpu_ms([CERTKEEPER, "--renew-now"], env=env, cwd=w) / 100)
+    finally:
+        sim.stop()
+        stop_pebble(pebble)
+        shutil.rmtree(shm, ignore_errors=True)
+    results["floor_p256"] = {
+        "certificates": n, "process_per_cert": one,
+        "one_run_100": {f"certkeeper_{k}_cpu_ms_per_cert_median": statistics.median(v) for k, v in per_cert.items()},
+        "lego_version": lego_version(),
+    }
+    print("floor", json.dumps(results["floor_p256"]), flush=True)
 
 
 def cpu_of(pid):
@@ -739,7 +814,7 @@ def bench_against(n=40, runs=5):
     print("against", json.dumps(out), flush=True)
 
 
-BENCHES = {"scale": bench_scale, "peer": bench_peer, "features": bench_features, "cpu": bench_cpu, "noop": bench_noop, "rss": bench_rss, "idle": bench_idle, "dnslag": bench_dnslag, "ratelimit": bench_ratelimit, "ratelimit40": bench_ratelimit40, "campaign": bench_campaign, "campaign40": bench_campaign40, "fleet": bench_fleet, "against": bench_against}
+BENCHES = {"scale": bench_scale, "peer": bench_peer, "floor": bench_floor, "features": bench_features, "cpu": bench_cpu, "noop": bench_noop, "rss": bench_rss, "idle": bench_idle, "dnslag": bench_dnslag, "ratelimit": bench_ratelimit, "ratelimit40": bench_ratelimit40, "campaign": bench_campaign, "campaign40": bench_campaign40, "fleet": bench_fleet, "against": bench_against}
 
 if __name__ == "__main__":
     wanted = sys.argv[1:] or [b for b in BENCHES if b != "against"]
