@@ -23,6 +23,7 @@ pub mod keys;
 pub(crate) mod online;
 pub mod order;
 pub(crate) mod p12;
+pub(crate) mod pause;
 pub(crate) mod plan;
 pub mod revoke;
 pub(crate) mod run;

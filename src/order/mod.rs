@@ -19,7 +19,6 @@
 //! rollback).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use time::OffsetDateTime;
@@ -40,9 +39,8 @@ mod validate;
 
 pub use plan::{Ending, NeedsConsent, decide, facts, next, next_from, paid_in_term, persists, policy_for};
 
-/// The environment variable that makes certkeeper stop (and wait to be killed) right after the
-/// journal reached the named step. For crash tests only.
-pub const PAUSE_ENV: &str = "CERTKEEPER_TEST_PAUSE_AT";
+pub use crate::pause::PAUSE_ENV;
+pub(crate) use crate::pause::pause_for_tests;
 
 /// The crash-test point between the paid request's answer and its journal entry.
 pub const ANSWERED: &str = "answered";
@@ -423,27 +421,6 @@ fn record_failure(
             tracing::error!(cert = %st.name, error = %save_error, "the failure could not be recorded in the state file");
             anyhow!("{e:#}; and recording this failure in the state file failed: {save_error}")
         }
-    }
-}
-
-/// The crash tests' hook: with `CERTKEEPER_TEST_PAUSE_AT=POINT` (a step's name, or [`ANSWERED`]:
-/// the order's answer is here but not yet journaled), stops there so that a test can kill the
-/// process at that point.
-///
-/// The crash tests read its line from stderr whatever the log filter, so it is printed.
-#[allow(clippy::print_stderr)]
-pub(crate) fn pause_for_tests(point: &str, name: &str) {
-    let Some(wanted) = std::env::var_os(PAUSE_ENV) else {
-        return;
-    };
-    if wanted == point {
-        eprintln!("certkeeper: paused at {point} for {name}");
-        std::thread::sleep(Duration::from_secs(120));
-        std::process::exit(99);
-    }
-    // `panic:POINT`: the order's task panics there, as a bug would (for the daemon's tests).
-    if wanted.to_str().and_then(|w| w.strip_prefix("panic:")) == Some(point) {
-        panic!("test panic at {point} for {name}");
     }
 }
 
