@@ -1,6 +1,8 @@
 //! The crash tests' pause points: with `CERTKEEPER_TEST_PAUSE_AT=POINT` certkeeper stops at
 //! that point and waits to be killed. Points: a journal step's name (the journal just reached
-//! it), `answered` (`order::ANSWERED`) and a revocation's (`revoke`).
+//! it), `answered` (`order::ANSWERED`), a revocation's (`revoke`), `replacing` (a file's new
+//! copy written and synced, not yet renamed into place) and `generation_written` (a new
+//! generation's files written, its directory not yet renamed into place).
 
 use std::time::Duration;
 

@@ -66,6 +66,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         fs::remove_file(&tmp)?;
         write_new(&tmp, bytes, mode)?;
     }
+    crate::pause::pause_for_tests("replacing", path.to_str().unwrap_or("a file"));
     fs::rename(&tmp, path)?;
     settled(dir);
     sync_dir(dir)

@@ -148,6 +148,7 @@ impl Store {
             0o644,
         )?;
         sync_dir(&tmp)?;
+        crate::pause::pause_for_tests("generation_written", name);
         let generation = self.generation(name, number);
         fs::rename(&tmp, &generation.dir)?;
         sync_dir(&parent)?;

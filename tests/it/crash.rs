@@ -369,3 +369,79 @@ async fn a_contact_that_could_not_be_made_leaves_no_paid_request_on_record() {
     env.assert_installed("www.example.com");
     assert_eq!(env.paid("www.example.com"), 1);
 }
+
+/// The names of the temp files and directories (`.tmp-*`) in `dir`, each with its mode.
+fn temps_in(dir: &std::path::Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .map(|e| {
+            let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+            (e.file_name().to_string_lossy().into_owned(), mode)
+        })
+        .collect()
+}
+
+/// What a real kill leaves, not a planted copy of it: a run killed after a file's new copy is
+/// written and before it is renamed into place leaves that temp file (its own name, 0600, the
+/// forced reissue's journal in it) and the state it was to replace, whole; one killed
+/// after a new generation's files are written and before its directory is renamed leaves that
+/// directory. The next run, with the shipped settings, sweeps both, and the order goes on once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_run_killed_before_a_rename_leaves_is_swept_by_the_next_and_nothing_is_lost() {
+    let env = TestEnv::start("crash-rename").await;
+    let name = "www.example.com";
+    env.write_config(&[Cert::autodns(name)], "");
+    env.use_shipped_settings();
+    env.run_ok(&["run", "--once"]).await;
+    let first = env.serial(name);
+    let certs = env.dir.join("state/certs");
+    assert!(temps_in(&certs).is_empty());
+
+    // Killed at the first replacement, the forced reissue's journal: its temp file is there,
+    // the state is the installed certificate's, and nothing was asked of the API.
+    kill_at(&env, &["--renew-now", name], "replacing").await;
+    let left = temps_in(&certs);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].1, 0o600, "{left:?}");
+    let text = std::fs::read_to_string(certs.join(&left[0].0)).unwrap();
+    assert!(
+        text.contains("\"step\": \"planned\"") && text.contains("\"kind\": \"reissue\""),
+        "{text}"
+    );
+    assert_eq!(env.reissues(name), 0);
+    let out = env.run_ok(&["status", "--json"]).await;
+    assert_eq!(status_rows(&out)[0]["state"], "deployed", "{}", status_rows(&out));
+
+    // The next run sweeps it. The forced reissue was never on disk, so nothing is due.
+    env.run_ok(&["run", "--once"]).await;
+    assert!(temps_in(&certs).is_empty(), "{:?}", temps_in(&certs));
+    assert_eq!(env.reissues(name), 0);
+    assert_eq!(env.serial(name), first);
+    env.assert_installed(name);
+
+    // Killed with the new generation's files written: its directory is left, the key in it
+    // 0600; the journal (at `job_done`) resumes, the download and the generation are made
+    // again, and the left directory is swept.
+    let generations = env.dir.join(format!("live/.generations/{name}"));
+    kill_at(&env, &["--renew-now", name], "generation_written").await;
+    let left = temps_in(&generations);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let key = generations.join(&left[0].0).join("privkey.pem");
+    assert!(std::fs::read_to_string(&key).unwrap().contains("PRIVATE KEY"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert_eq!(env.serial(name), first, "the left generation went live");
+    env.run_ok(&["run", "--once"]).await;
+    assert!(temps_in(&generations).is_empty(), "{:?}", temps_in(&generations));
+    assert_eq!(env.reissues(name), 1, "{:?}", env.sim.control().ledger());
+    assert_eq!(env.paid(name), 1);
+    assert_ne!(env.serial(name), first);
+    env.assert_installed(name);
+}
